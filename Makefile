@@ -1,0 +1,37 @@
+# Two commands do all set-up on a fresh machine:
+#   make demo   -> creates .venv, installs, trains a short run on the built-in data, writes a sample grid
+#   make test   -> creates .venv, installs, runs the test suite under tensorflow, jax and torch
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PY := $(BIN)/python
+STAMP := $(VENV)/.installed
+BACKENDS ?= tensorflow jax torch
+DEMO_BACKEND ?= torch
+
+.PHONY: install demo test test-backend bench clean
+
+$(STAMP): pyproject.toml constraints-cpu.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -c constraints-cpu.txt -e '.[tensorflow,jax,torch,export,serve,dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	KERAS_BACKEND=$(DEMO_BACKEND) $(BIN)/nebula train --preset demo --out runs/demo
+	KERAS_BACKEND=$(DEMO_BACKEND) $(BIN)/nebula sample --model runs/demo -n 64 --seed 0 -o runs/demo/grid.png
+	@echo "demo: grid written to runs/demo/grid.png"
+
+test: $(STAMP)
+	@set -e; for b in $(BACKENDS); do \
+	  echo "=== KERAS_BACKEND=$$b"; \
+	  KERAS_BACKEND=$$b $(PY) -m pytest -q $(PYTEST_ARGS) || exit $$?; \
+	done
+
+test-backend: $(STAMP)
+	KERAS_BACKEND=$(BACKEND) $(PY) -m pytest -q $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,3 @@
+from nebula_keras3.cli import main
+
+main(prog_name="nebula")

@@ -1,0 +1,69 @@
+"""Where a run keeps its generator, and the facts that travel with it.
+
+A run folder (``nebula train --out runs/NAME``) holds::
+
+    config.json            the TrainConfig the run was started with
+    generator.keras        the final generator (Keras 3 native format)
+    generator.json         model facts: latent_dim, image_size, backend, epoch, step, preset, ...
+    checkpoints/           last checkpoint (weights + both optimizers + RNG, atomic)
+    samples/epoch_NNN.png  grids from fixed noise
+    losses.csv, losses.png
+
+``resolve_generator`` accepts a run folder or a ``.keras`` file (with an optional
+sibling ``<stem>.json``). This module imports only the standard library.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+GENERATOR_FILE = "generator.keras"
+FACTS_FILE = "generator.json"
+CONFIG_FILE = "config.json"
+
+
+class ArtifactError(ValueError):
+    """A run folder or model file that cannot be used (message says why)."""
+
+
+def resolve_generator(path: str | os.PathLike) -> tuple[Path, dict]:
+    """Return ``(generator.keras path, facts)`` for a run folder or a ``.keras`` file."""
+    path = Path(path)
+    if path.is_dir():
+        model = path / GENERATOR_FILE
+        if not model.is_file():
+            raise ArtifactError(
+                f"{path} has no {GENERATOR_FILE}: is it a finished run folder? "
+                "(an unfinished run can be completed with `nebula train --resume`)"
+            )
+        facts_file = path / FACTS_FILE
+    elif path.is_file():
+        if path.suffix != ".keras":
+            raise ArtifactError(f"{path} is not a .keras model file or a run folder")
+        model = path
+        facts_file = path.with_suffix(".json")
+    else:
+        raise ArtifactError(f"{path} does not exist")
+    facts = {}
+    if facts_file.is_file():
+        try:
+            facts = json.loads(facts_file.read_text())
+        except json.JSONDecodeError as e:
+            raise ArtifactError(f"{facts_file} is not valid JSON: {e}") from None
+    return model, facts
+
+
+def write_json_atomic(data: dict, path: str | os.PathLike) -> Path:
+    """Write JSON to ``path`` via a temp file and rename: never half-written."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with open(tmp, "w") as f:
+        json.dump(data, f, indent=2, sort_keys=True)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    return path

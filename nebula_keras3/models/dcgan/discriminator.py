@@ -1,0 +1,73 @@
+"""DCGAN discriminator: RGB image in [-1, 1] -> one real/fake logit."""
+
+from __future__ import annotations
+
+import keras
+
+from nebula_keras3.models.dcgan.layers import batch_norm, channel_mults, conv_init
+
+
+@keras.saving.register_keras_serializable(package="nebula_keras3")
+class DCGANDiscriminator(keras.Model):
+    """Strided-conv discriminator; at 64 px exactly pytorch/examples' ``Discriminator``.
+
+    Shapes at 64 px, ndf=64 (channels last):
+        x [B, 64, 64, 3]
+        Conv 4x4/2 same + LeakyReLU(0.2)        -> [B, 32, 32, 64]   (no BatchNorm)
+        Conv 4x4/2 same + BN + LeakyReLU(0.2)   -> [B, 16, 16, 128]
+                                                -> [B, 8, 8, 256]
+                                                -> [B, 4, 4, 512]
+        Conv 4x4/1 valid                        -> [B, 1, 1, 1] -> logit [B, 1]
+    The reference ends in a sigmoid and BCELoss; we return the logit and use
+    BCE-with-logits, the same loss computed stably.
+
+    Args:
+        image_size: 32, 64, 128 or 256.
+        ndf: width of the first stage.
+        seed: seed for the weight initialisers (None: Keras' global RNG).
+    """
+
+    def __init__(self, image_size=64, ndf=64, seed=None, **kwargs):
+        mults = list(reversed(channel_mults(image_size)))  # [1, 2, 4, 8] at 64 px
+        images = keras.Input(shape=(image_size, image_size, 3), name="images")
+        x = images
+        for i, mult in enumerate(mults):
+            x = keras.layers.Conv2D(
+                ndf * mult,
+                4,
+                strides=2,
+                padding="same",
+                use_bias=False,
+                kernel_initializer=conv_init(None if seed is None else seed + i),
+                name=f"down{i}_conv",
+            )(x)
+            if i > 0:
+                x = batch_norm(f"down{i}_bn", None if seed is None else seed + 100 + i)(x)
+            x = keras.layers.LeakyReLU(negative_slope=0.2, name=f"down{i}_lrelu")(x)
+        x = keras.layers.Conv2D(
+            1,
+            4,
+            strides=1,
+            padding="valid",
+            use_bias=False,
+            kernel_initializer=conv_init(None if seed is None else seed + 99),
+            name="to_logit_conv",
+        )(x)
+        logits = keras.layers.Flatten(dtype="float32", name="logit")(x)
+        kwargs.setdefault("name", "discriminator")
+        super().__init__(inputs=images, outputs=logits, **kwargs)
+        self.image_size = image_size
+        self.ndf = ndf
+        self.seed = seed
+
+    def get_config(self):
+        return {
+            "image_size": self.image_size,
+            "ndf": self.ndf,
+            "seed": self.seed,
+            "name": self.name,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)

@@ -1,0 +1,75 @@
+"""DCGAN generator: latent vector -> RGB image in [-1, 1]."""
+
+from __future__ import annotations
+
+import keras
+
+from nebula_keras3.models.dcgan.layers import batch_norm, channel_mults, conv_init
+
+
+@keras.saving.register_keras_serializable(package="nebula_keras3")
+class DCGANGenerator(keras.Model):
+    """Transposed-conv generator; at 64 px exactly pytorch/examples' ``Generator``.
+
+    Shapes at 64 px, ngf=64 (channels last):
+        z [B, 100] -> [B, 1, 1, 100]
+        ConvT 4x4/1 valid + BN + ReLU   -> [B, 4, 4, 512]
+        ConvT 4x4/2 same  + BN + ReLU   -> [B, 8, 8, 256]
+                                        -> [B, 16, 16, 128]
+                                        -> [B, 32, 32, 64]
+        ConvT 4x4/2 same + tanh         -> [B, 64, 64, 3]
+    Convolutions have no bias (BatchNorm follows), as in the reference.
+
+    Args:
+        image_size: 32, 64, 128 or 256.
+        latent_dim: length of the latent vector z.
+        ngf: width of the last hidden stage.
+        seed: seed for the weight initialisers (None: Keras' global RNG).
+    """
+
+    def __init__(self, image_size=64, latent_dim=100, ngf=64, seed=None, **kwargs):
+        mults = channel_mults(image_size)
+        z = keras.Input(shape=(latent_dim,), name="z")
+        x = keras.layers.Reshape((1, 1, latent_dim), name="z_as_map")(z)
+        for i, mult in enumerate(mults):
+            first = i == 0
+            x = keras.layers.Conv2DTranspose(
+                ngf * mult,
+                4,
+                strides=1 if first else 2,
+                padding="valid" if first else "same",
+                use_bias=False,
+                kernel_initializer=conv_init(None if seed is None else seed + i),
+                name=f"up{i}_convt",
+            )(x)
+            x = batch_norm(f"up{i}_bn", None if seed is None else seed + 100 + i)(x)
+            x = keras.layers.ReLU(name=f"up{i}_relu")(x)
+        x = keras.layers.Conv2DTranspose(
+            3,
+            4,
+            strides=2,
+            padding="same",
+            use_bias=False,
+            kernel_initializer=conv_init(None if seed is None else seed + 99),
+            name="to_rgb_convt",
+        )(x)
+        images = keras.layers.Activation("tanh", dtype="float32", name="images")(x)
+        kwargs.setdefault("name", "generator")
+        super().__init__(inputs=z, outputs=images, **kwargs)
+        self.image_size = image_size
+        self.latent_dim = latent_dim
+        self.ngf = ngf
+        self.seed = seed
+
+    def get_config(self):
+        return {
+            "image_size": self.image_size,
+            "latent_dim": self.latent_dim,
+            "ngf": self.ngf,
+            "seed": self.seed,
+            "name": self.name,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
