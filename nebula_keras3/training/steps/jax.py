@@ -1,0 +1,92 @@
+"""GAN train step for the JAX backend: stateless, both optimizers' states carried.
+
+``fit`` hands us ``state = (trainable, non_trainable, optimizer, metrics)`` value
+lists ordered like the GAN's ``trainable_variables``, ``non_trainable_variables``,
+``optimizer.variables`` (the MultiOptimizer: its own counters, then D's Adam
+and G's Adam) and ``metrics_variables``; we return the same structure updated.
+D's BatchNorm statistics are threaded through the real pass, the fake pass and
+the G step, as torch does implicitly.
+"""
+
+import jax
+from keras import StatelessScope, ops
+
+
+def _pick(variables, lookup):
+    return [lookup[id(v)] for v in variables]
+
+
+def train_step(self, state, data):
+    trainable, non_trainable, opt_values, metrics_values = state
+    real = data[0] if isinstance(data, (tuple, list)) else data  # [B, S, S, 3] in [-1, 1]
+    G, D = self.generator, self.discriminator
+    values = {id(v): x for v, x in zip(self.trainable_variables, trainable)}
+    values.update({id(v): x for v, x in zip(self.non_trainable_variables, non_trainable)})
+    values.update({id(v): x for v, x in zip(self.optimizer.variables, opt_values)})
+
+    # z ~ N(0, I) from the seed generator, whose state fit keeps in `non_trainable`.
+    seed_state = self.seed_generator.state
+    with StatelessScope(state_mapping=[(seed_state, values[id(seed_state)])]) as scope:
+        z = self.sample_latents(real.shape[0])  # [B, latent]
+        values[id(seed_state)] = scope.get_current_value(seed_state)
+
+    # One G forward; its VJP turns dL/dfake into G's gradients later.
+    g_train, g_state = _pick(G.trainable_variables, values), _pick(G.non_trainable_variables, values)
+
+    def g_forward(g_train):
+        return G.stateless_call(g_train, g_state, z, training=True)  # fake [B, S, S, 3], G's BN stats
+
+    fake, g_vjp, g_state = jax.vjp(g_forward, g_train, has_aux=True)
+
+    # D: BCE(1, D(x)) + BCE(0, D(G(z))), G's output held constant.
+    d_train, d_state = _pick(D.trainable_variables, values), _pick(D.non_trainable_variables, values)
+
+    def d_objective(d_train, d_state):
+        real_logits, d_state = D.stateless_call(d_train, d_state, real, training=True)  # [B, 1]
+        fake_logits, d_state = D.stateless_call(
+            d_train, d_state, jax.lax.stop_gradient(fake), training=True
+        )
+        return self.real_fake_loss(real_logits, fake_logits), (d_state, real_logits, fake_logits)
+
+    (d_loss, (d_state, real_logits, fake_logits)), d_grads = jax.value_and_grad(
+        d_objective, has_aux=True
+    )(d_train, d_state)
+    d_opt = _pick(self.d_optimizer.variables, values)
+    d_train, d_opt = self.d_optimizer.stateless_apply(d_opt, d_grads, d_train)
+
+    # G: BCE(1, D(G(z))) through the updated D; gradient w.r.t. fake, then G's VJP.
+    def g_objective(fake, d_state):
+        gen_logits, d_state = D.stateless_call(d_train, d_state, fake, training=True)
+        return self.generator_loss(gen_logits), d_state
+
+    (g_loss, d_state), fake_grad = jax.value_and_grad(g_objective, has_aux=True)(fake, d_state)
+    (g_grads,) = g_vjp(fake_grad)
+    g_opt = _pick(self.g_optimizer.variables, values)
+    g_train, g_opt = self.g_optimizer.stateless_apply(g_opt, g_grads, g_train)
+
+    # Write everything back in fit's order.
+    for variables, new in (
+        (G.trainable_variables, g_train),
+        (G.non_trainable_variables, g_state),
+        (D.trainable_variables, d_train),
+        (D.non_trainable_variables, d_state),
+        (self.d_optimizer.variables, d_opt),
+        (self.g_optimizer.variables, g_opt),
+    ):
+        values.update({id(v): x for v, x in zip(variables, new)})
+    steps = self.optimizer.iterations
+    values[id(steps)] = values[id(steps)] + 1
+
+    logs = {
+        "d_loss": d_loss,
+        "g_loss": g_loss,
+        "d_real": ops.mean(ops.sigmoid(real_logits)),
+        "d_fake": ops.mean(ops.sigmoid(fake_logits)),
+    }
+    state = (
+        _pick(self.trainable_variables, values),
+        _pick(self.non_trainable_variables, values),
+        _pick(self.optimizer.variables, values),
+        metrics_values,
+    )
+    return logs, state

@@ -1,0 +1,196 @@
+"""Train or resume a run: the Python API under ``nebula train``."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import keras
+
+from nebula_keras3.artifacts import CONFIG_FILE, FACTS_FILE, GENERATOR_FILE, write_json_atomic
+from nebula_keras3.models import DCGANDiscriminator, DCGANGenerator
+from nebula_keras3.training.checkpoint import checkpoint_path, load_checkpoint
+from nebula_keras3.training.config import TrainConfig
+from nebula_keras3.training.gan import GAN
+from nebula_keras3.training.monitor import EPOCH_COLUMNS, LOSS_COLUMNS, TrainingMonitor, read_csv_rows
+
+
+class RunError(RuntimeError):
+    """A run folder that cannot be started or resumed as asked."""
+
+
+class TrainingDiverged(RuntimeError):
+    """Losses became NaN/inf; the last good checkpoint is kept."""
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    epochs_done: int
+    steps_done: int
+    generator_path: Path
+    seconds: float
+    images_per_second: float | None  # mean over this invocation's epochs after the first
+    data: str
+
+
+def build_gan(config: TrainConfig) -> GAN:
+    """Generator, discriminator and GAN for a config, compiled with the recipe's two Adams."""
+    generator = DCGANGenerator(config.image_size, config.latent_dim, config.ngf, seed=config.seed)
+    discriminator = DCGANDiscriminator(config.image_size, config.ndf, seed=config.seed + 1)
+    gan = GAN(generator, discriminator, seed=config.seed)
+
+    def adam(name):
+        return keras.optimizers.Adam(
+            config.learning_rate, beta_1=config.beta_1, beta_2=config.beta_2, name=name
+        )
+
+    gan.compile(d_optimizer=adam("d_adam"), g_optimizer=adam("g_adam"), jit_compile=config.jit_compile)
+    return gan
+
+
+class _FirstBatches(keras.utils.PyDataset):
+    """At most ``limit`` batches of each epoch (for ``steps_per_epoch``)."""
+
+    def __init__(self, batches, limit):
+        super().__init__()
+        self.batches, self.limit = batches, limit
+
+    def __len__(self):
+        return min(len(self.batches), self.limit)
+
+    def __getitem__(self, i):
+        return self.batches[i]
+
+    def on_epoch_end(self):
+        self.batches.on_epoch_end()
+
+
+def save_generator(gan: GAN, config: TrainConfig, run_dir: Path, epochs_done: int, data: str) -> Path:
+    """Write ``generator.keras`` and ``generator.json`` (the model facts) atomically."""
+    path = run_dir / GENERATOR_FILE
+    tmp = run_dir / f".generator.tmp{os.getpid()}.keras"
+    gan.generator.save(tmp)
+    os.replace(tmp, path)
+    write_json_atomic(
+        {
+            "model": config.model,
+            "preset": config.preset,
+            "latent_dim": config.latent_dim,
+            "image_size": config.image_size,
+            "backend": keras.backend.backend(),
+            "keras_version": keras.__version__,
+            "epoch": epochs_done,
+            "step": gan.steps_done,
+            "seed": config.seed,
+            "data": data,
+            "saved_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        },
+        run_dir / FACTS_FILE,
+    )
+    return path
+
+
+def train(config: TrainConfig, run_dir: str | Path, *, progress: bool = True, echo=print) -> TrainResult:
+    """Start a new run in ``run_dir`` (which must not hold another run)."""
+    config.validate()
+    run_dir = Path(run_dir)
+    if checkpoint_path(run_dir).exists() or (run_dir / CONFIG_FILE).exists():
+        raise RunError(
+            f"{run_dir} already holds a run; continue it with `nebula train --resume {run_dir}` "
+            "or choose another --out"
+        )
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(config.to_dict(), run_dir / CONFIG_FILE)
+    return _run(config, run_dir, resume=False, progress=progress, echo=echo)
+
+
+def resume(run_dir: str | Path, *, epochs: int | None = None, progress: bool = True, echo=print) -> TrainResult:
+    """Continue a run from its last checkpoint (optionally to a new total of ``epochs``)."""
+    run_dir = Path(run_dir)
+    if not (run_dir / CONFIG_FILE).is_file():
+        raise RunError(f"{run_dir} is not a run folder (no {CONFIG_FILE})")
+    config = TrainConfig.load(run_dir / CONFIG_FILE)
+    if epochs is not None:
+        config.epochs = epochs
+        config.validate()
+        write_json_atomic(config.to_dict(), run_dir / CONFIG_FILE)
+    return _run(config, run_dir, resume=True, progress=progress, echo=echo)
+
+
+def _run(config: TrainConfig, run_dir: Path, *, resume: bool, progress: bool, echo) -> TrainResult:
+    from nebula_keras3.data import ImageBatches, load_training_images
+
+    t0 = time.perf_counter()
+    keras.utils.set_random_seed(config.seed)
+    images, data_description = load_training_images(
+        config.data, config.image_size, num_procedural=config.num_procedural, seed=config.seed,
+        progress=progress,
+    )
+    gan = build_gan(config)
+    start_epoch = 0
+    if resume and checkpoint_path(run_dir).exists():
+        header = load_checkpoint(gan, checkpoint_path(run_dir))
+        start_epoch = header["epoch"]
+        echo(f"resuming {run_dir} at epoch {start_epoch + 1} (step {header['step']})")
+    elif resume:
+        echo(f"{run_dir} has no checkpoint yet: starting it from epoch 1")
+
+    batches = ImageBatches(
+        images, config.batch_size, seed=config.seed, augment=config.augment, start_epoch=start_epoch
+    )
+    if config.steps_per_epoch is not None:
+        batches = _FirstBatches(batches, config.steps_per_epoch)
+    monitor = TrainingMonitor(
+        run_dir,
+        sample_count=config.sample_count,
+        batch_size=config.batch_size,
+        loss_rows=read_csv_rows(run_dir / "losses.csv", start_epoch),
+        epoch_rows=read_csv_rows(run_dir / "epochs.csv", start_epoch),
+        echo=echo,
+    )
+    if start_epoch < config.epochs:
+        echo(
+            f"training {config.model} {config.image_size}px on {data_description} with "
+            f"{keras.backend.backend()}: epochs {start_epoch + 1}..{config.epochs}, "
+            f"{len(batches)} steps of {config.batch_size} per epoch"
+        )
+        gan.fit(
+            batches,
+            epochs=config.epochs,
+            initial_epoch=start_epoch,
+            callbacks=[monitor],
+            verbose="auto" if progress else 0,
+        )
+    if monitor.diverged is not None:
+        epoch, step, values = monitor.diverged
+        shown = ", ".join(f"{k}={v:.4g}" for k, v in values.items())
+        last = len(monitor.epoch_rows)
+        raise TrainingDiverged(
+            f"training diverged at epoch {epoch}, step {step} ({shown}); "
+            + (f"the last good checkpoint (epoch {last}) is kept in {checkpoint_path(run_dir)}"
+               if last else "no epoch finished, so there is no checkpoint")
+            + ". Try a lower --lr or another --seed."
+        )
+    epochs_done = max(start_epoch, len(monitor.epoch_rows) and int(monitor.epoch_rows[-1]["epoch"]))
+    generator_path = save_generator(gan, config, run_dir, epochs_done, data_description)
+    new_rows = [r for r in monitor.epoch_rows if int(r["epoch"]) > start_epoch + 1]
+    ips = (
+        sum(float(r["images_per_second"]) for r in new_rows) / len(new_rows) if new_rows else None
+    )
+    return TrainResult(
+        run_dir=run_dir,
+        epochs_done=epochs_done,
+        steps_done=gan.steps_done,
+        generator_path=generator_path,
+        seconds=time.perf_counter() - t0,
+        images_per_second=ips,
+        data=data_description,
+    )
+
+
+__all__ = ["TrainConfig", "TrainResult", "RunError", "TrainingDiverged", "build_gan", "train", "resume",
+           "LOSS_COLUMNS", "EPOCH_COLUMNS"]
