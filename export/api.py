@@ -1,0 +1,445 @@
+"""Export a trained generator for serving: TF Serving SavedModel and/or ONNX.
+
+    from nebula_keras3.export.api import export_generator
+    result = export_generator("runs/x", saved_model_base="models", onnx_path="x.onnx")
+
+Export always runs on the Keras TensorFlow backend. When the caller's backend is
+JAX or PyTorch the work runs in a subprocess (``python -m nebula_keras3.export``)
+with ``KERAS_BACKEND=tensorflow``; its failure comes back as one ExportError.
+
+Layout written under ``saved_model_base`` (TF Serving's)::
+
+    BASE/<model_name>/<version>/saved_model.pb
+                               variables/
+                               model.onnx                       (onnx_beside)
+                               assets.extra/nebula_model.json   (model facts)
+
+Every file and version folder is written beside its destination and renamed
+into place, so a reader never sees a half-written model and re-exporting never
+corrupts an existing version.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+ONNX_BESIDE_NAME = "model.onnx"
+FACTS_DIR = "assets.extra"
+FACTS_NAME = "nebula_model.json"
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+class ExportError(RuntimeError):
+    """Export failed; the message says why (one line, no traceback needed)."""
+
+
+@dataclass
+class ExportResult:
+    saved_model_dir: Path | None
+    onnx_path: Path | None
+    version: int | None
+    facts: dict
+    # {batch_size: {"max_abs_float": float, "max_uint8": int}}; empty when parity=False
+    parity: dict = field(default_factory=dict)
+    # checks run on the written SavedModel (signatures, in-graph latents vs ONNX)
+    saved_model_check: dict = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        d["saved_model_dir"] = None if self.saved_model_dir is None else str(self.saved_model_dir)
+        d["onnx_path"] = None if self.onnx_path is None else str(self.onnx_path)
+        d["parity"] = {str(k): v for k, v in self.parity.items()}
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict) -> "ExportResult":
+        return cls(
+            saved_model_dir=None if d.get("saved_model_dir") is None else Path(d["saved_model_dir"]),
+            onnx_path=None if d.get("onnx_path") is None else Path(d["onnx_path"]),
+            version=d.get("version"),
+            facts=d.get("facts", {}),
+            parity={int(k): v for k, v in d.get("parity", {}).items()},
+            saved_model_check=d.get("saved_model_check", {}),
+        )
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def current_backend() -> str:
+    """The caller's Keras backend, without importing Keras when it is not loaded yet."""
+    keras = sys.modules.get("keras")
+    if keras is not None:
+        try:
+            return keras.backend.backend()
+        except Exception:  # pragma: no cover - half-imported keras
+            pass
+    env = os.environ.get("KERAS_BACKEND")
+    if env:
+        return env
+    home = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
+    try:
+        return json.loads(Path(home, "keras.json").read_text()).get("backend", "tensorflow")
+    except (OSError, ValueError):
+        return "tensorflow"
+
+
+def existing_versions(model_dir: str | os.PathLike) -> list[int]:
+    """Integer version folders (TF Serving's notion) under ``BASE/<name>``."""
+    model_dir = Path(model_dir)
+    if not model_dir.is_dir():
+        return []
+    return sorted(int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit())
+
+
+def next_version(model_dir: str | os.PathLike) -> int:
+    """The next free version: one more than the largest existing, 1 when none."""
+    versions = existing_versions(model_dir)
+    return (versions[-1] + 1) if versions else 1
+
+
+def write_bytes_atomic(data: bytes, path: str | os.PathLike) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def _validate(source, saved_model_base, onnx_path, model_name, version):
+    if saved_model_base is None and onnx_path is None:
+        raise ExportError("nothing to export: give a SavedModel base folder and/or an ONNX path")
+    if not _NAME_RE.match(str(model_name)):
+        raise ExportError(f"invalid model name {model_name!r}: use letters, digits, '.', '_', '-'")
+    if version is not None and (not isinstance(version, int) or isinstance(version, bool) or version < 1):
+        raise ExportError(f"version must be a positive integer, got {version!r}")
+    if not Path(source).exists():
+        raise ExportError(f"{source} does not exist")
+    if onnx_path is not None and Path(onnx_path).is_dir():
+        raise ExportError(f"ONNX path {onnx_path} is a folder; give a file name such as model.onnx")
+
+
+# --------------------------------------------------------------------------- API
+
+
+def export_generator(
+    source,
+    *,
+    saved_model_base=None,
+    onnx_path=None,
+    model_name: str = "nebula",
+    version: int | None = None,
+    onnx_beside: bool = True,
+    parity: bool = True,
+    overwrite: bool = False,
+    opset: int | None = None,
+) -> ExportResult:
+    """Export the generator of a run folder or ``.keras`` file.
+
+    Args:
+        source: run folder (with generator.keras) or a ``.keras`` file.
+        saved_model_base: TF Serving base folder; writes ``BASE/<model_name>/<version>/``.
+        onnx_path: also (or only) write the ONNX model here.
+        model_name: TF Serving model name (folder under the base).
+        version: explicit version; default the next free integer (1 when none).
+        onnx_beside: with a SavedModel, also write ``model.onnx`` beside ``saved_model.pb``.
+        parity: end with the ONNX Runtime vs Keras check (batch 1 and 7); ParityError
+            (an ExportError) when a uint8 pixel differs by more than 1.
+        overwrite: replace an existing explicit ``version`` (refused otherwise).
+        opset: ONNX opset (default 17).
+
+    Raises:
+        ExportError: with a one-line reason.
+    """
+    _validate(source, saved_model_base, onnx_path, model_name, version)
+    if current_backend() != "tensorflow":
+        return _export_via_subprocess(
+            source,
+            saved_model_base=saved_model_base,
+            onnx_path=onnx_path,
+            model_name=model_name,
+            version=version,
+            onnx_beside=onnx_beside,
+            parity=parity,
+            overwrite=overwrite,
+            opset=opset,
+        )
+    return _export_in_process(
+        source,
+        saved_model_base=saved_model_base,
+        onnx_path=onnx_path,
+        model_name=model_name,
+        version=version,
+        onnx_beside=onnx_beside,
+        parity=parity,
+        overwrite=overwrite,
+        opset=opset,
+    )
+
+
+def _export_via_subprocess(source, *, saved_model_base, onnx_path, model_name, version,
+                           onnx_beside, parity, overwrite, opset) -> ExportResult:
+    fd, result_file = tempfile.mkstemp(prefix="nebula-export-", suffix=".json")
+    os.close(fd)
+    cmd = [sys.executable, "-m", "nebula_keras3.export", str(source),
+           "--model-name", str(model_name), "--result-json", result_file, "--quiet"]
+    if saved_model_base is not None:
+        cmd += ["--saved-model", str(saved_model_base)]
+    if onnx_path is not None:
+        cmd += ["--onnx", str(onnx_path)]
+    if version is not None:
+        cmd += ["--version", str(version)]
+    if not onnx_beside:
+        cmd += ["--no-onnx-beside"]
+    if not parity:
+        cmd += ["--no-parity"]
+    if overwrite:
+        cmd += ["--overwrite"]
+    if opset is not None:
+        cmd += ["--opset", str(opset)]
+    env = dict(os.environ, KERAS_BACKEND="tensorflow")
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    try:
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        if proc.returncode != 0:
+            lines = [ln.strip() for ln in proc.stderr.splitlines() if ln.strip()]
+            errs = [ln for ln in lines if ln.startswith("Error:")]
+            msg = errs[-1][len("Error:"):].strip() if errs else (lines[-1] if lines else f"exit code {proc.returncode}")
+            raise ExportError(f"export under the TensorFlow backend (subprocess) failed: {msg}")
+        try:
+            data = json.loads(Path(result_file).read_text())
+        except (OSError, ValueError) as e:
+            raise ExportError(f"export subprocess gave no result: {e}") from None
+        return ExportResult.from_json(data)
+    finally:
+        try:
+            os.unlink(result_file)
+        except OSError:
+            pass
+
+
+def _model_facts(model, file_facts: dict, source) -> dict:
+    import keras
+
+    import nebula_keras3
+
+    latent_dim = int(model.inputs[0].shape[-1])
+    out_shape = tuple(model.outputs[0].shape)
+    if len(out_shape) != 4 or out_shape[1] != out_shape[2] or out_shape[3] != 3:
+        raise ExportError(f"{source}: generator output shape {out_shape} is not [B, S, S, 3]")
+    image_size = int(out_shape[1])
+    for key, actual in (("latent_dim", latent_dim), ("image_size", image_size)):
+        stated = file_facts.get(key)
+        if stated is not None and int(stated) != actual:
+            raise ExportError(f"{source}: facts say {key}={stated} but the model has {actual}")
+    facts = {
+        "backend": None,
+        "epoch": None,
+        "step": None,
+        "preset": None,
+        "model": "dcgan" if type(model).__name__ == "DCGANGenerator" else type(model).__name__,
+    }
+    facts.update(file_facts)
+    facts.update(
+        latent_dim=latent_dim,
+        image_size=image_size,
+        keras_version=keras.__version__,
+        nebula_keras3_version=nebula_keras3.__version__,
+        exported_at=_dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
+        source=str(Path(source).resolve()),
+    )
+    return facts
+
+
+def load_generator(source):
+    """``(keras model, file facts)`` for a run folder or .keras file (TensorFlow backend)."""
+    import keras
+
+    import nebula_keras3.models  # noqa: F401  (registers the serializable classes)
+    from nebula_keras3.artifacts import ArtifactError, resolve_generator
+
+    try:
+        model_path, file_facts = resolve_generator(source)
+    except ArtifactError as e:
+        raise ExportError(str(e)) from None
+    try:
+        model = keras.saving.load_model(model_path, compile=False)
+    except Exception as e:  # noqa: BLE001 - any load failure is one message
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ExportError(f"cannot load {model_path}: {first}") from None
+    return model, file_facts
+
+
+def _export_in_process(source, *, saved_model_base, onnx_path, model_name, version,
+                       onnx_beside, parity, overwrite, opset) -> ExportResult:
+    import keras
+
+    if keras.backend.backend() != "tensorflow":
+        raise ExportError(
+            f"in-process export needs the TensorFlow backend, Keras runs on {keras.backend.backend()}"
+        )
+    import onnx  # noqa: F401
+
+    from nebula_keras3.export import onnx_model
+
+    model, file_facts = load_generator(source)
+    facts = _model_facts(model, file_facts, source)
+    latent_dim, image_size = facts["latent_dim"], facts["image_size"]
+    opset = onnx_model.DEFAULT_OPSET if opset is None else int(opset)
+    if opset < 17:
+        raise ExportError(f"ONNX opset must be >= 17, got {opset}")
+    facts["onnx_opset"] = opset
+
+    model_dir = None
+    if saved_model_base is not None:
+        model_dir = Path(saved_model_base) / model_name
+        explicit_version = version is not None
+        if version is None:
+            version = next_version(model_dir)
+        elif (model_dir / str(version)).exists() and not overwrite:
+            raise ExportError(
+                f"{model_dir / str(version)} already exists: choose another --version, "
+                "omit it for the next free one, or pass --overwrite"
+            )
+
+    # ONNX first: conversion and parity must pass before anything is written.
+    need_onnx = onnx_path is not None or (model_dir is not None and onnx_beside)
+    onnx_bytes = None
+    report: dict = {}
+    if need_onnx or parity:
+        try:
+            final, dual = onnx_model.convert(model, latent_dim, facts, opset=opset)
+        except Exception as e:  # noqa: BLE001
+            raise ExportError(f"ONNX conversion failed: {type(e).__name__}: {e}") from None
+        onnx_bytes = final.SerializeToString()
+        if parity:
+            try:
+                report = onnx_model.parity_check(model, onnx_bytes, dual.SerializeToString(), latent_dim)
+            except onnx_model.ParityError as e:
+                raise ExportError(str(e)) from None
+
+    saved_dir = None
+    sm_check: dict = {}
+    if model_dir is not None:
+        saved_dir, version, sm_check = _write_version(
+            model, facts, model_dir, version, overwrite, explicit_version,
+            onnx_bytes if onnx_beside else None, check=parity,
+        )
+
+    written_onnx = None
+    if onnx_path is not None:
+        try:
+            written_onnx = write_bytes_atomic(onnx_bytes, onnx_path)
+        except OSError as e:
+            raise ExportError(f"cannot write {onnx_path}: {e.strerror or e}") from None
+
+    return ExportResult(
+        saved_model_dir=saved_dir,
+        onnx_path=written_onnx,
+        version=version,
+        facts=facts,
+        parity=report,
+        saved_model_check=sm_check,
+    )
+
+
+def _write_version(model, facts, model_dir: Path, version: int, overwrite: bool, explicit: bool,
+                   onnx_bytes: bytes | None, check: bool):
+    """Write BASE/<name>/<version> via a hidden temp folder and a rename."""
+    from nebula_keras3.artifacts import write_json_atomic
+    from nebula_keras3.export import saved_model as sm
+
+    try:
+        model_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ExportError(f"cannot create {model_dir}: {e.strerror or e}") from None
+    # A dot-name is not an integer, so TF Serving never picks up a partial version.
+    tmp = model_dir / f".tmp-{version}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    try:
+        try:
+            sm.write_saved_model(model, facts["latent_dim"], facts["image_size"], tmp)
+            write_json_atomic(facts, tmp / FACTS_DIR / FACTS_NAME)
+            if onnx_bytes is not None:
+                write_bytes_atomic(onnx_bytes, tmp / ONNX_BESIDE_NAME)
+        except OSError as e:
+            raise ExportError(f"cannot write the SavedModel under {model_dir}: {e.strerror or e}") from None
+        sm.check_native_ops(tmp)
+        sm_check = verify_saved_model(tmp, model, facts, onnx_bytes) if check else {}
+        final = _install(tmp, model_dir, version, overwrite, explicit)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return final, int(final.name), sm_check
+
+
+def _install(tmp: Path, model_dir: Path, version: int, overwrite: bool, explicit: bool) -> Path:
+    """Rename ``tmp`` to ``model_dir/<version>``; never leaves a broken version behind."""
+    for _ in range(100):
+        final = model_dir / str(version)
+        if final.exists():
+            if overwrite and explicit:
+                old = model_dir / f".old-{version}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+                os.rename(final, old)
+                os.rename(tmp, final)
+                shutil.rmtree(old, ignore_errors=True)
+                return final
+            if explicit:
+                raise ExportError(f"{final} already exists")
+            version = max(version, next_version(model_dir))  # raced with another export
+            continue
+        try:
+            os.rename(tmp, final)  # fails if another writer created a non-empty `final`
+            return final
+        except OSError:
+            continue
+    raise ExportError(f"could not install a new version under {model_dir}")
+
+
+def verify_saved_model(path, model, facts: dict, onnx_bytes: bytes | None) -> dict:
+    """Reload the written SavedModel and check its signatures against Keras (and ONNX)."""
+    import numpy as np
+    import tensorflow as tf
+
+    from nebula_keras3.sampling.grid import to_uint8
+    from nebula_keras3.sampling.latents import latents_from_seeds
+
+    loaded = tf.saved_model.load(str(path))
+    d, s = facts["latent_dim"], facts["image_size"]
+    z = np.random.default_rng().standard_normal((7, d)).astype(np.float32)
+    ref = to_uint8(np.asarray(model(tf.constant(z), training=False)))
+    got = loaded.signatures["serving_default"](z=tf.constant(z))["images"].numpy()
+    if got.dtype != np.uint8 or got.shape != (7, s, s, 3):
+        raise ExportError(f"SavedModel serving_default returned {got.dtype}{list(got.shape)}")
+    serve_diff = int(np.abs(got.astype(np.int16) - ref).max())
+    seeds = np.array([0, 1, 12345], dtype=np.int64)
+    pngs = loaded.signatures["generate_png"](seed=tf.constant(seeds))["png_bytes"].numpy()
+    imgs = np.stack([tf.io.decode_png(p, channels=3).numpy() for p in pngs])
+    ref_seed = to_uint8(np.asarray(model(tf.constant(latents_from_seeds(seeds, d)), training=False)))
+    png_diff = int(np.abs(imgs.astype(np.int16) - ref_seed).max())
+    out = {"serving_default_max_uint8": serve_diff, "generate_png_max_uint8": png_diff}
+    if onnx_bytes is not None:
+        from nebula_keras3.export.onnx_model import _session
+
+        (o,) = _session(onnx_bytes).run(["images"], {"z": latents_from_seeds(seeds, d)})
+        out["generate_png_vs_onnx_max_uint8"] = int(np.abs(imgs.astype(np.int16) - o).max())
+    if max(out.values()) > 1:
+        raise ExportError(f"SavedModel check failed (max uint8 diffs {out})")
+    return out
