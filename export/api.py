@@ -137,6 +137,11 @@ def _validate(source, saved_model_base, onnx_path, model_name, version):
         raise ExportError(f"ONNX path {onnx_path} is a folder; give a file name such as model.onnx")
 
 
+def _exists_message(path) -> str:
+    return (f"{path} already exists: choose another --version, omit it for the next free one, "
+            "or pass --overwrite")
+
+
 # --------------------------------------------------------------------------- API
 
 
@@ -170,6 +175,10 @@ def export_generator(
         ExportError: with a one-line reason.
     """
     _validate(source, saved_model_base, onnx_path, model_name, version)
+    if saved_model_base is not None and version is not None and not overwrite:
+        existing = Path(saved_model_base) / model_name / str(version)
+        if existing.exists():
+            raise ExportError(_exists_message(existing))
     if current_backend() != "tensorflow":
         return _export_via_subprocess(
             source,
@@ -315,10 +324,7 @@ def _export_in_process(source, *, saved_model_base, onnx_path, model_name, versi
         if version is None:
             version = next_version(model_dir)
         elif (model_dir / str(version)).exists() and not overwrite:
-            raise ExportError(
-                f"{model_dir / str(version)} already exists: choose another --version, "
-                "omit it for the next free one, or pass --overwrite"
-            )
+            raise ExportError(_exists_message(model_dir / str(version)))
 
     # ONNX first: conversion and parity must pass before anything is written.
     need_onnx = onnx_path is not None or (model_dir is not None and onnx_beside)
@@ -402,7 +408,7 @@ def _install(tmp: Path, model_dir: Path, version: int, overwrite: bool, explicit
                 shutil.rmtree(old, ignore_errors=True)
                 return final
             if explicit:
-                raise ExportError(f"{final} already exists")
+                raise ExportError(_exists_message(final))
             version = max(version, next_version(model_dir))  # raced with another export
             continue
         try:

@@ -1,0 +1,72 @@
+"""Render images with the Keras generator under the current backend (KERAS_BACKEND).
+
+Same interface as :class:`nebula_keras3.sampling.onnx_sampler.OnnxSampler`:
+a seed names the same image in both (within 1 uint8 level).
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from nebula_keras3.sampling.grid import to_uint8
+from nebula_keras3.sampling.latents import batch_seeds, latents_from_seeds
+from nebula_keras3.sampling.onnx_sampler import SamplerError
+
+
+class KerasSampler:
+    """A run folder's (or ``.keras`` file's) generator, in inference mode."""
+
+    def __init__(self, source: str | os.PathLike, batch_size: int = 256):
+        from nebula_keras3.artifacts import ArtifactError, resolve_generator
+
+        try:
+            model_path, facts = resolve_generator(source)
+        except ArtifactError as e:
+            raise SamplerError(str(e)) from None
+        import keras
+
+        import nebula_keras3.models  # noqa: F401  (registers DCGANGenerator & co.)
+
+        try:
+            self.model = keras.saving.load_model(model_path, compile=False)
+        except Exception as e:  # noqa: BLE001
+            text = str(e).strip()
+            first = text.splitlines()[0][:300] if text else type(e).__name__
+            raise SamplerError(f"cannot load {model_path}: {first}") from None
+        in_shape = tuple(self.model.inputs[0].shape)
+        out_shape = tuple(self.model.outputs[0].shape)
+        if len(in_shape) != 2 or len(out_shape) != 4 or out_shape[-1] != 3:
+            raise SamplerError(
+                f"{model_path} is not a generator: input {in_shape}, output {out_shape}"
+            )
+        self.path = model_path
+        self.facts = facts
+        self.latent_dim = int(in_shape[1])
+        self.image_size = int(out_shape[1])
+        self.batch_size = int(batch_size)
+
+    def images_float(self, z) -> np.ndarray:
+        """float32 ``[n, S, S, 3]`` in [-1, 1] (inference mode: BatchNorm moving stats)."""
+        import keras
+
+        z = np.asarray(z, dtype=np.float32)
+        if z.ndim != 2 or z.shape[1] != self.latent_dim:
+            raise SamplerError(f"latents must be [n, {self.latent_dim}], got {list(z.shape)}")
+        out = [
+            keras.ops.convert_to_numpy(self.model(z[i : i + self.batch_size], training=False))
+            for i in range(0, z.shape[0], self.batch_size)
+        ]
+        if not out:
+            return np.zeros((0, self.image_size, self.image_size, 3), np.float32)
+        return np.concatenate(out, axis=0).astype(np.float32)
+
+    def images_from_latents(self, z) -> np.ndarray:
+        return to_uint8(self.images_float(z))
+
+    def images_from_seeds(self, seeds) -> np.ndarray:
+        return self.images_from_latents(latents_from_seeds(seeds, self.latent_dim))
+
+    def sample(self, seed: int, n: int) -> np.ndarray:
+        return self.images_from_seeds(batch_seeds(seed, n))
