@@ -68,6 +68,25 @@ class _FirstBatches(keras.utils.PyDataset):
     def on_epoch_end(self):
         self.batches.on_epoch_end()
 
+    def set_epoch(self, epoch):
+        self.batches.set_epoch(epoch)
+
+
+class _DataEpoch(keras.callbacks.Callback):
+    """Pins the data order to fit's epoch index.
+
+    Keras also calls ``PyDataset.on_epoch_end`` when it resets its iterator, so
+    counting those calls drifts; a resumed run must see exactly the batches an
+    uninterrupted run sees at the same epoch.
+    """
+
+    def __init__(self, batches):
+        super().__init__()
+        self.batches = batches
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.batches.set_epoch(epoch)
+
 
 def save_generator(gan: GAN, config: TrainConfig, run_dir: Path, epochs_done: int, data: str) -> Path:
     """Write ``generator.keras`` and ``generator.json`` (the model facts) atomically."""
@@ -162,7 +181,8 @@ def _run(config: TrainConfig, run_dir: Path, *, resume: bool, progress: bool, ec
             batches,
             epochs=config.epochs,
             initial_epoch=start_epoch,
-            callbacks=[monitor],
+            callbacks=[_DataEpoch(batches), monitor],
+            shuffle=False,  # ImageBatches shuffles per (seed, epoch); Keras would reorder batches at random
             verbose="auto" if progress else 0,
         )
     if monitor.diverged is not None:
