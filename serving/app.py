@@ -1,0 +1,254 @@
+"""The embedded server: a Starlette app speaking TF Serving's REST API v1.
+
+    GET  /v1/models/{name}[/versions/{v}|/labels/{l}]            model status
+    GET  /v1/models/{name}[/versions/{v}|/labels/{l}]/metadata   signature defs
+    POST /v1/models/{name}[/versions/{v}|/labels/{l}]:predict    row or columnar
+    POST ...:classify | :regress                                 (refused: predict-only signatures)
+    GET  /monitoring/prometheus/metrics                          Prometheus text
+
+Protection against overload: at most ``max_concurrent_requests`` requests are
+handled at once (more get 429 at once, before the body is read), bodies are
+capped (413), instances per request are capped (400), and the batch queue is
+bounded (503). Model calls and large JSON encoding/decoding run in threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from starlette.applications import Starlette
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from nebula_keras3.serving import rest_api
+from nebula_keras3.serving.batching import Batcher
+from nebula_keras3.serving.config_files import DEFAULT_PROMETHEUS_PATH, BatchingOptions, ModelSpecConfig
+from nebula_keras3.serving.metrics import Metrics
+from nebula_keras3.serving.registry import Registry
+from nebula_keras3.serving.rest_api import ServingError, invalid
+from nebula_keras3.serving.runtimes import load_runner
+
+log = logging.getLogger("nebula.serving")
+
+JSON = "application/json"
+_THREAD_THRESHOLD = 64 * 1024  # bodies / outputs above this are (de)serialised in a thread
+
+
+@dataclass
+class ServerOptions:
+    models: list[ModelSpecConfig]
+    config_file: str | None = None
+    batching: BatchingOptions = field(default_factory=BatchingOptions)
+    poll_seconds: float = 1.0
+    max_body_bytes: int = 8 * 1024 * 1024
+    max_instances: int = 1024
+    max_concurrent_requests: int = 256
+    intra_op_threads: int = 0
+    prefer_onnx: bool = True
+    prometheus_enabled: bool = True
+    prometheus_path: str = DEFAULT_PROMETHEUS_PATH
+    drain_seconds: float = 30.0
+
+
+class ServingApp:
+    def __init__(self, options: ServerOptions):
+        self.options = options
+        self.metrics = Metrics()
+        self.executor = ThreadPoolExecutor(
+            max_workers=max(1, options.batching.num_batch_threads), thread_name_prefix="nebula-run"
+        )
+        self.registry = Registry(
+            options.models,
+            make_runner=lambda path: load_runner(
+                path, intra_op_threads=options.intra_op_threads, prefer_onnx=options.prefer_onnx
+            ),
+            make_batcher=self._make_batcher,
+            config_file=options.config_file,
+            poll_seconds=options.poll_seconds,
+            metrics=self.metrics,
+            unload_timeout=options.drain_seconds,
+        )
+        self.inflight = 0
+        routes = [Route("/{path:path}", self.dispatch, methods=["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"])]
+        self.app = Starlette(routes=routes, lifespan=self.lifespan)
+        self.app.state.serving = self
+
+    def _make_batcher(self, st) -> Batcher:
+        hist = self.metrics.batch_size
+        gauge = self.metrics.queue_rows
+        model, version = st.model, str(st.version)
+
+        def observe(signature, rows, queue_rows):
+            hist.labels(model, version, signature).observe(rows)
+            gauge.labels(model, version, signature).set(queue_rows)
+
+        return Batcher(st.runner.run, self.executor, self.options.batching, observe=observe,
+                       label=f"{st.model}:{st.version}")
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self, app):
+        await self.registry.start()
+        log.info("models: %s", self.registry.summary())
+        try:
+            yield
+        finally:
+            # uvicorn has finished in-flight requests (or hit its graceful timeout); drain the rest
+            await self.registry.stop()
+            self.executor.shutdown(wait=True, cancel_futures=False)
+
+    # ------------------------------------------------------------------ dispatch
+
+    async def dispatch(self, request: Request) -> Response:
+        raw = request.scope.get("raw_path") or request.url.path.encode()
+        raw_path = raw.decode("latin-1").split("?", 1)[0]
+        method = request.method
+        if self.options.prometheus_enabled and raw_path == self.options.prometheus_path:
+            if method not in ("GET", "HEAD"):
+                return self._error(ServingError("INVALID_ARGUMENT", "Method not allowed", http_status=405,
+                                                headers={"Allow": "GET"}))
+            self.metrics.requests.labels("", "metrics", "200").inc()
+            return Response(self.metrics.render(), media_type=self.metrics.content_type)
+        if not rest_api.V1_PATH_RE.fullmatch(raw_path):
+            return self._error(ServingError("NOT_FOUND", f"No handler for {method} {raw_path}"))
+        if method not in ("GET", "POST"):
+            return self._error(ServingError("INVALID_ARGUMENT", f"Method not allowed: {method} {raw_path}",
+                                            http_status=405, headers={"Allow": "GET, POST"}))
+        if self.inflight >= self.options.max_concurrent_requests:
+            self.metrics.rejected.labels("concurrency").inc()
+            return self._error(ServingError(
+                "RESOURCE_EXHAUSTED",
+                f"Too many concurrent requests (limit {self.options.max_concurrent_requests}); retry later",
+                headers={"Retry-After": "1"}))
+        self.inflight += 1
+        self.metrics.inflight.inc()
+        t0 = time.perf_counter()
+        api, model = "unknown", "_unknown"
+        try:
+            req = rest_api.parse_path(method, raw_path)
+            model = req.model if self.registry.known_model(req.model) else "_unknown"
+            if method == "GET":
+                api = "metadata" if req.subresource == "metadata" else "status"
+                resp = self._metadata(req) if api == "metadata" else self._status(req)
+            else:
+                api = req.method
+                body = await self._read_body(request)
+                resp = await (self._predict(req, body) if api == "predict" else self._classify(req, body, api))
+        except ServingError as e:
+            resp = self._error(e)
+        except ClientDisconnect:
+            resp = Response(status_code=499)
+        except Exception as e:  # noqa: BLE001 - never a traceback to the client
+            log.exception("internal error on %s %s", method, raw_path)
+            resp = self._error(ServingError("INTERNAL", f"{type(e).__name__}: {e}"))
+        finally:
+            self.inflight -= 1
+            self.metrics.inflight.dec()
+        self.metrics.requests.labels(model, api, str(resp.status_code)).inc()
+        self.metrics.latency.labels(model, api).observe(time.perf_counter() - t0)
+        return resp
+
+    @staticmethod
+    def _error(e: ServingError) -> Response:
+        return Response(rest_api.error_body(e.message), status_code=e.http_status, media_type=JSON,
+                        headers=e.headers)
+
+    @staticmethod
+    def _json(obj) -> Response:
+        import json
+
+        return Response(json.dumps(obj, indent=1).encode(), media_type=JSON)
+
+    async def _read_body(self, request: Request) -> bytes:
+        limit = self.options.max_body_bytes
+        cl = request.headers.get("content-length")
+        if cl is not None:
+            try:
+                if int(cl) > limit:
+                    raise self._too_large(int(cl))
+            except ValueError:
+                raise invalid("Invalid Content-Length header") from None
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise self._too_large(size)
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def _too_large(self, size: int) -> ServingError:
+        self.metrics.rejected.labels("body_size").inc()
+        return ServingError(
+            "RESOURCE_EXHAUSTED",
+            f"Request body of {size} bytes exceeds the limit of {self.options.max_body_bytes} bytes",
+            http_status=413,
+        )
+
+    # ------------------------------------------------------------------ handlers
+
+    def _status(self, req) -> Response:
+        return self._json(rest_api.model_status_json(self.registry.status(req)))
+
+    def _metadata(self, req) -> Response:
+        st = self.registry.resolve(req)
+        return self._json(rest_api.model_metadata_json(st.model, st.version, st.runner.signature_def_json))
+
+    async def _parse(self, body: bytes):
+        if len(body) > _THREAD_THRESHOLD:
+            return await asyncio.to_thread(rest_api.parse_json_object, body)
+        return rest_api.parse_json_object(body)
+
+    async def _predict(self, req, body: bytes) -> Response:
+        doc = await self._parse(body)
+        sig_name = rest_api.signature_name_of(doc) or rest_api.DEFAULT_SIGNATURE
+        async with self.registry.lease(req) as st:
+            sig = st.runner.signatures.get(sig_name)
+            if sig is None:
+                raise invalid(f'Serving signature name: "{sig_name}" not found in signature def')
+            if len(body) > _THREAD_THRESHOLD:
+                fmt, inputs = await asyncio.to_thread(rest_api.parse_predict_inputs, doc, sig)
+            else:
+                fmt, inputs = rest_api.parse_predict_inputs(doc, sig)
+            n = int(next(iter(inputs.values())).shape[0]) if inputs else 0
+            if n > self.options.max_instances:
+                self.metrics.rejected.labels("instances").inc()
+                raise invalid(
+                    f"Request has {n} instances; at most {self.options.max_instances} are allowed per request"
+                )
+            try:
+                outputs = await st.batcher.submit(sig_name, inputs)
+            except ServingError as e:
+                if e.code == "UNAVAILABLE":
+                    self.metrics.rejected.labels("queue_full").inc()
+                raise
+        self.metrics.images.labels(st.model).inc(n)
+        out_size = sum(getattr(a, "nbytes", 0) for a in outputs.values())
+        if out_size > _THREAD_THRESHOLD:
+            payload = await asyncio.to_thread(rest_api.predict_response, outputs, fmt)
+        else:
+            payload = rest_api.predict_response(outputs, fmt)
+        return Response(payload, media_type=JSON)
+
+    async def _classify(self, req, body: bytes, api: str) -> Response:
+        doc = await self._parse(body)
+        if "examples" not in doc:
+            raise invalid(
+                f"JSON Value: {rest_api._json_str(doc)} When method is {api}, key 'examples' is expected and was not found"
+            )
+        sig_name = rest_api.signature_name_of(doc) or rest_api.DEFAULT_SIGNATURE
+        async with self.registry.lease(req) as st:
+            sig = st.runner.signatures.get(sig_name)
+            if sig is None:
+                raise invalid(f'No signature was found with the name: "{sig_name}"')
+            want = "tensorflow/serving/classify" if api == "classify" else "tensorflow/serving/regress"
+            kind = "classification" if api == "classify" else "regression"
+            raise invalid(f"Expected {kind} signature method_name to be {want}. Was: {sig.method_name}")
+
+
+def create_app(options: ServerOptions) -> Starlette:
+    return ServingApp(options).app

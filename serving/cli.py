@@ -1,0 +1,138 @@
+"""``nebula serve`` and ``nebula client``."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+
+import click
+
+
+def _fail(msg: str):
+    click.echo(f"error: {msg}", err=True)
+    sys.exit(1)
+
+
+@click.command("serve")
+@click.option("--model-base-path", type=click.Path(file_okay=False, path_type=Path),
+              help="Folder of version folders (TF Serving's base path), or an export base holding <model-name>/.")
+@click.option("--model-name", default="nebula", show_default=True, help="Model name in the URLs.")
+@click.option("--model-config-file", type=click.Path(dir_okay=False, path_type=Path),
+              help="TF Serving ModelServerConfig text file (models, version policy, labels); "
+                   "overrides --model-base-path/--model-name and is re-read when it changes.")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
+@click.option("--port", default=8501, show_default=True, type=click.IntRange(0, 65535), help="REST port.")
+@click.option("--max-batch-size", default=32, show_default=True, type=click.IntRange(1, 4096))
+@click.option("--batch-timeout-micros", default=2000, show_default=True, type=click.IntRange(0, 10_000_000))
+@click.option("--max-enqueued-batches", default=64, show_default=True, type=click.IntRange(1, 1_000_000))
+@click.option("--num-batch-threads", default=2, show_default=True, type=click.IntRange(1, 256),
+              help="Batches that may run at once.")
+@click.option("--batching-parameters-file", type=click.Path(dir_okay=False, path_type=Path),
+              help="TF Serving BatchingParameters text file (values there win over the flags).")
+@click.option("--monitoring-config-file", type=click.Path(dir_okay=False, path_type=Path),
+              help="TF Serving MonitoringConfig text file (Prometheus on/off and path).")
+@click.option("--poll-seconds", "--file-system-poll-wait-seconds", "poll_seconds", default=1.0,
+              show_default=True, type=click.FloatRange(0.05, 3600), help="How often to look for new versions.")
+@click.option("--max-body-bytes", default=8 * 1024 * 1024, show_default=True, type=click.IntRange(1024))
+@click.option("--max-instances", default=1024, show_default=True, type=click.IntRange(1),
+              help="Most images (rows) one predict request may ask for.")
+@click.option("--max-concurrent-requests", default=256, show_default=True, type=click.IntRange(1),
+              help="Requests handled at once; more are answered 429 at once.")
+@click.option("--intra-op-threads", default=0, show_default=True, type=click.IntRange(0, 256),
+              help="ONNX Runtime threads per model call (0: its default).")
+@click.option("--runtime", type=click.Choice(["auto", "savedmodel"]), default="auto", show_default=True,
+              help="auto: ONNX Runtime where model.onnx exists, else TensorFlow; savedmodel: always TensorFlow.")
+@click.option("--graceful-timeout", default=30.0, show_default=True, type=click.FloatRange(0),
+              help="Seconds to finish in-flight requests on shutdown.")
+@click.option("--log-level", default="info", show_default=True,
+              type=click.Choice(["critical", "error", "warning", "info", "debug"]))
+def serve_command(model_base_path, model_name, model_config_file, host, port, max_batch_size,
+                  batch_timeout_micros, max_enqueued_batches, num_batch_threads, batching_parameters_file,
+                  monitoring_config_file, poll_seconds, max_body_bytes, max_instances, max_concurrent_requests,
+                  intra_op_threads, runtime, graceful_timeout, log_level):
+    """Serve exported generators over TF Serving's REST API v1 (ONNX Runtime or TensorFlow)."""
+    from nebula_keras3.serving import config_files as cf
+
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        if model_config_file is not None:
+            models = cf.load_model_config_file(model_config_file)
+        elif model_base_path is not None:
+            models = [cf.ModelSpecConfig(model_name, model_base_path.resolve())]
+        else:
+            _fail("give --model-base-path (and --model-name) or --model-config-file")
+        for m in models:
+            if not m.base_path.is_dir():
+                _fail(f"model {m.name}: base path {m.base_path} is not a folder")
+        batching = cf.BatchingOptions(max_batch_size, batch_timeout_micros, max_enqueued_batches, num_batch_threads)
+        if batching_parameters_file is not None:
+            batching = cf.load_batching_parameters(batching_parameters_file, batching)
+        prom_on, prom_path = True, cf.DEFAULT_PROMETHEUS_PATH
+        if monitoring_config_file is not None:
+            prom_on, prom_path = cf.load_monitoring_config(monitoring_config_file)
+    except cf.ConfigError as e:
+        _fail(str(e))
+
+    import uvicorn
+
+    from nebula_keras3.serving.app import ServerOptions, create_app
+
+    options = ServerOptions(
+        models=models,
+        config_file=str(model_config_file) if model_config_file else None,
+        batching=batching,
+        poll_seconds=poll_seconds,
+        max_body_bytes=max_body_bytes,
+        max_instances=max_instances,
+        max_concurrent_requests=max_concurrent_requests,
+        intra_op_threads=intra_op_threads,
+        prefer_onnx=runtime == "auto",
+        prometheus_enabled=prom_on,
+        prometheus_path=prom_path,
+        drain_seconds=graceful_timeout,
+    )
+    app = create_app(options)
+    config = uvicorn.Config(
+        app, host=host, port=port, log_level=log_level, access_log=False,
+        timeout_graceful_shutdown=graceful_timeout, lifespan="on", server_header=False,
+    )
+    click.echo(f"nebula serve: http://{host}:{port}/v1/models/{models[0].name} "
+               f"(batching {batching.max_batch_size} rows / {batching.batch_timeout_micros} us, "
+               f"pid {os.getpid()})", err=True)
+    server = uvicorn.Server(config)
+    server.run()
+    if not server.started:
+        sys.exit(1)
+
+
+@click.command("client")
+@click.option("--url", default="http://127.0.0.1:8501", show_default=True, help="Server base URL.")
+@click.option("--model", default="nebula", show_default=True)
+@click.option("-n", "n", default=16, show_default=True, type=click.IntRange(1, 4096), help="Images.")
+@click.option("--seed", default=0, show_default=True, type=int, help="First seed; images use seed..seed+n-1.")
+@click.option("--version", "model_version", type=click.IntRange(0), help="Model version.")
+@click.option("--label", help="Version label (e.g. stable, canary).")
+@click.option("--ncols", type=click.IntRange(1), help="Grid columns (default: square).")
+@click.option("--timeout", default=60.0, show_default=True, type=click.FloatRange(0.1))
+@click.option("-o", "--out", default="grid.png", show_default=True, type=click.Path(dir_okay=False, path_type=Path))
+def client_command(url, model, n, seed, model_version, label, ncols, timeout, out):
+    """Render seeds seed..seed+n-1 through a server's generate_png signature into a grid PNG."""
+    from nebula_keras3.sampling.grid import make_grid, save_png
+    from nebula_keras3.sampling.latents import batch_seeds
+    from nebula_keras3.serving.client import ClientError, decode_pngs, generate_png
+
+    if model_version is not None and label is not None:
+        _fail("give --version or --label, not both")
+    try:
+        pngs = generate_png(url, model, batch_seeds(seed, n).tolist(), version=model_version, label=label,
+                            timeout=timeout)
+        images = decode_pngs(pngs)
+    except ClientError as e:
+        _fail(str(e))
+    try:
+        path = save_png(make_grid(images, ncols=ncols), out)
+    except OSError as e:
+        _fail(f"cannot write {out}: {e.strerror or e}")
+    click.echo(f"wrote {path} ({n} images {images.shape[1]}x{images.shape[2]}, seeds {seed}..{seed + n - 1})")

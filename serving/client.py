@@ -1,0 +1,98 @@
+"""A small REST client for TF Serving's API v1 (works with ``nebula serve`` and real TF Serving).
+
+Standard library only (urllib); Pillow and numpy to decode PNGs and tile a grid.
+"""
+
+from __future__ import annotations
+
+import base64
+import errno
+import io
+import json
+import socket
+import urllib.error
+import urllib.parse
+import urllib.request
+
+import numpy as np
+
+
+class ClientError(RuntimeError):
+    """One-line reason a call failed (connection, HTTP status with the server's error, bad reply)."""
+
+
+def model_url(base_url: str, model: str, version: int | None = None, label: str | None = None) -> str:
+    if version is not None and label is not None:
+        raise ClientError("give a version or a label, not both")
+    url = base_url.rstrip("/") + "/v1/models/" + urllib.parse.quote(model, safe="")
+    if version is not None:
+        url += f"/versions/{int(version)}"
+    elif label is not None:
+        url += "/labels/" + urllib.parse.quote(label, safe="")
+    return url
+
+
+def _call(url: str, payload: dict | None = None, timeout: float = 60.0) -> dict:
+    data = None if payload is None else json.dumps(payload).encode()
+    req = urllib.request.Request(url, data=data, method="POST" if data is not None else "GET",
+                                 headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            body = resp.read()
+    except urllib.error.HTTPError as e:
+        detail = e.read().decode("utf-8", "replace")
+        try:
+            detail = json.loads(detail).get("error", detail)
+        except (ValueError, AttributeError):
+            pass
+        detail = " ".join(str(detail).split())[:500]
+        raise ClientError(f"HTTP {e.code} from {url}: {detail}") from None
+    except urllib.error.URLError as e:
+        reason = e.reason
+        if isinstance(reason, ConnectionRefusedError) or getattr(reason, "errno", None) == errno.ECONNREFUSED:
+            raise ClientError(f"cannot connect to {url}: connection refused (is the server running?)") from None
+        if isinstance(reason, socket.gaierror):
+            raise ClientError(f"cannot resolve host in {url}: {reason.strerror or reason}") from None
+        raise ClientError(f"cannot reach {url}: {reason}") from None
+    except (TimeoutError, socket.timeout):
+        raise ClientError(f"no answer from {url} within {timeout:g}s") from None
+    except ConnectionError as e:
+        raise ClientError(f"connection to {url} failed: {e.strerror or e}") from None
+    try:
+        return json.loads(body)
+    except ValueError:
+        raise ClientError(f"{url} did not answer with JSON") from None
+
+
+def model_status(base_url: str, model: str, **kw) -> dict:
+    return _call(model_url(base_url, model, kw.get("version"), kw.get("label")))
+
+
+def generate_png(base_url: str, model: str, seeds, *, version=None, label=None, chunk: int = 64,
+                 timeout: float = 60.0) -> list[bytes]:
+    """PNG bytes for each seed, via the ``generate_png`` signature (row format)."""
+    url = model_url(base_url, model, version, label) + ":predict"
+    seeds = [int(s) for s in seeds]
+    pngs: list[bytes] = []
+    for i in range(0, len(seeds), chunk):
+        part = seeds[i:i + chunk]
+        reply = _call(url, {"signature_name": "generate_png", "instances": part}, timeout)
+        preds = reply.get("predictions") if isinstance(reply, dict) else None
+        if not isinstance(preds, list) or len(preds) != len(part):
+            raise ClientError(f"{url}: expected {len(part)} predictions, got {str(reply)[:200]}")
+        for p in preds:
+            if isinstance(p, dict) and "png_bytes" in p:  # a server answering with named outputs
+                p = p["png_bytes"]
+            if not isinstance(p, dict) or not isinstance(p.get("b64"), str):
+                raise ClientError(f"{url}: prediction is not a {{'b64': ...}} PNG: {str(p)[:100]}")
+            pngs.append(base64.b64decode(p["b64"]))
+    return pngs
+
+
+def decode_pngs(pngs: list[bytes]) -> np.ndarray:
+    from PIL import Image
+
+    try:
+        return np.stack([np.asarray(Image.open(io.BytesIO(b)).convert("RGB")) for b in pngs])
+    except Exception as e:  # noqa: BLE001 - Pillow raises many types
+        raise ClientError(f"server sent an undecodable PNG: {e}") from None

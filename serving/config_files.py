@@ -1,0 +1,302 @@
+"""TF Serving's text-format config files, read without TensorFlow.
+
+``nebula serve --model-config-file`` accepts the same ``ModelServerConfig`` file
+that ``tensorflow_model_server --model_config_file`` does (``serving/models.config``),
+and the tests check ``serving/monitoring.config`` and ``serving/batching.config``
+the way TF Serving would read them: strictly, so a misspelt field is an error.
+
+TensorFlow Serving's own Python protos (``tensorflow-serving-api``) are a heavy,
+optional dependency that has no monitoring or batching protos at all, so this
+module declares the messages it needs with ``descriptor_pb2``, field for field
+as in ``tensorflow_serving/config/{model_server_config,
+file_system_storage_path_source,monitoring_config}.proto`` and
+``tensorflow_serving/servables/tensorflow/session_bundle_config.proto``
+(``BatchingParameters``), and parses with ``google.protobuf.text_format``.
+Fields of those protos that the embedded server cannot honour (``logging_config``,
+``custom_model_config``) are left out on purpose: a file using them is refused
+with a clear message instead of being half-obeyed.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from google.protobuf import descriptor_pb2, descriptor_pool, text_format
+
+try:  # protobuf >= 4.21
+    from google.protobuf.message_factory import GetMessageClass as _get_class
+except ImportError:  # pragma: no cover - old protobuf
+    from google.protobuf.message_factory import MessageFactory
+
+    def _get_class(desc):
+        return MessageFactory().GetPrototype(desc)
+
+
+DEFAULT_PROMETHEUS_PATH = "/monitoring/prometheus/metrics"  # PrometheusExporter::kPrometheusPath
+
+_F = descriptor_pb2.FieldDescriptorProto
+
+
+class ConfigError(ValueError):
+    """A config file that cannot be used (message says which file and why)."""
+
+
+def _field(msg, name, number, ftype, *, label=_F.LABEL_OPTIONAL, type_name=None, oneof=None):
+    f = msg.field.add(name=name, number=number, type=ftype, label=label)
+    if type_name:
+        f.type_name = type_name
+    if oneof is not None:
+        f.oneof_index = oneof
+    return f
+
+
+def _build_pool() -> descriptor_pool.DescriptorPool:
+    pool = descriptor_pool.DescriptorPool()
+    wrappers = descriptor_pb2.FileDescriptorProto(
+        name="nebula_serving/wrappers.proto", package="google.protobuf", syntax="proto3"
+    )
+    for name, ftype in (("Int64Value", _F.TYPE_INT64), ("StringValue", _F.TYPE_STRING)):
+        m = wrappers.message_type.add(name=name)
+        _field(m, "value", 1, ftype)
+    pool.Add(wrappers)
+
+    fd = descriptor_pb2.FileDescriptorProto(
+        name="nebula_serving/tf_serving_configs.proto",
+        package="tensorflow.serving",
+        syntax="proto3",
+        dependency=["nebula_serving/wrappers.proto"],
+    )
+    # file_system_storage_path_source.proto: FileSystemStoragePathSourceConfig.ServableVersionPolicy
+    fs = fd.message_type.add(name="FileSystemStoragePathSourceConfig")
+    pol = fs.nested_type.add(name="ServableVersionPolicy")
+    latest = pol.nested_type.add(name="Latest")
+    _field(latest, "num_versions", 1, _F.TYPE_UINT32)
+    pol.nested_type.add(name="All")
+    specific = pol.nested_type.add(name="Specific")
+    _field(specific, "versions", 1, _F.TYPE_INT64, label=_F.LABEL_REPEATED)
+    pol.oneof_decl.add(name="policy_choice")
+    prefix = ".tensorflow.serving.FileSystemStoragePathSourceConfig.ServableVersionPolicy"
+    _field(pol, "latest", 100, _F.TYPE_MESSAGE, type_name=prefix + ".Latest", oneof=0)
+    _field(pol, "all", 101, _F.TYPE_MESSAGE, type_name=prefix + ".All", oneof=0)
+    _field(pol, "specific", 102, _F.TYPE_MESSAGE, type_name=prefix + ".Specific", oneof=0)
+
+    # model_server_config.proto
+    enum = fd.enum_type.add(name="ModelType")
+    for i, n in enumerate(("MODEL_TYPE_UNSPECIFIED", "TENSORFLOW", "OTHER")):
+        enum.value.add(name=n, number=i)
+    mc = fd.message_type.add(name="ModelConfig")
+    _field(mc, "name", 1, _F.TYPE_STRING)
+    _field(mc, "base_path", 2, _F.TYPE_STRING)
+    _field(mc, "model_type", 3, _F.TYPE_ENUM, type_name=".tensorflow.serving.ModelType")
+    _field(mc, "model_platform", 4, _F.TYPE_STRING)
+    _field(mc, "model_version_policy", 7, _F.TYPE_MESSAGE, type_name=prefix)
+    entry = mc.nested_type.add(name="VersionLabelsEntry")
+    entry.options.map_entry = True
+    _field(entry, "key", 1, _F.TYPE_STRING)
+    _field(entry, "value", 2, _F.TYPE_INT64)
+    _field(mc, "version_labels", 8, _F.TYPE_MESSAGE, label=_F.LABEL_REPEATED,
+           type_name=".tensorflow.serving.ModelConfig.VersionLabelsEntry")
+    mcl = fd.message_type.add(name="ModelConfigList")
+    _field(mcl, "config", 1, _F.TYPE_MESSAGE, label=_F.LABEL_REPEATED,
+           type_name=".tensorflow.serving.ModelConfig")
+    msc = fd.message_type.add(name="ModelServerConfig")
+    msc.oneof_decl.add(name="config")
+    _field(msc, "model_config_list", 1, _F.TYPE_MESSAGE,
+           type_name=".tensorflow.serving.ModelConfigList", oneof=0)
+
+    # monitoring_config.proto
+    pc = fd.message_type.add(name="PrometheusConfig")
+    _field(pc, "enable", 1, _F.TYPE_BOOL)
+    _field(pc, "path", 2, _F.TYPE_STRING)
+    mon = fd.message_type.add(name="MonitoringConfig")
+    _field(mon, "prometheus_config", 1, _F.TYPE_MESSAGE, type_name=".tensorflow.serving.PrometheusConfig")
+
+    # session_bundle_config.proto: BatchingParameters
+    bp = fd.message_type.add(name="BatchingParameters")
+    i64, s = ".google.protobuf.Int64Value", ".google.protobuf.StringValue"
+    _field(bp, "max_batch_size", 1, _F.TYPE_MESSAGE, type_name=i64)
+    _field(bp, "batch_timeout_micros", 2, _F.TYPE_MESSAGE, type_name=i64)
+    _field(bp, "max_enqueued_batches", 3, _F.TYPE_MESSAGE, type_name=i64)
+    _field(bp, "num_batch_threads", 4, _F.TYPE_MESSAGE, type_name=i64)
+    _field(bp, "thread_pool_name", 5, _F.TYPE_MESSAGE, type_name=s)
+    _field(bp, "allowed_batch_sizes", 6, _F.TYPE_INT64, label=_F.LABEL_REPEATED)
+    _field(bp, "pad_variable_length_inputs", 7, _F.TYPE_BOOL)
+    pool.Add(fd)
+    return pool
+
+
+_POOL = _build_pool()
+
+
+def message_class(full_name: str):
+    """The generated class of one of the messages above, e.g. ``tensorflow.serving.MonitoringConfig``."""
+    return _get_class(_POOL.FindMessageTypeByName(full_name))
+
+
+ModelServerConfig = message_class("tensorflow.serving.ModelServerConfig")
+MonitoringConfig = message_class("tensorflow.serving.MonitoringConfig")
+BatchingParameters = message_class("tensorflow.serving.BatchingParameters")
+
+
+def parse_text(text: str, cls, source: str = "<text>"):
+    msg = cls()
+    try:
+        text_format.Parse(text, msg)
+    except text_format.ParseError as e:
+        raise ConfigError(f"{source}: invalid {cls.DESCRIPTOR.name} text proto: {e}") from None
+    return msg
+
+
+def _read(path) -> str:
+    try:
+        return Path(path).read_text()
+    except OSError as e:
+        raise ConfigError(f"cannot read {path}: {e.strerror or e}") from None
+
+
+# --------------------------------------------------------------------------- model configs
+
+
+@dataclass(frozen=True)
+class VersionPolicy:
+    """TF Serving's ServableVersionPolicy: ``latest`` (N newest), ``all`` or ``specific``."""
+
+    kind: str = "latest"
+    num_versions: int = 1
+    versions: tuple[int, ...] = ()
+
+    def select(self, available: list[int]) -> list[int]:
+        """The versions to serve among those found on disk."""
+        available = sorted(set(available))
+        if self.kind == "all":
+            return available
+        if self.kind == "specific":
+            return [v for v in available if v in set(self.versions)]
+        return available[-max(1, self.num_versions):] if available else []
+
+    def describe(self) -> str:
+        if self.kind == "latest":
+            return f"latest {self.num_versions}"
+        if self.kind == "specific":
+            return "specific " + ",".join(map(str, self.versions))
+        return "all"
+
+
+@dataclass
+class ModelSpecConfig:
+    name: str
+    base_path: Path
+    policy: VersionPolicy = field(default_factory=VersionPolicy)
+    labels: dict[str, int] = field(default_factory=dict)
+    platform: str = "tensorflow"
+
+
+def model_configs_from_proto(msg, source: str = "<config>", relative_to=None) -> list[ModelSpecConfig]:
+    if not msg.HasField("model_config_list"):
+        raise ConfigError(f"{source}: no model_config_list")
+    out: list[ModelSpecConfig] = []
+    seen = set()
+    for c in msg.model_config_list.config:
+        if not c.name:
+            raise ConfigError(f"{source}: a model config has no name")
+        if c.name in seen:
+            raise ConfigError(f"{source}: model {c.name!r} is configured twice")
+        seen.add(c.name)
+        if not c.base_path:
+            raise ConfigError(f"{source}: model {c.name!r} has no base_path")
+        if c.model_platform and c.model_platform != "tensorflow":
+            raise ConfigError(
+                f"{source}: model {c.name!r} has model_platform {c.model_platform!r}; only 'tensorflow'"
+            )
+        base = Path(c.base_path)
+        if relative_to is not None and not base.is_absolute():
+            base = Path(relative_to) / base
+        policy = VersionPolicy()
+        if c.HasField("model_version_policy"):
+            which = c.model_version_policy.WhichOneof("policy_choice")
+            if which == "latest":
+                policy = VersionPolicy("latest", num_versions=max(1, c.model_version_policy.latest.num_versions))
+            elif which == "all":
+                policy = VersionPolicy("all")
+            elif which == "specific":
+                vs = tuple(sorted(set(c.model_version_policy.specific.versions)))
+                if not vs:
+                    raise ConfigError(f"{source}: model {c.name!r}: specific version policy lists no versions")
+                policy = VersionPolicy("specific", versions=vs)
+        labels = {}
+        for k, v in c.version_labels.items():
+            if not k:
+                raise ConfigError(f"{source}: model {c.name!r} has an empty version label")
+            labels[k] = int(v)
+        out.append(ModelSpecConfig(c.name, base, policy, labels, c.model_platform or "tensorflow"))
+    if not out:
+        raise ConfigError(f"{source}: model_config_list has no config")
+    return out
+
+
+def load_model_config_file(path) -> list[ModelSpecConfig]:
+    """Models, version policies and labels of a ModelServerConfig text file.
+
+    A relative ``base_path`` is taken relative to the file's folder (TF Serving
+    would take it relative to its working directory; absolute paths behave alike).
+    """
+    msg = parse_text(_read(path), ModelServerConfig, str(path))
+    return model_configs_from_proto(msg, str(path), relative_to=Path(path).resolve().parent)
+
+
+def render_model_config(models: list[ModelSpecConfig]) -> str:
+    """ModelServerConfig text for ``models`` (used by tests and ``serve --print-config``)."""
+    msg = ModelServerConfig()
+    for m in models:
+        c = msg.model_config_list.config.add(name=m.name, base_path=str(m.base_path), model_platform=m.platform)
+        if m.policy.kind == "latest":
+            c.model_version_policy.latest.num_versions = m.policy.num_versions
+        elif m.policy.kind == "all":
+            c.model_version_policy.all.SetInParent()
+        else:
+            c.model_version_policy.specific.versions.extend(m.policy.versions)
+        for k, v in m.labels.items():
+            c.version_labels[k] = v
+    return text_format.MessageToString(msg)
+
+
+# --------------------------------------------------------------------------- monitoring / batching
+
+
+def load_monitoring_config(path) -> tuple[bool, str]:
+    """``(enabled, path)`` of Prometheus metrics from a MonitoringConfig text file."""
+    msg = parse_text(_read(path), MonitoringConfig, str(path))
+    pc = msg.prometheus_config
+    p = pc.path or DEFAULT_PROMETHEUS_PATH
+    if not p.startswith("/"):
+        raise ConfigError(f"{path}: prometheus_config.path must start with '/', got {p!r}")
+    return bool(pc.enable), p
+
+
+@dataclass(frozen=True)
+class BatchingOptions:
+    max_batch_size: int = 32
+    batch_timeout_micros: int = 2000
+    max_enqueued_batches: int = 64
+    num_batch_threads: int = 2
+
+
+def load_batching_parameters(path, base: BatchingOptions | None = None) -> BatchingOptions:
+    """BatchingOptions from a TF Serving ``--batching_parameters_file``."""
+    msg = parse_text(_read(path), BatchingParameters, str(path))
+    base = base or BatchingOptions()
+    vals = {}
+    for name in ("max_batch_size", "batch_timeout_micros", "max_enqueued_batches", "num_batch_threads"):
+        if msg.HasField(name):
+            v = int(getattr(msg, name).value)
+            if v < (0 if name == "batch_timeout_micros" else 1):
+                raise ConfigError(f"{path}: {name} must be positive, got {v}")
+            vals[name] = v
+    return BatchingOptions(**{**base.__dict__, **vals})
+
+
+def packaged_file(name: str) -> Path:
+    """Path of a config file shipped in this package (models.config, monitoring.config, ...)."""
+    return Path(os.path.dirname(os.path.abspath(__file__))) / name

@@ -1,0 +1,296 @@
+"""Model versions under each base path: discovery, loading, labels, hot pickup.
+
+Like TF Serving's file-system source + availability-preserving manager: every
+``poll_seconds`` each model's base path is listed, the version policy picks the
+versions to serve (default: the latest one), new versions are loaded (off the
+event loop) before old ones are unloaded, and a version being unloaded first
+stops taking new requests, then finishes the ones it has. The model config file
+(labels, policies, models) is re-read when it changes. States and error
+messages are those of TF Serving's model status API.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from nebula_keras3.serving.config_files import ConfigError, ModelSpecConfig, load_model_config_file
+from nebula_keras3.serving.rest_api import ModelRequest, ServingError, invalid
+from nebula_keras3.serving.runtimes import Runner, RunnerError, is_version_dir
+
+log = logging.getLogger("nebula.serving")
+
+RETRY_FAILED_LOAD_SECONDS = 30.0
+
+
+@dataclass(eq=False)
+class VersionState:
+    model: str
+    version: int
+    path: Path
+    state: str = "START"  # START, LOADING, AVAILABLE, UNLOADING, END (TF Serving's ModelVersionStatus)
+    error_code: str = "OK"
+    error_message: str = ""
+    runner: Runner | None = None
+    batcher: object = None
+    active: int = 0
+    failed_at: float = 0.0
+    stamp: float = 0.0
+    idle: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def status_tuple(self):
+        return (self.version, self.state, self.error_code, self.error_message)
+
+
+def model_dir(base: Path, name: str) -> Path:
+    """``base`` if it holds version folders (TF Serving's base path), else ``base/<name>`` (an export base)."""
+    base = Path(base)
+    try:
+        if any(p.name.isdigit() for p in base.iterdir() if p.is_dir()):
+            return base
+    except OSError:
+        return base
+    return base / name if (base / name).is_dir() else base
+
+
+def versions_on_disk(path: Path) -> dict[int, Path]:
+    out = {}
+    try:
+        for p in path.iterdir():
+            if p.name.isdigit() and p.is_dir() and is_version_dir(p):
+                v = int(p.name)
+                if 0 <= v < 2**63:
+                    out[v] = p
+    except OSError:
+        pass
+    return out
+
+
+class ModelEntry:
+    def __init__(self, config: ModelSpecConfig):
+        self.config = config
+        self.versions: dict[int, VersionState] = {}
+
+    def available(self) -> dict[int, VersionState]:
+        return {v: s for v, s in self.versions.items() if s.state == "AVAILABLE"}
+
+
+class Registry:
+    def __init__(self, configs: list[ModelSpecConfig], *, make_runner, make_batcher, config_file=None,
+                 poll_seconds: float = 1.0, metrics=None, unload_timeout: float = 30.0):
+        self._make_runner = make_runner  # (path) -> Runner        (blocking; runs in the loader thread)
+        self._make_batcher = make_batcher  # (VersionState) -> Batcher
+        self.models: dict[str, ModelEntry] = {c.name: ModelEntry(c) for c in configs}
+        self.config_file = Path(config_file) if config_file else None
+        self._config_mtime = self._mtime(self.config_file)
+        self.poll_seconds = poll_seconds
+        self.metrics = metrics
+        self.unload_timeout = unload_timeout
+        self._loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nebula-loader")
+        self._task: asyncio.Task | None = None
+        self._unloads: set[asyncio.Task] = set()
+        self._stopping = False
+        self._poll_lock = asyncio.Lock()
+
+    @staticmethod
+    def _mtime(p: Path | None):
+        if p is None:
+            return None
+        try:
+            st = p.stat()
+            return (st.st_mtime_ns, st.st_size)
+        except OSError:
+            return None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        await self.poll_once()
+        self._task = asyncio.create_task(self._poll_forever())
+
+    async def _poll_forever(self) -> None:
+        while not self._stopping:
+            await asyncio.sleep(self.poll_seconds)
+            try:
+                await self.poll_once()
+            except Exception:  # noqa: BLE001 - polling must survive anything
+                log.exception("model poll failed")
+
+    async def stop(self) -> None:
+        self._stopping = True
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+        async with self._poll_lock:
+            jobs = [self._unload(s) for e in self.models.values() for s in e.versions.values()
+                    if s.state in ("AVAILABLE", "UNLOADING")]
+            await asyncio.gather(*jobs, *self._unloads, return_exceptions=True)
+        self._loader.shutdown(wait=False, cancel_futures=True)
+
+    def _reload_config(self) -> None:
+        if self.config_file is None:
+            return
+        m = self._mtime(self.config_file)
+        if m == self._config_mtime:
+            return
+        self._config_mtime = m
+        try:
+            configs = load_model_config_file(self.config_file)
+        except ConfigError as e:
+            log.error("keeping the previous model config: %s", e)
+            return
+        names = {c.name for c in configs}
+        for c in configs:
+            if c.name in self.models:
+                self.models[c.name].config = c
+            else:
+                self.models[c.name] = ModelEntry(c)
+        for name in list(self.models):
+            if name not in names:
+                entry = self.models[name]
+                entry.config = ModelSpecConfig(name, entry.config.base_path, entry.config.policy, {})
+                entry.removed = True  # type: ignore[attr-defined]
+        log.info("model config %s reloaded: %s", self.config_file, sorted(names))
+
+    async def poll_once(self) -> None:
+        async with self._poll_lock:
+            self._reload_config()
+            for name, entry in list(self.models.items()):
+                await self._sync_model(entry)
+                if getattr(entry, "removed", False) and not entry.available():
+                    del self.models[name]
+
+    async def _sync_model(self, entry: ModelEntry) -> None:
+        cfg = entry.config
+        on_disk = {} if getattr(entry, "removed", False) else versions_on_disk(model_dir(cfg.base_path, cfg.name))
+        wanted = set(cfg.policy.select(list(on_disk)))
+        now = time.monotonic()
+        # load new versions first (availability preserving), newest first
+        for v in sorted(wanted, reverse=True):
+            st = entry.versions.get(v)
+            stamp = _dir_stamp(on_disk[v])
+            if st is not None and st.state in ("AVAILABLE", "LOADING", "UNLOADING"):
+                continue
+            if st is not None and st.error_code != "OK" and st.stamp == stamp \
+                    and now - st.failed_at < RETRY_FAILED_LOAD_SECONDS:
+                continue
+            await self._load(entry, v, on_disk[v], stamp)
+        for v, st in list(entry.versions.items()):
+            if v not in wanted and st.state == "AVAILABLE":
+                st.state = "UNLOADING"
+                self._set_gauge(st, 0)
+                job = asyncio.create_task(self._unload(st))
+                self._unloads.add(job)
+                job.add_done_callback(self._unloads.discard)
+
+    async def _load(self, entry: ModelEntry, version: int, path: Path, stamp) -> None:
+        st = VersionState(entry.config.name, version, path, state="LOADING", stamp=stamp)
+        st.idle.set()
+        entry.versions[version] = st
+        t0 = time.monotonic()
+        loop = asyncio.get_running_loop()
+        try:
+            runner = await loop.run_in_executor(self._loader, self._make_runner, path)
+        except (RunnerError, OSError, ValueError) as e:
+            st.state, st.error_code, st.error_message = "END", "UNKNOWN", str(e)
+            st.failed_at = time.monotonic()
+            log.error("version %s of model %s failed to load: %s", version, entry.config.name, e)
+            return
+        except Exception as e:  # noqa: BLE001
+            st.state, st.error_code = "END", "UNKNOWN"
+            st.error_message = f"{type(e).__name__}: {e}"
+            st.failed_at = time.monotonic()
+            log.exception("version %s of model %s failed to load", version, entry.config.name)
+            return
+        st.runner = runner
+        st.batcher = self._make_batcher(st)
+        st.state, st.error_code, st.error_message = "AVAILABLE", "OK", ""
+        self._set_gauge(st, 1)
+        log.info("serving model %s version %d from %s with %s (loaded in %.1fs)",
+                 entry.config.name, version, path, runner.kind, time.monotonic() - t0)
+
+    async def _unload(self, st: VersionState) -> None:
+        st.state = "UNLOADING"
+        self._set_gauge(st, 0)
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(st.idle.wait(), self.unload_timeout)
+        if st.batcher is not None:
+            await st.batcher.drain(self.unload_timeout)
+        if st.runner is not None:
+            st.runner.close()
+        st.runner, st.batcher = None, None
+        st.state = "END"
+        log.info("unloaded model %s version %d", st.model, st.version)
+
+    def _set_gauge(self, st: VersionState, value: int) -> None:
+        if self.metrics is not None and st.runner is not None:
+            self.metrics.versions.labels(st.model, str(st.version), st.runner.kind).set(value)
+
+    # ------------------------------------------------------------------ lookups
+
+    def known_model(self, name: str) -> bool:
+        return name in self.models
+
+    def resolve(self, req: ModelRequest) -> VersionState:
+        """The AVAILABLE version a request names (TF Serving's messages and codes)."""
+        entry = self.models.get(req.model)
+        if req.label is not None:
+            labels = entry.config.labels if entry else {}
+            if req.label not in labels:
+                raise invalid(f"Unrecognized servable version label: {req.label}")
+            req = ModelRequest(req.model, labels[req.label], None, req.method, req.subresource)
+        if entry is not None:
+            avail = entry.available()
+            if req.version is None and avail:
+                return avail[max(avail)]
+            if req.version is not None and req.version in avail:
+                return avail[req.version]
+        raise ServingError("NOT_FOUND", f"Servable not found for request: {req.spec_str()}")
+
+    @contextlib.asynccontextmanager
+    async def lease(self, req: ModelRequest):
+        """Hold a version for one request: it is not unloaded before the request ends."""
+        st = self.resolve(req)
+        st.active += 1
+        st.idle.clear()
+        try:
+            yield st
+        finally:
+            st.active -= 1
+            if st.active == 0:
+                st.idle.set()
+
+    def status(self, req: ModelRequest) -> list[tuple]:
+        entry = self.models.get(req.model)
+        version = req.version
+        if req.label is not None:
+            labels = entry.config.labels if entry else {}
+            if req.label not in labels:
+                raise invalid(f"Unrecognized servable version label: {req.label}")
+            version = labels[req.label]
+        if entry is None or not entry.versions:
+            raise ServingError("NOT_FOUND", f"Could not find any versions of model {req.model}")
+        if version is not None:
+            st = entry.versions.get(version)
+            if st is None:
+                raise ServingError("NOT_FOUND", f"Could not find version {version} of model {req.model}")
+            return [st.status_tuple()]
+        return [s.status_tuple() for s in entry.versions.values()]
+
+    def summary(self) -> dict[str, list[int]]:
+        return {n: sorted(e.available()) for n, e in self.models.items()}
+
+
+def _dir_stamp(path: Path):
+    try:
+        names = sorted(os.listdir(path))
+        return (tuple(names), max((os.stat(path / n).st_mtime_ns for n in names), default=0))
+    except OSError:
+        return None

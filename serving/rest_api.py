@@ -1,0 +1,561 @@
+"""TF Serving REST API v1: URL parsing, request JSON -> tensors, tensors -> response JSON, errors.
+
+Follows tensorflow/serving's ``http_rest_api_util.cc`` (URL regexes, version and
+label rules), ``json_tensor.cc`` (row ``instances`` / columnar ``inputs`` formats,
+type rules, ``{"b64": ...}``, ``predictions`` / ``outputs`` response shapes) and
+``http_server.cc`` (status code -> HTTP status), including their error messages
+where a client could reasonably match on them. Imports numpy and the standard
+library only.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import math
+import re
+from urllib.parse import unquote
+
+import numpy as np
+
+from nebula_keras3.serving.signatures import DTYPE_STRING, NUMPY_DTYPE, SignatureSpec, TensorSpec
+
+DEFAULT_SIGNATURE = "serving_default"
+
+# tensorflow::error::Code -> HTTP status (http_server.cc ToHTTPStatusCode)
+HTTP_STATUS = {
+    "OK": 200, "CANCELLED": 499, "UNKNOWN": 500, "INVALID_ARGUMENT": 400,
+    "DEADLINE_EXCEEDED": 504, "NOT_FOUND": 404, "ALREADY_EXISTS": 409,
+    "PERMISSION_DENIED": 403, "RESOURCE_EXHAUSTED": 429, "FAILED_PRECONDITION": 400,
+    "ABORTED": 409, "OUT_OF_RANGE": 400, "UNIMPLEMENTED": 501, "INTERNAL": 500,
+    "UNAVAILABLE": 503, "DATA_LOSS": 500, "UNAUTHENTICATED": 401,
+}
+
+
+class ServingError(Exception):
+    """An error answered as ``{"error": message}`` with TF Serving's HTTP status for ``code``."""
+
+    def __init__(self, code: str, message: str, *, http_status: int | None = None, headers=None):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.http_status = http_status or HTTP_STATUS.get(code, 500)
+        self.headers = dict(headers or {})
+
+
+def invalid(msg: str) -> ServingError:
+    return ServingError("INVALID_ARGUMENT", msg)
+
+
+def error_body(message: str) -> bytes:
+    return json.dumps({"error": message}).encode()
+
+
+# --------------------------------------------------------------------------- URLs
+
+_PREDICT_RE = re.compile(
+    r"/v1/models/([^/:]+)(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?:(classify|regress|predict)",
+    re.IGNORECASE,
+)
+_STATUS_RE = re.compile(
+    r"/v1/models(?:/([^/:]+))?(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?(?:/(metadata))?",
+    re.IGNORECASE,
+)
+V1_PATH_RE = re.compile(r"/v1/.*", re.IGNORECASE | re.DOTALL)
+_INT64_MAX = 2**63 - 1
+
+
+class ModelRequest:
+    """What a /v1 URL asks for: model, version or label, and the method."""
+
+    __slots__ = ("model", "version", "label", "method", "subresource")
+
+    def __init__(self, model, version=None, label=None, method=None, subresource=None):
+        self.model, self.version, self.label = model, version, label
+        self.method, self.subresource = method, subresource
+
+    def spec_str(self) -> str:
+        """TF Serving's servable request text: ``Latest(m)`` / ``Specific(m, v)``."""
+        if self.version is not None:
+            return f"Specific({self.model}, {self.version})"
+        return f"Latest({self.model})"
+
+
+def parse_path(http_method: str, raw_path: str) -> ModelRequest:
+    """Parse a /v1 request path like TF Serving's ParseModelInfo; raises ServingError."""
+    malformed = invalid(f"Malformed request: {http_method} {raw_path}")
+    if http_method == "POST":
+        m = _PREDICT_RE.fullmatch(raw_path)
+        if not m:
+            raise malformed
+        name, vstr, label, method = m.groups()
+        sub = None
+    elif http_method == "GET":
+        m = _STATUS_RE.fullmatch(raw_path)
+        if not m:
+            raise malformed
+        name, vstr, label, sub = m.groups()
+        method = None
+    else:
+        raise malformed
+    name = unquote(name) if name else ""
+    version = None
+    if vstr:
+        v = int(vstr)
+        if v > _INT64_MAX:
+            raise invalid(f"Failed to convert version: {vstr} to numeric.")
+        version = v
+    if label:
+        label = unquote(label)
+    if http_method == "POST" and method not in ("predict", "classify", "regress"):
+        raise malformed  # ":PREDICT" matches the (?i) regex but no handler, as in TF Serving
+    if sub is not None and sub != "metadata":
+        raise malformed
+    if not name:
+        raise invalid("Missing model name in request.")
+    if version is not None and label is not None:  # unreachable with the regexes; kept as TF has it
+        raise invalid(f"Both model version ({version}) and model version label ({label}) cannot be supplied.")
+    return ModelRequest(name, version, label, method, sub)
+
+
+# --------------------------------------------------------------------------- JSON in
+
+_MAX_REPR = 256
+
+
+def _json_str(val) -> str:
+    try:
+        s = json.dumps(val, allow_nan=True)
+    except (TypeError, ValueError, RecursionError):
+        s = repr(val)
+    return s if len(s) <= _MAX_REPR else s[:_MAX_REPR] + "...(truncated)"
+
+
+def _json_type(val) -> str:
+    if val is None:
+        return "Null"
+    if val is True:
+        return "True"
+    if val is False:
+        return "False"
+    if isinstance(val, dict):
+        return "Object"
+    if isinstance(val, list):
+        return "Array"
+    if isinstance(val, str):
+        return "String"
+    return "Number"
+
+
+def _parse_float(s: str) -> float:
+    f = float(s)
+    if math.isinf(f):
+        raise ValueError("Number too big to be stored in double")
+    return f
+
+
+def _parse_constant(s: str) -> float:
+    return {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}[s]
+
+
+def parse_json_object(body: bytes) -> dict:
+    """The request body as a JSON object (NaN/Infinity accepted, like TF Serving's rapidjson flags)."""
+    if not body or not body.strip():
+        raise invalid("JSON Parse error: The document is empty")
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise invalid(f"JSON Parse error: Invalid encoding in string at offset: {e.start}") from None
+    try:
+        doc = json.loads(text, parse_float=_parse_float, parse_constant=_parse_constant)
+    except json.JSONDecodeError as e:
+        raise invalid(f"JSON Parse error: {e.msg} at offset: {e.pos}") from None
+    except RecursionError:
+        raise invalid("JSON Parse error: The document is nested too deeply") from None
+    except (ValueError, OverflowError) as e:  # huge numbers, int-digit limits
+        raise invalid(f"JSON Parse error: {e}") from None
+    if not isinstance(doc, dict):
+        raise invalid(f"JSON Value: {_json_str(doc)} Is not object")
+    return doc
+
+
+def signature_name_of(doc: dict) -> str:
+    if "signature_name" in doc:
+        sig = doc["signature_name"]
+        if not isinstance(sig, str):
+            raise invalid(
+                f"JSON Value: {_json_str(doc)} not formatted correctly. "
+                "'signature_name' key must be a string value."
+            )
+        return sig
+    return ""
+
+
+def _is_b64_object(val) -> bool:
+    return isinstance(val, dict) and len(val) == 1 and isinstance(val.get("b64"), str)
+
+
+def _is_element_object(val) -> bool:
+    return isinstance(val, dict) and not _is_b64_object(val)
+
+
+def _dense_shape(val) -> list[int]:
+    """Shape from the first element of every nested list (TF's GetDenseTensorShape), iteratively."""
+    shape = []
+    while isinstance(val, list):
+        shape.append(len(val))
+        if not val:
+            break
+        val = val[0]
+    return shape
+
+
+_FLOAT_MAX_INT = (1 << 24) - 1
+_DOUBLE_MAX_INT = (1 << 53) - 1
+_F32_MAX = float(np.finfo(np.float32).max)
+_INT_RANGES = {
+    "DT_INT32": (-(2**31), 2**31 - 1), "DT_INT16": (-(2**31), 2**31 - 1),
+    "DT_INT8": (-(2**31), 2**31 - 1), "DT_UINT8": (-(2**31), 2**31 - 1),
+    "DT_INT64": (-(2**63), 2**63 - 1), "DT_UINT32": (0, 2**32 - 1), "DT_UINT64": (0, 2**64 - 1),
+}
+
+
+def _type_error(val, dtype: str) -> ServingError:
+    return invalid(
+        f"JSON Value: {_json_str(val)} Type: {_json_type(val)} is not of expected type: "
+        f"{DTYPE_STRING.get(dtype, dtype)}"
+    )
+
+
+def _convert_leaf(val, dtype: str):
+    """One JSON leaf -> Python value for ``dtype`` (TF's AddValueToTensor rules)."""
+    if isinstance(val, dict):
+        if dtype != "DT_STRING":
+            raise _type_error(val, dtype)
+        if not _is_b64_object(val):
+            raise invalid(f"JSON Value: {_json_str(val)} not formatted correctly for base64 data")
+        s = val["b64"]
+        try:
+            return base64.b64decode(s + "=" * (-len(s) % 4), validate=True)
+        except (binascii.Error, ValueError):
+            raise invalid("Unable to base64 decode") from None
+    if dtype in ("DT_FLOAT", "DT_DOUBLE", "DT_HALF"):
+        if isinstance(val, bool) or not isinstance(val, (int, float)):
+            raise _type_error(val, dtype)
+        target = "double" if dtype == "DT_DOUBLE" else "float"
+        if isinstance(val, int):
+            limit = _DOUBLE_MAX_INT if dtype == "DT_DOUBLE" else _FLOAT_MAX_INT
+            if abs(val) > limit and abs(val) < 2**64:
+                raise invalid(f"Cannot convert JSON value: {val} to {target} without loss of precision.")
+            try:
+                val = float(val)
+            except OverflowError:
+                raise invalid(f"Cannot convert JSON value: {_json_str(val)} to {target} without loss of precision.") from None
+        if dtype != "DT_DOUBLE" and math.isfinite(val) and abs(val) > _F32_MAX:
+            raise invalid(f"Cannot convert JSON value: {_json_str(val)} to float without loss of precision.")
+        return val
+    if dtype in _INT_RANGES:
+        if isinstance(val, bool) or not isinstance(val, int):
+            raise _type_error(val, dtype)
+        lo, hi = _INT_RANGES[dtype]
+        if not lo <= val <= hi:
+            raise _type_error(val, dtype)
+        return val
+    if dtype == "DT_STRING":
+        if not isinstance(val, str):
+            raise _type_error(val, dtype)
+        return val.encode("utf-8", "surrogatepass")
+    if dtype == "DT_BOOL":
+        if not isinstance(val, bool):
+            raise _type_error(val, dtype)
+        return val
+    raise ServingError("UNIMPLEMENTED", f"Conversion of JSON Value: {_json_str(val)} to type: {dtype}")
+
+
+def _fill(val, shape: list[int], dtype: str, out: list, level: int = 0) -> None:
+    """TF's FillTensorProto: every leaf at depth == rank, every list of the expected size."""
+    rank = len(shape)
+    if not isinstance(val, list):
+        if level != rank:
+            raise invalid(
+                f"JSON Value: {_json_str(val)} found at incorrect level: {level + 1} "
+                f"in the JSON DOM. Expected at level: {rank}"
+            )
+        out.append(_convert_leaf(val, dtype))
+        return
+    if level >= rank:
+        raise invalid(f"Encountered list at unexpected level: {level} expected < {rank}")
+    if len(val) != shape[level]:
+        raise invalid(
+            f"Encountered list at unexpected size: {len(val)} at level: {level} expected size: {shape[level]}"
+        )
+    if level == rank - 1:
+        conv = _convert_leaf
+        for v in val:
+            if isinstance(v, list):
+                raise invalid(f"Encountered list at unexpected level: {level + 1} expected < {rank}")
+            out.append(conv(v, dtype))
+    else:
+        for v in val:
+            _fill(v, shape, dtype, out, level + 1)
+
+
+def _to_array(flat: list, shape: list[int], dtype: str) -> np.ndarray:
+    np_dtype = NUMPY_DTYPE.get(dtype)
+    if np_dtype is None:
+        raise ServingError("UNIMPLEMENTED", f"Tensors of type {dtype} are not supported")
+    if dtype == "DT_STRING":
+        arr = np.empty(len(flat), dtype=object)
+        arr[:] = flat
+        return arr.reshape(shape)
+    return np.asarray(flat, dtype=np_dtype).reshape(shape)
+
+
+def _json_to_tensor(val, spec: TensorSpec, max_rank: int = 8) -> np.ndarray:
+    shape = _dense_shape(val)
+    if len(shape) > max_rank:
+        raise invalid(f"JSON value nests lists {len(shape)} deep; tensors here have at most rank {max_rank}")
+    flat: list = []
+    _fill(val, shape, spec.dtype, flat)
+    return _to_array(flat, shape, spec.dtype)
+
+
+def _check_spec(name: str, arr: np.ndarray, spec: TensorSpec) -> None:
+    """Validate an input against the signature (TF reports these at Run(); same status)."""
+    if spec.shape is None:
+        return
+    if arr.ndim != len(spec.shape) or any(d >= 0 and d != a for d, a in zip(spec.shape, arr.shape)):
+        raise invalid(
+            f"input tensor alias {name!r}: expected shape {spec.shape_str()} "
+            f"but got [{','.join(map(str, arr.shape))}]"
+        )
+
+
+def parse_predict_inputs(doc: dict, signature: SignatureSpec) -> tuple[str, dict[str, np.ndarray]]:
+    """``(format, {input name: array})`` of a predict request; format is "row" or "columnar"."""
+    infos = signature.inputs
+    if not infos:
+        raise invalid("Failed to get input map for signature")
+    max_rank = max((len(s.shape) if s.shape is not None else 8) for s in infos.values()) + 1
+    has_inst, has_inp = "instances" in doc, "inputs" in doc
+    if has_inst and has_inp:
+        raise invalid(
+            f"JSON Value: {_json_str(doc)} Not formatted correctly expecting only one of "
+            "'inputs' or 'instances' keys to exist "
+        )
+    if has_inst:
+        inst = doc["instances"]
+        if not isinstance(inst, list):
+            raise invalid(f"JSON Value: {_json_str(doc)} Excepting 'instances' to be an list/array")
+        if not inst:
+            raise invalid(f"JSON Value: {_json_str(doc)} No values in 'instances' array")
+        tensors = _instances_to_tensors(inst, infos, max_rank)
+        fmt = "row"
+    elif has_inp:
+        tensors = _inputs_to_tensors(doc["inputs"], infos, max_rank)
+        fmt = "columnar"
+    else:
+        raise invalid("Missing 'inputs' or 'instances' key")
+    for name, arr in tensors.items():
+        _check_spec(name, arr, infos[name])
+    batch = {a.shape[0] for a in tensors.values() if a.ndim}
+    if len(batch) > 1:
+        raise invalid(f"Input tensors must have equal 0th-dimension size, got {sorted(batch)}")
+    return fmt, tensors
+
+
+def _instances_to_tensors(inst: list, infos: dict[str, TensorSpec], max_rank: int) -> dict[str, np.ndarray]:
+    if not isinstance(inst[0], dict) and len(infos) > 1:
+        raise invalid(
+            "instances is a plain list, but expecting list of objects as multiple "
+            "input tensors required as per tensorinfo_map"
+        )
+    objects = _is_element_object(inst[0])
+    names = sorted(infos)
+    rows: dict[str, list] = {n: [] for n in names}
+    shapes: dict[str, list[int]] = {}
+    sizes: dict[str, int] = {}
+
+    def add(item, name, i):
+        if name not in infos:
+            raise invalid(f"JSON object: does not have named input: {name}")
+        spec = infos[name]
+        shape = _dense_shape(item)
+        if len(shape) >= max_rank:
+            raise invalid(f"Failed to process element: {i} of 'instances' list. Error: list nested too deeply")
+        flat: list = []
+        _fill(item, shape, spec.dtype, flat)
+        if name not in sizes:
+            sizes[name], shapes[name] = len(flat), shape
+        elif sizes[name] != len(flat):
+            raise invalid(f"Expecting tensor size: {sizes[name]} but got: {len(flat)}")
+        elif shapes[name] != shape:
+            raise invalid(
+                f"Expecting shape [{','.join(map(str, shapes[name]))}] but got: [{','.join(map(str, shape))}]"
+            )
+        rows[name].extend(flat)
+
+    for i, elem in enumerate(inst):
+        if objects:
+            if not _is_element_object(elem):
+                raise invalid(f"Expecting object but got list at item {i} of input list")
+            for key, item in elem.items():
+                try:
+                    add(item, key, i)
+                except ServingError as e:
+                    raise invalid(
+                        f"Failed to process element: {i} key: {key} of 'instances' list. "
+                        f"Error: INVALID_ARGUMENT: {e.message}"
+                    ) from None
+            if set(elem) != set(names):
+                raise invalid(
+                    f"Failed to process element: {i} of 'instances' list. JSON object: "
+                    f"{_json_str(elem)} must only have keys: {','.join(names)}"
+                )
+        else:
+            if _is_element_object(elem):
+                raise invalid(f"Expecting value/list but got object at item {i} of input list")
+            try:
+                add(elem, names[0], i)
+            except ServingError as e:
+                raise invalid(
+                    f"Failed to process element: {i} of 'instances' list. Error: INVALID_ARGUMENT: {e.message}"
+                ) from None
+    n = len(inst)
+    return {name: _to_array(rows[name], [n] + shapes[name], infos[name].dtype) for name in rows}
+
+
+def _inputs_to_tensors(val, infos: dict[str, TensorSpec], max_rank: int) -> dict[str, np.ndarray]:
+    if not isinstance(val, dict) or _is_b64_object(val):
+        if len(infos) > 1:
+            raise invalid(
+                "inputs is a plain value/list, but expecting an object as multiple "
+                "input tensors required as per tensorinfo_map"
+            )
+        name = next(iter(infos))
+        return {name: _json_to_tensor(val, infos[name], max_rank)}
+    out = {}
+    for name in sorted(infos):
+        if name not in val:
+            raise invalid(f"Missing named input: {name} in 'inputs' object.")
+        out[name] = _json_to_tensor(val[name], infos[name], max_rank)
+    return out
+
+
+# --------------------------------------------------------------------------- JSON out
+
+# "  0," .. "255," : fixed-width tokens; JSON allows the leading blanks.
+_U8_TOKENS = np.frombuffer(b"".join(b"%3d" % i for i in range(256)), dtype=np.uint8).reshape(256, 3)
+
+
+def _encode_fixed_width(tokens: np.ndarray) -> bytes:
+    """Nested JSON arrays from a ``shape + (w,)`` array of fixed-width ASCII tokens."""
+    x = tokens
+    for _ in range(tokens.ndim - 1):
+        n, w = x.shape[-2], x.shape[-1]
+        lead = x.shape[:-2]
+        body = np.empty(lead + (n, w + 1), dtype=np.uint8)
+        body[..., :w] = x
+        body[..., w] = ord(",")
+        body = body.reshape(lead + (n * (w + 1),))
+        body[..., -1] = ord("]")
+        out = np.empty(lead + (n * (w + 1) + 1,), dtype=np.uint8)
+        out[..., 0] = ord("[")
+        out[..., 1:] = body
+        x = out
+    return x.tobytes()
+
+
+def _float_token(v) -> str:
+    v = np.float32(v) if not isinstance(v, np.float64) else v
+    if math.isnan(v):
+        return "NaN"
+    if math.isinf(v):
+        return "-Infinity" if v < 0 else "Infinity"
+    s = str(v)
+    if "." not in s and "e" not in s:
+        s += ".0"
+    return s
+
+
+def _value_json(v, dtype_kind: str, as_bytes: bool) -> str:
+    if dtype_kind == "f":
+        return _float_token(v)
+    if dtype_kind == "b":
+        return "true" if v else "false"
+    if dtype_kind in "iu":
+        return str(int(v))
+    b = v if isinstance(v, (bytes, bytearray)) else str(v).encode()
+    if as_bytes:
+        return '{"b64": "' + base64.b64encode(b).decode("ascii") + '"}'
+    return json.dumps(b.decode("utf-8", "replace"))
+
+
+def tensor_json(arr: np.ndarray, name: str) -> bytes:
+    """One tensor as (nested) JSON, like TF Serving's AddTensorValues; ``*_bytes`` strings as b64."""
+    arr = np.asarray(arr)
+    if arr.dtype == np.uint8 and arr.ndim >= 1 and arr.size and 0 not in arr.shape:
+        return _encode_fixed_width(_U8_TOKENS[arr])
+    as_bytes = arr.dtype.kind in "OSU" and name.endswith("_bytes")
+    kind = arr.dtype.kind if arr.dtype.kind in "fbiu" else "O"
+
+    def rec(a) -> str:
+        if a.ndim == 0:
+            return _value_json(a[()], kind, as_bytes)
+        if a.ndim == 1:
+            return "[" + ",".join(_value_json(a[i], kind, as_bytes) for i in range(a.shape[0])) + "]"
+        return "[" + ",".join(rec(a[i]) for i in range(a.shape[0])) + "]"
+
+    return rec(arr).encode()
+
+
+def predict_response(outputs: dict[str, np.ndarray], fmt: str) -> bytes:
+    """``{"predictions": ...}`` (row) or ``{"outputs": ...}`` (columnar), as json_tensor.cc writes them."""
+    if not outputs:
+        raise invalid("Cannot convert empty tensor map to JSON")
+    names = sorted(outputs)
+    if fmt == "row":
+        batch = None
+        for n in names:
+            a = outputs[n]
+            if a.ndim == 0:
+                raise invalid(f"Tensor name: {n} has no shape information ")
+            if a.shape[0] < 1:
+                raise invalid(f"Tensor name: {n} has invalid batch size: {a.shape[0]}")
+            if batch is not None and a.shape[0] != batch:
+                raise invalid(f"Tensor name: {n} has inconsistent batch size: {a.shape[0]} expecting: {batch}")
+            batch = a.shape[0]
+        if len(names) == 1:
+            return b'{"predictions": ' + tensor_json(outputs[names[0]], names[0]) + b"}"
+        items = []
+        for i in range(batch):
+            items.append(
+                b"{" + b",".join(json.dumps(n).encode() + b": " + tensor_json(outputs[n][i], n) for n in names) + b"}"
+            )
+        return b'{"predictions": [' + b",".join(items) + b"]}"
+    if len(names) == 1:
+        return b'{"outputs": ' + tensor_json(outputs[names[0]], names[0]) + b"}"
+    return b'{"outputs": {' + b",".join(
+        json.dumps(n).encode() + b": " + tensor_json(outputs[n], n) for n in names
+    ) + b"}}"
+
+
+# --------------------------------------------------------------------------- status / metadata
+
+def model_status_json(versions: list[tuple[int, str, str, str]]) -> dict:
+    """GetModelStatusResponse JSON from ``(version, state, error_code, error_message)``, newest first."""
+    return {
+        "model_version_status": [
+            {"version": str(v), "state": state, "status": {"error_code": code, "error_message": msg}}
+            for v, state, code, msg in sorted(versions, key=lambda t: -t[0])
+        ]
+    }
+
+
+def model_metadata_json(name: str, version: int, signature_def_map: dict) -> dict:
+    """GetModelMetadataResponse JSON (model_spec + metadata.signature_def), as http_rest_api_util.cc prints it."""
+    return {
+        "model_spec": {"name": name, "signature_name": "", "version": str(version)},
+        "metadata": {"signature_def": signature_def_map},
+    }

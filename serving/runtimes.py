@@ -1,0 +1,235 @@
+"""Runners: one loaded model version that can execute its signatures.
+
+* :class:`OnnxRunner` (used when ``model.onnx`` sits beside ``saved_model.pb``)
+  implements the export's signatures itself with ONNX Runtime:
+  ``serving_default`` (``z`` -> ``images``), ``generate_images`` and
+  ``generate_png`` (``seed`` -> :func:`latents_from_seeds` -> ONNX -> uint8 ->
+  PNG via Pillow). Signature names, tensor names and shapes come from the
+  SavedModel's ``saved_model.pb`` (read without TensorFlow), so the metadata
+  matches what TF Serving reports for the same folder.
+* :class:`SavedModelRunner` runs the SavedModel's signatures with TensorFlow,
+  imported only when such a version is loaded.
+
+``run`` is blocking and thread-safe; the server calls it from a thread pool.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from nebula_keras3.sampling.latents import latents_from_seeds
+from nebula_keras3.serving.signatures import (
+    PREDICT_METHOD,
+    SignatureSpec,
+    TensorSpec,
+    read_saved_model_signatures,
+    signature_def_json,
+)
+
+log = logging.getLogger("nebula.serving")
+
+ONNX_FILE = "model.onnx"
+SAVED_MODEL_FILE = "saved_model.pb"
+FACTS_FILE = Path("assets.extra") / "nebula_model.json"
+
+
+class RunnerError(RuntimeError):
+    """A version folder that cannot be loaded (message says why)."""
+
+
+def read_facts(version_dir) -> dict:
+    p = Path(version_dir) / FACTS_FILE
+    try:
+        return json.loads(p.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+class Runner:
+    kind = "?"
+
+    def __init__(self, version_dir):
+        self.version_dir = Path(version_dir)
+        self.signatures: dict[str, SignatureSpec] = {}
+        self.signature_def_json: dict = {"signature_def": {}}
+        self.facts: dict = read_facts(version_dir)
+
+    def run(self, signature: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+
+def encode_png(image: np.ndarray) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(image, dtype=np.uint8)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+class OnnxRunner(Runner):
+    kind = "onnx"
+    # signatures this runner implements, by their input/output layout
+    KNOWN = ("serving_default", "generate_images", "generate_png")
+
+    def __init__(self, version_dir, *, intra_op_threads: int | None = None):
+        super().__init__(version_dir)
+        import onnxruntime as ort
+
+        path = self.version_dir / ONNX_FILE
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = int(intra_op_threads or 0)
+        opts.inter_op_num_threads = 1
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        opts.log_severity_level = 3
+        try:
+            self.session = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+        except Exception as e:  # noqa: BLE001 - onnxruntime raises its own exception types
+            raise RunnerError(f"cannot load {path}: {e}") from None
+        ins, outs = self.session.get_inputs(), self.session.get_outputs()
+        if len(ins) != 1 or len(outs) < 1:
+            raise RunnerError(f"{path}: expected one input (z) and an images output")
+        self.input_name = ins[0].name
+        self.output_name = "images" if any(o.name == "images" for o in outs) else outs[0].name
+        shape_in = ins[0].shape
+        shape_out = next(o.shape for o in outs if o.name == self.output_name)
+        try:
+            self.latent_dim = int(shape_in[-1])
+            self.image_shape = tuple(int(d) for d in shape_out[1:])
+        except (TypeError, ValueError):
+            raise RunnerError(f"{path}: needs static latent and image dims, got {shape_in} -> {shape_out}") from None
+        if self.facts.get("latent_dim") not in (None, self.latent_dim):
+            raise RunnerError(f"{path}: facts say latent_dim={self.facts['latent_dim']}, ONNX has {self.latent_dim}")
+
+        if (self.version_dir / SAVED_MODEL_FILE).is_file():
+            specs, sdj = read_saved_model_signatures(self.version_dir)
+            self.signatures = {k: v for k, v in specs.items() if k in self.KNOWN and self._fits(k, v)}
+            dropped = sorted(set(specs) - set(self.signatures))
+            if dropped:
+                log.warning("%s: ONNX runner does not implement signatures %s", self.version_dir, dropped)
+            keep = set(self.signatures) | {"__saved_model_init_op"}
+            self.signature_def_json = {
+                "signature_def": {k: v for k, v in sdj["signature_def"].items() if k in keep}
+            }
+        else:  # an ONNX-only folder: describe the signatures the way the SavedModel would
+            self.signatures = self.synthesized_signatures()
+            self.signature_def_json = signature_def_json(self.signatures)
+        if "serving_default" not in self.signatures:
+            raise RunnerError(f"{self.version_dir}: no usable serving_default signature")
+
+    def synthesized_signatures(self) -> dict[str, SignatureSpec]:
+        d, img = self.latent_dim, (-1,) + self.image_shape
+        return {
+            "serving_default": SignatureSpec(
+                {"z": TensorSpec("DT_FLOAT", (-1, d), "serving_default_z:0")},
+                {"images": TensorSpec("DT_UINT8", img, "StatefulPartitionedCall_2:0")}, PREDICT_METHOD),
+            "generate_png": SignatureSpec(
+                {"seed": TensorSpec("DT_INT64", (-1,), "generate_png_seed:0")},
+                {"png_bytes": TensorSpec("DT_STRING", (-1,), "StatefulPartitionedCall_1:0")}, PREDICT_METHOD),
+            "generate_images": SignatureSpec(
+                {"seed": TensorSpec("DT_INT64", (-1,), "generate_images_seed:0")},
+                {"images": TensorSpec("DT_UINT8", img, "StatefulPartitionedCall:0")}, PREDICT_METHOD),
+        }
+
+    def _fits(self, name: str, spec: SignatureSpec) -> bool:
+        want = self.synthesized_signatures()[name]
+        same = lambda a, b: {k: (t.dtype, t.shape) for k, t in a.items()} == {k: (t.dtype, t.shape) for k, t in b.items()}  # noqa: E731
+        return same(spec.inputs, want.inputs) and same(spec.outputs, want.outputs)
+
+    def images(self, z: np.ndarray) -> np.ndarray:
+        if z.shape[0] == 0:
+            return np.zeros((0,) + self.image_shape, dtype=np.uint8)
+        (out,) = self.session.run([self.output_name], {self.input_name: np.ascontiguousarray(z, dtype=np.float32)})
+        return out
+
+    def run(self, signature: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if signature == "serving_default":
+            return {"images": self.images(inputs["z"])}
+        seeds = np.asarray(inputs["seed"], dtype=np.int64).reshape(-1)
+        imgs = self.images(latents_from_seeds(seeds, self.latent_dim))
+        if signature == "generate_images":
+            return {"images": imgs}
+        if signature == "generate_png":
+            out = np.empty(len(imgs), dtype=object)
+            out[:] = [encode_png(im) for im in imgs]
+            return {"png_bytes": out}
+        raise KeyError(signature)
+
+
+_TF_LOCK = threading.Lock()
+
+
+class SavedModelRunner(Runner):
+    kind = "saved_model"
+
+    def __init__(self, version_dir):
+        super().__init__(version_dir)
+        with _TF_LOCK:
+            os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+            import tensorflow as tf  # lazily: only a SavedModel-only version pays for TensorFlow
+
+        self._tf = tf
+        try:
+            self.loaded = tf.saved_model.load(str(self.version_dir), tags=["serve"])
+        except Exception as e:  # noqa: BLE001
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise RunnerError(f"cannot load SavedModel {self.version_dir}: {first}") from None
+        specs, sdj = read_saved_model_signatures(self.version_dir)
+        self.signatures = {k: v for k, v in specs.items() if k in self.loaded.signatures}
+        self.signature_def_json = sdj
+        self._dtypes = {
+            name: {k: getattr(tf, _TF_DTYPES[t.dtype]) for k, t in spec.inputs.items() if t.dtype in _TF_DTYPES}
+            for name, spec in self.signatures.items()
+        }
+
+    def run(self, signature: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        tf = self._tf
+        fn = self.loaded.signatures[signature]
+        feed = {}
+        for k, v in inputs.items():
+            dt = self._dtypes[signature].get(k)
+            if v.dtype == object:
+                feed[k] = tf.constant(list(v.reshape(-1)), dtype=tf.string, shape=v.shape)
+            else:
+                feed[k] = tf.constant(v, dtype=dt)
+        try:
+            result = fn(**feed)
+        except (tf.errors.InvalidArgumentError, ValueError, TypeError) as e:
+            from nebula_keras3.serving.rest_api import invalid
+
+            msg = getattr(e, "message", None) or str(e)
+            raise invalid(msg.strip().splitlines()[0] if msg.strip() else type(e).__name__) from None
+        return {k: v.numpy() for k, v in result.items()}
+
+    def close(self) -> None:
+        self.loaded = None
+
+
+_TF_DTYPES = {
+    "DT_FLOAT": "float32", "DT_DOUBLE": "float64", "DT_INT32": "int32", "DT_UINT8": "uint8",
+    "DT_INT16": "int16", "DT_INT8": "int8", "DT_STRING": "string", "DT_INT64": "int64", "DT_BOOL": "bool",
+    "DT_UINT32": "uint32", "DT_UINT64": "uint64",
+}
+
+
+def is_version_dir(path: Path) -> bool:
+    return (path / SAVED_MODEL_FILE).is_file() or (path / ONNX_FILE).is_file()
+
+
+def load_runner(version_dir, *, intra_op_threads: int | None = None, prefer_onnx: bool = True) -> Runner:
+    """ONNX Runtime when ``model.onnx`` is there (and preferred), else the SavedModel via TensorFlow."""
+    version_dir = Path(version_dir)
+    if prefer_onnx and (version_dir / ONNX_FILE).is_file():
+        return OnnxRunner(version_dir, intra_op_threads=intra_op_threads)
+    if (version_dir / SAVED_MODEL_FILE).is_file():
+        return SavedModelRunner(version_dir)
+    raise RunnerError(f"{version_dir} holds neither {ONNX_FILE} nor {SAVED_MODEL_FILE}")

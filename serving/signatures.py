@@ -1,0 +1,187 @@
+"""Signature definitions of a SavedModel, read from ``saved_model.pb`` without TensorFlow.
+
+TF Serving answers ``GET /v1/models/<name>/metadata`` with the SavedModel's
+``SignatureDefMap`` printed as JSON. The embedded server reads the same
+``saved_model.pb`` (only the fields it needs: ``meta_graphs[].signature_def``,
+declared below with ``descriptor_pb2`` with the field numbers of
+``tensorflow/core/protobuf/{saved_model,meta_graph}.proto``,
+``tensorflow/core/framework/{tensor_shape,types}.proto``) and prints it the same
+way, so both servers report the same signatures, tensor names and shapes. The
+same specs drive request validation (dtype, rank, fixed dimensions).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from google.protobuf import descriptor_pb2, descriptor_pool, json_format
+
+from nebula_keras3.serving.config_files import _F, _field, _get_class
+
+# tensorflow/core/framework/types.proto (the values the REST API can carry, plus a few)
+DATA_TYPES = {
+    "DT_INVALID": 0, "DT_FLOAT": 1, "DT_DOUBLE": 2, "DT_INT32": 3, "DT_UINT8": 4,
+    "DT_INT16": 5, "DT_INT8": 6, "DT_STRING": 7, "DT_COMPLEX64": 8, "DT_INT64": 9,
+    "DT_BOOL": 10, "DT_QINT8": 11, "DT_QUINT8": 12, "DT_QINT32": 13, "DT_BFLOAT16": 14,
+    "DT_QINT16": 15, "DT_QUINT16": 16, "DT_UINT16": 17, "DT_COMPLEX128": 18, "DT_HALF": 19,
+    "DT_RESOURCE": 20, "DT_VARIANT": 21, "DT_UINT32": 22, "DT_UINT64": 23,
+}
+# TF's DataTypeString(), used in error messages ("... is not of expected type: float")
+DTYPE_STRING = {
+    "DT_FLOAT": "float", "DT_DOUBLE": "double", "DT_INT32": "int32", "DT_UINT8": "uint8",
+    "DT_INT16": "int16", "DT_INT8": "int8", "DT_STRING": "string", "DT_INT64": "int64",
+    "DT_BOOL": "bool", "DT_UINT32": "uint32", "DT_UINT64": "uint64", "DT_HALF": "half",
+}
+NUMPY_DTYPE = {
+    "DT_FLOAT": "float32", "DT_DOUBLE": "float64", "DT_INT32": "int32", "DT_UINT8": "uint8",
+    "DT_INT16": "int16", "DT_INT8": "int8", "DT_STRING": "object", "DT_INT64": "int64",
+    "DT_BOOL": "bool", "DT_UINT32": "uint32", "DT_UINT64": "uint64",
+}
+PREDICT_METHOD = "tensorflow/serving/predict"
+INIT_OP_SIGNATURE = "__saved_model_init_op"
+
+
+def _build_pool():
+    pool = descriptor_pool.DescriptorPool()
+    fd = descriptor_pb2.FileDescriptorProto(
+        name="nebula_serving/saved_model_subset.proto", package="tensorflow", syntax="proto3"
+    )
+    enum = fd.enum_type.add(name="DataType")
+    for name, num in DATA_TYPES.items():
+        enum.value.add(name=name, number=num)
+    shape = fd.message_type.add(name="TensorShapeProto")
+    dim = shape.nested_type.add(name="Dim")
+    _field(dim, "size", 1, _F.TYPE_INT64)
+    _field(dim, "name", 2, _F.TYPE_STRING)
+    _field(shape, "dim", 2, _F.TYPE_MESSAGE, label=_F.LABEL_REPEATED, type_name=".tensorflow.TensorShapeProto.Dim")
+    _field(shape, "unknown_rank", 3, _F.TYPE_BOOL)
+    fd.message_type.add(name="TensorProto")  # only ever printed as {} (signature defaults)
+    info = fd.message_type.add(name="TensorInfo")
+    info.oneof_decl.add(name="encoding")
+    _field(info, "name", 1, _F.TYPE_STRING, oneof=0)
+    _field(info, "dtype", 2, _F.TYPE_ENUM, type_name=".tensorflow.DataType")
+    _field(info, "tensor_shape", 3, _F.TYPE_MESSAGE, type_name=".tensorflow.TensorShapeProto")
+    sig = fd.message_type.add(name="SignatureDef")
+    for i, (fname, tname) in enumerate((("inputs", "TensorInfo"), ("outputs", "TensorInfo"))):
+        entry = sig.nested_type.add(name=fname.capitalize() + "Entry")
+        entry.options.map_entry = True
+        _field(entry, "key", 1, _F.TYPE_STRING)
+        _field(entry, "value", 2, _F.TYPE_MESSAGE, type_name=f".tensorflow.{tname}")
+        _field(sig, fname, i + 1, _F.TYPE_MESSAGE, label=_F.LABEL_REPEATED,
+               type_name=f".tensorflow.SignatureDef.{fname.capitalize()}Entry")
+    _field(sig, "method_name", 3, _F.TYPE_STRING)
+    entry = sig.nested_type.add(name="DefaultsEntry")
+    entry.options.map_entry = True
+    _field(entry, "key", 1, _F.TYPE_STRING)
+    _field(entry, "value", 2, _F.TYPE_MESSAGE, type_name=".tensorflow.TensorProto")
+    _field(sig, "defaults", 4, _F.TYPE_MESSAGE, label=_F.LABEL_REPEATED,
+           type_name=".tensorflow.SignatureDef.DefaultsEntry")
+    mg = fd.message_type.add(name="MetaGraphDef")
+    entry = mg.nested_type.add(name="SignatureDefEntry")
+    entry.options.map_entry = True
+    _field(entry, "key", 1, _F.TYPE_STRING)
+    _field(entry, "value", 2, _F.TYPE_MESSAGE, type_name=".tensorflow.SignatureDef")
+    _field(mg, "signature_def", 5, _F.TYPE_MESSAGE, label=_F.LABEL_REPEATED,
+           type_name=".tensorflow.MetaGraphDef.SignatureDefEntry")
+    sm = fd.message_type.add(name="SavedModel")
+    _field(sm, "saved_model_schema_version", 1, _F.TYPE_INT64)
+    _field(sm, "meta_graphs", 2, _F.TYPE_MESSAGE, label=_F.LABEL_REPEATED, type_name=".tensorflow.MetaGraphDef")
+    # tensorflow_serving/apis/get_model_metadata.proto: SignatureDefMap
+    sdm = fd.message_type.add(name="SignatureDefMap")
+    entry = sdm.nested_type.add(name="SignatureDefEntry")
+    entry.options.map_entry = True
+    _field(entry, "key", 1, _F.TYPE_STRING)
+    _field(entry, "value", 2, _F.TYPE_MESSAGE, type_name=".tensorflow.SignatureDef")
+    _field(sdm, "signature_def", 1, _F.TYPE_MESSAGE, label=_F.LABEL_REPEATED,
+           type_name=".tensorflow.SignatureDefMap.SignatureDefEntry")
+    pool.Add(fd)
+    return pool
+
+
+_POOL = _build_pool()
+SavedModelProto = _get_class(_POOL.FindMessageTypeByName("tensorflow.SavedModel"))
+SignatureDefMapProto = _get_class(_POOL.FindMessageTypeByName("tensorflow.SignatureDefMap"))
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    dtype: str  # "DT_FLOAT", ...
+    shape: tuple[int, ...] | None  # -1 for unknown dims; None for unknown rank
+    tensor_name: str = ""
+
+    @property
+    def rank(self) -> int | None:
+        return None if self.shape is None else len(self.shape)
+
+    def shape_str(self) -> str:
+        return "[?]" if self.shape is None else "[" + ",".join(str(d) for d in self.shape) + "]"
+
+
+@dataclass(frozen=True)
+class SignatureSpec:
+    inputs: dict[str, TensorSpec]
+    outputs: dict[str, TensorSpec]
+    method_name: str = PREDICT_METHOD
+
+
+def _message_to_dict(msg) -> dict:
+    try:
+        return json_format.MessageToDict(
+            msg, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+        )
+    except TypeError:  # protobuf < 5.26
+        return json_format.MessageToDict(
+            msg, preserving_proto_field_name=True, including_default_value_fields=True
+        )
+
+
+def read_saved_model_signatures(version_dir, tag: str = "serve"):
+    """``(specs, signature_def_json)`` of ``version_dir/saved_model.pb``.
+
+    ``specs`` maps each signature name (the init-op one excluded) to a SignatureSpec;
+    ``signature_def_json`` is the SignatureDefMap in TF Serving's metadata JSON form.
+    """
+    path = Path(version_dir) / "saved_model.pb"
+    sm = SavedModelProto()
+    sm.ParseFromString(path.read_bytes())
+    if not sm.meta_graphs:
+        raise ValueError(f"{path} holds no MetaGraphDef")
+    mg = sm.meta_graphs[0]  # TF2 SavedModels hold exactly one, tagged "serve"
+    sdm = SignatureDefMapProto()
+    specs: dict[str, SignatureSpec] = {}
+    for name, sig in mg.signature_def.items():
+        sdm.signature_def[name].CopyFrom(sig)
+        if name == INIT_OP_SIGNATURE:
+            continue
+        specs[name] = SignatureSpec(
+            inputs={k: _spec(v) for k, v in sig.inputs.items()},
+            outputs={k: _spec(v) for k, v in sig.outputs.items()},
+            method_name=sig.method_name,
+        )
+    return specs, _message_to_dict(sdm)
+
+
+def _spec(info) -> TensorSpec:
+    dtype = _POOL.FindEnumTypeByName("tensorflow.DataType").values_by_number[info.dtype].name
+    shape = None if info.tensor_shape.unknown_rank else tuple(int(d.size) for d in info.tensor_shape.dim)
+    return TensorSpec(dtype, shape, info.name)
+
+
+def signature_def_json(specs: dict[str, SignatureSpec]) -> dict:
+    """SignatureDefMap JSON for specs not read from a SavedModel (same shape as TF prints)."""
+    sdm = SignatureDefMapProto()
+    for name, spec in specs.items():
+        sig = sdm.signature_def[name]
+        sig.method_name = spec.method_name
+        for key, which in (("inputs", spec.inputs), ("outputs", spec.outputs)):
+            for k, t in which.items():
+                info = getattr(sig, key)[k]
+                info.name = t.tensor_name
+                info.dtype = DATA_TYPES[t.dtype]
+                if t.shape is None:
+                    info.tensor_shape.unknown_rank = True
+                else:
+                    for d in t.shape:
+                        info.tensor_shape.dim.add(size=d)
+    return _message_to_dict(sdm)
