@@ -430,7 +430,7 @@ def verify_saved_model(path, model, facts: dict, onnx_bytes: bytes | None) -> di
     loaded = tf.saved_model.load(str(path))
     d, s = facts["latent_dim"], facts["image_size"]
     z = np.random.default_rng().standard_normal((7, d)).astype(np.float32)
-    ref = to_uint8(np.asarray(model(tf.constant(z), training=False)))
+    ref = to_uint8(model(tf.constant(z), training=False).numpy())
     got = loaded.signatures["serving_default"](z=tf.constant(z))["images"].numpy()
     if got.dtype != np.uint8 or got.shape != (7, s, s, 3):
         raise ExportError(f"SavedModel serving_default returned {got.dtype}{list(got.shape)}")
@@ -438,7 +438,7 @@ def verify_saved_model(path, model, facts: dict, onnx_bytes: bytes | None) -> di
     seeds = np.array([0, 1, 12345], dtype=np.int64)
     pngs = loaded.signatures["generate_png"](seed=tf.constant(seeds))["png_bytes"].numpy()
     imgs = np.stack([tf.io.decode_png(p, channels=3).numpy() for p in pngs])
-    ref_seed = to_uint8(np.asarray(model(tf.constant(latents_from_seeds(seeds, d)), training=False)))
+    ref_seed = to_uint8(model(tf.constant(latents_from_seeds(seeds, d)), training=False).numpy())
     png_diff = int(np.abs(imgs.astype(np.int16) - ref_seed).max())
     out = {"serving_default_max_uint8": serve_diff, "generate_png_max_uint8": png_diff}
     if onnx_bytes is not None:

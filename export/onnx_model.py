@@ -119,7 +119,7 @@ def parity_check(generator, model_bytes: bytes, float_model_bytes: bytes, latent
     report = {}
     for b in batch_sizes:
         z = rng.standard_normal((b, int(latent_dim))).astype(np.float32)
-        ref = np.asarray(generator(tf.constant(z), training=False), dtype=np.float32)
+        ref = generator(tf.constant(z), training=False).numpy().astype(np.float32)
         ref_u8 = to_uint8(ref)
         (u8,) = sess.run([OUTPUT_NAME], {INPUT_NAME: z})
         f, u8_dual = fsess.run([FLOAT_OUTPUT_NAME, OUTPUT_NAME], {INPUT_NAME: z})
