@@ -136,6 +136,15 @@ def test_loads_every_format_by_content_and_skips_bad_files(zoo):
     assert "empty.jpg (empty file)" in msgs[0]
 
 
+def test_skip_summary_repeats_under_default_filters(zoo):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")
+        for _ in range(2):
+            load_image_folder(zoo, 32, use_cache=False, progress=False)
+    assert [w.category for w in caught] == [SkippedImagesWarning] * 2
+    assert caught[0].filename == __file__  # points at the caller, not the library
+
+
 def test_mode_conversions(zoo):
     result, _ = _load(zoo)
     rgba = _by_name(result, "rgba.png").astype(int)

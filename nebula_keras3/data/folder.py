@@ -336,13 +336,24 @@ def _empty_message(root: Path, total: int, skipped: list[tuple[str, str]]) -> st
 
 
 def _warn_skipped(root: Path, skipped: list[tuple[str, str]], total: int) -> None:
-    if skipped:
-        warnings.warn(
-            f"skipped {len(skipped)} of {total} files in {root} "
-            f"({_reason_counts(skipped)}): {_first_few(skipped)}",
-            SkippedImagesWarning,
-            stacklevel=3,
-        )
+    """One summary warning, attributed to the caller of ``load_image_folder``.
+
+    ``warn_explicit`` with a fresh registry: Python's default filter would show a
+    repeated message only once per process; a rerun must report its skips again.
+    """
+    if not skipped:
+        return
+    frame = sys._getframe(2)  # 0: here, 1: load_image_folder, 2: its caller
+    warnings.warn_explicit(
+        f"skipped {len(skipped)} of {total} files in {root} "
+        f"({_reason_counts(skipped)}): {_first_few(skipped)}",
+        SkippedImagesWarning,
+        frame.f_code.co_filename,
+        frame.f_lineno,
+        module=frame.f_globals.get("__name__"),
+        registry=None,
+        module_globals=frame.f_globals,
+    )
 
 
 # --- cache -----------------------------------------------------------------------------
