@@ -101,10 +101,31 @@ def serve_command(model_base_path, model_name, model_config_file, host, port, ma
     click.echo(f"nebula serve: http://{host}:{port}/v1/models/{models[0].name} "
                f"(batching {batching.max_batch_size} rows / {batching.batch_timeout_micros} us, "
                f"pid {os.getpid()})", err=True)
-    server = uvicorn.Server(config)
+    server = _GracefulServer(config)
     server.run()
     if not server.started:
         sys.exit(1)
+    click.echo("nebula serve: stopped (in-flight requests finished, batch queues drained)", err=True)
+
+
+def _server_class():
+    import signal
+
+    import uvicorn
+
+    class GracefulServer(uvicorn.Server):
+        """uvicorn re-raises SIGTERM after its graceful shutdown; a drained server exits 0 instead."""
+
+        def handle_exit(self, sig, frame):
+            super().handle_exit(sig, frame)
+            if sig == signal.SIGTERM and sig in self._captured_signals:
+                self._captured_signals.remove(sig)
+
+    return GracefulServer
+
+
+def _GracefulServer(config):  # noqa: N802 - reads like the class it builds
+    return _server_class()(config)
 
 
 @click.command("client")

@@ -1,0 +1,200 @@
+"""Helpers for the serving tests and benchmark: a real export, a server subprocess, expectations.
+
+Not used by the server itself. The export runs in a subprocess under the
+TensorFlow Keras backend (whatever backend the caller runs), so test processes
+never import TensorFlow.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+
+_EXPORT_SCRIPT = textwrap.dedent(
+    """
+    import json, sys
+    from pathlib import Path
+    from nebula_keras3.models import DCGANGenerator
+    from nebula_keras3.export.api import export_generator
+    out, size, latent, ngf = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+    versions = [int(v) for v in sys.argv[5].split(",")]
+    parity = sys.argv[6] == "1"
+    for i, v in enumerate(versions):
+        run = out / f"run{v}"
+        run.mkdir(parents=True, exist_ok=True)
+        g = DCGANGenerator(size, latent_dim=latent, ngf=ngf, seed=i)  # a different model per version
+        rgb = g.get_layer("to_rgb_convt")  # untrained outputs sit near 0: spread them over [-1, 1]
+        rgb.kernel.assign(rgb.kernel * 40.0)
+        g.save(run / "generator.keras")
+        facts = {"latent_dim": latent, "image_size": size, "backend": "tensorflow", "epoch": 0,
+                 "step": 0, "preset": "serving-test"}
+        (run / "generator.json").write_text(json.dumps(facts))
+        export_generator(run, saved_model_base=out / "models", model_name="nebula", version=v, parity=parity)
+    print("exported", versions, flush=True)
+    """
+)
+
+
+def make_export(root, *, image_size: int = 32, latent_dim: int = 16, ngf: int = 8, versions=(1, 2),
+                parity: bool = False, timeout: float = 600) -> Path:
+    """Export untrained DCGAN generators as versions under ``root/models/nebula``; returns that model dir."""
+    root = Path(root)
+    model_dir = root / "models" / "nebula"
+    done = root / "export.done"
+    if done.is_file():
+        return model_dir
+    if root.exists():
+        shutil.rmtree(root)
+    root.mkdir(parents=True)
+    env = dict(os.environ, KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
+    proc = subprocess.run(
+        [sys.executable, "-c", _EXPORT_SCRIPT, str(root), str(image_size), str(latent_dim), str(ngf),
+         ",".join(map(str, versions)), "1" if parity else "0"],
+        env=env, capture_output=True, text=True, timeout=timeout,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"test export failed:\n{proc.stderr[-3000:]}")
+    done.write_text("ok\n")
+    return model_dir
+
+
+def copy_version(src_dir, dst_model_dir, version: int, *, with_onnx: bool = True) -> Path:
+    """Install a copy of a version folder atomically (temp name, then rename), like the exporter."""
+    dst_model_dir = Path(dst_model_dir)
+    dst_model_dir.mkdir(parents=True, exist_ok=True)
+    tmp = dst_model_dir / f".tmp-{version}-{os.getpid()}"
+    shutil.copytree(src_dir, tmp, ignore=None if with_onnx else shutil.ignore_patterns("model.onnx"))
+    final = dst_model_dir / str(version)
+    os.rename(tmp, final)
+    return final
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def http_get(url: str, timeout: float = 5.0):
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+class ServerProcess:
+    """``nebula serve`` in a subprocess on a free 127.0.0.1 port."""
+
+    def __init__(self, args: list[str], *, model: str = "nebula", log_path=None, env=None,
+                 ready_timeout: float = 90.0, wait_versions: int = 1):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.model = model
+        self.log_path = Path(log_path) if log_path else None
+        self._log = open(self.log_path, "wb") if self.log_path else subprocess.DEVNULL
+        full_env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="", **(env or {}))
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "nebula_keras3", "serve", "--host", "127.0.0.1", "--port", str(self.port),
+             "--log-level", "warning", *args],
+            stdout=self._log, stderr=subprocess.STDOUT, env=full_env,
+        )
+        self.pid = self.proc.pid
+        self._wait_ready(ready_timeout, wait_versions)
+
+    def _wait_ready(self, timeout: float, wait_versions: int) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"nebula serve exited with {self.proc.returncode}: {self.log_tail()}")
+            try:
+                status, body = http_get(f"{self.url}/v1/models/{self.model}", timeout=2)
+                if status == 200:
+                    states = [v["state"] for v in json.loads(body)["model_version_status"]]
+                    if states.count("AVAILABLE") >= wait_versions:
+                        return
+            except (OSError, ValueError):
+                pass
+            time.sleep(0.2)
+        self.stop()
+        raise RuntimeError(f"nebula serve not ready within {timeout}s: {self.log_tail()}")
+
+    def log_tail(self, n: int = 3000) -> str:
+        if self.log_path and self.log_path.is_file():
+            return self.log_path.read_text(errors="replace")[-n:]
+        return ""
+
+    def rss_kib(self) -> int:
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+        raise RuntimeError("no VmRSS")
+
+    def terminate(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+
+    def stop(self, timeout: float = 30.0) -> int | None:
+        self.terminate()
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(10)
+        if self._log is not subprocess.DEVNULL:
+            self._log.close()
+        return self.proc.returncode
+
+
+# --------------------------------------------------------------------------- expectations
+
+
+class OfflineModel:
+    """What a version folder should answer, computed offline from its model.onnx."""
+
+    def __init__(self, version_dir):
+        import onnxruntime as ort
+
+        self.version_dir = Path(version_dir)
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = 1
+        opts.log_severity_level = 3
+        self.session = ort.InferenceSession(str(self.version_dir / "model.onnx"), sess_options=opts,
+                                            providers=["CPUExecutionProvider"])
+        self.latent_dim = int(self.session.get_inputs()[0].shape[-1])
+        self.image_size = int(self.session.get_outputs()[0].shape[1])
+
+    def images(self, z) -> np.ndarray:
+        return self.session.run(["images"], {"z": np.asarray(z, dtype=np.float32)})[0]
+
+    def images_from_seeds(self, seeds) -> np.ndarray:
+        from nebula_keras3.sampling.latents import latents_from_seeds
+
+        return self.images(latents_from_seeds(np.asarray(seeds, dtype=np.int64), self.latent_dim))
+
+
+def decode_b64_pngs(items) -> np.ndarray:
+    import base64
+    import io
+
+    from PIL import Image
+
+    return np.stack([np.asarray(Image.open(io.BytesIO(base64.b64decode(it["b64"]))).convert("RGB")) for it in items])
+
+
+def max_diff(a, b) -> int:
+    a, b = np.asarray(a, dtype=np.int16), np.asarray(b, dtype=np.int16)
+    assert a.shape == b.shape, (a.shape, b.shape)
+    return int(np.abs(a - b).max()) if a.size else 0
