@@ -111,7 +111,7 @@ def parse_path(http_method: str, raw_path: str) -> ModelRequest:
     if http_method == "POST" and method not in ("predict", "classify", "regress"):
         raise malformed  # ":PREDICT" matches the (?i) regex but no handler, as in TF Serving
     if sub is not None and sub != "metadata":
-        raise malformed
+        sub = None  # TF Serving matches "(?i)metadata" but answers anything but "metadata" with the status
     if not name:
         raise invalid("Missing model name in request.")
     if version is not None and label is not None:  # unreachable with the regexes; kept as TF has it
