@@ -135,6 +135,20 @@ def _validate(source, saved_model_base, onnx_path, model_name, version):
         raise ExportError(f"{source} does not exist")
     if onnx_path is not None and Path(onnx_path).is_dir():
         raise ExportError(f"ONNX path {onnx_path} is a folder; give a file name such as model.onnx")
+    for target, what in ((onnx_path, "ONNX file"), (saved_model_base, "SavedModel base folder")):
+        if target is not None:
+            _check_writable(Path(target), what)
+
+
+def _check_writable(path: Path, what: str) -> None:
+    """Fail before any work when ``path`` could not be created (nearest existing ancestor)."""
+    anc = Path(os.path.abspath(path)) if what.endswith("folder") else Path(os.path.abspath(path)).parent
+    while not anc.exists():
+        anc = anc.parent
+    if not anc.is_dir():
+        raise ExportError(f"cannot write {what} {path}: {anc} is not a folder")
+    if not os.access(anc, os.W_OK | os.X_OK):
+        raise ExportError(f"cannot write {what} {path}: {anc} is not writable")
 
 
 def _exists_message(path) -> str:

@@ -278,6 +278,10 @@ def test_errors_are_one_line(tmp_path):
         export_generator(tmp_path / "missing", onnx_path=tmp_path / "x.onnx")
     with pytest.raises(ExportError, match="nothing to export"):
         export_generator(bad)
+    with pytest.raises(ExportError, match="not a folder"):
+        export_generator(bad, onnx_path=bad / "x.onnx")
+    with pytest.raises(ExportError, match="not a folder"):
+        export_generator(bad, saved_model_base=bad / "models")
     proc = _cli(tmp_path / "missing", "--onnx", tmp_path / "x.onnx")
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines()[-1].startswith("Error:")
@@ -311,3 +315,32 @@ def test_latents_tf_bit_exact():
         z_np = L.latents_from_seeds(seeds, d)
         assert z_tf.dtype == np.float32 and z_tf.shape == z_np.shape == (len(seeds), d)
         np.testing.assert_allclose(z_tf, z_np, rtol=0, atol=1e-5)
+
+
+def test_export_trained_tiny_run(tiny_run, tmp_path):
+    """A run folder written by the trainer (one step, current backend) exports with parity."""
+    facts_in = json.loads((tiny_run / "generator.json").read_text())
+    result = export_generator(tiny_run, onnx_path=tmp_path / "tiny.onnx")
+    assert result.onnx_path.is_file() and result.saved_model_dir is None and result.version is None
+    assert max(r["max_uint8"] for r in result.parity.values()) <= 1
+    for key in ("latent_dim", "image_size", "backend", "epoch", "step", "preset"):
+        assert result.facts[key] == facts_in[key], key
+    assert result.facts["backend"] == keras.backend.backend()
+
+
+def test_parity_failure_is_loud():
+    """A mismatched ONNX model fails the parity check (TensorFlow backend only: in-process)."""
+    if keras.backend.backend() != "tensorflow":
+        pytest.skip("parity_check runs inside the TensorFlow export process")
+    from nebula_keras3.export import onnx_model
+    from nebula_keras3.models.dcgan.generator import DCGANGenerator
+
+    a = DCGANGenerator(SIZE, LATENT, 8, seed=0)
+    b = DCGANGenerator(SIZE, LATENT, 8, seed=0)
+    rgb = b.get_layer("to_rgb_convt")
+    rgb.kernel.assign(rgb.kernel * 50.0)  # untrained outputs sit near 0: make them differ clearly
+    final, dual = onnx_model.convert(b, LATENT, {"latent_dim": LATENT})
+    with pytest.raises(onnx_model.ParityError, match="parity failed"):
+        onnx_model.parity_check(a, final.SerializeToString(), dual.SerializeToString(), LATENT)
+    ok = onnx_model.parity_check(b, final.SerializeToString(), dual.SerializeToString(), LATENT)
+    assert sorted(ok) == [1, 7]
