@@ -1,0 +1,123 @@
+"""Runs: the files a run writes, exact resume, SIGKILL safety, divergence, bad runs."""
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import keras
+import numpy as np
+import pytest
+from conftest import tiny_config
+
+from nebula_keras3.artifacts import resolve_generator
+from nebula_keras3.training import trainer
+from nebula_keras3.training.checkpoint import CheckpointError, checkpoint_path, load_checkpoint, read_header
+from nebula_keras3.training.gan import GAN
+
+quiet = dict(progress=False, echo=lambda *_: None)
+
+
+def checkpoint_arrays(run_dir):
+    with np.load(checkpoint_path(run_dir)) as data:
+        return {k: data[k] for k in data.files if k != "header"}
+
+
+def assert_same_checkpoints(a, b):
+    xa, xb = checkpoint_arrays(a), checkpoint_arrays(b)
+    assert xa.keys() == xb.keys()
+    for k in xa:
+        np.testing.assert_array_equal(xa[k], xb[k], err_msg=k)
+
+
+def test_one_epoch_writes_a_complete_run(tmp_path):
+    run = tmp_path / "run"
+    result = trainer.train(tiny_config(), run, **quiet)
+    assert result.epochs_done == 1 and result.steps_done == 4  # 32 images / batch 8
+    for name in ("config.json", "generator.keras", "generator.json", "losses.csv", "epochs.csv",
+                 "losses.png", "samples/epoch_001.png", "checkpoints/last.npz"):
+        assert (run / name).is_file(), name
+    rows = list(csv.DictReader(open(run / "losses.csv")))
+    assert [int(r["step"]) for r in rows] == [1, 2, 3, 4]
+    assert set(rows[0]) == {"epoch", "step", "d_loss", "g_loss", "d_real", "d_fake"}
+    header = read_header(checkpoint_path(run))
+    assert header["epoch"] == 1 and header["step"] == 4
+    model_path, facts = resolve_generator(run)
+    assert facts["backend"] == keras.backend.backend()
+    assert (facts["latent_dim"], facts["image_size"], facts["epoch"], facts["step"]) == (16, 32, 1, 4)
+    generator = keras.saving.load_model(model_path)
+    assert generator.output_shape == (None, 32, 32, 3)
+    from PIL import Image
+
+    grid = Image.open(run / "samples" / "epoch_001.png")
+    assert grid.size[0] > 32 * 4  # 16 samples tiled 4x4
+    assert not list(run.rglob(".*tmp*")), "temp files left behind"
+
+
+def test_resume_continues_exactly(tmp_path):
+    trainer.train(tiny_config(epochs=2), tmp_path / "straight", **quiet)
+    trainer.train(tiny_config(epochs=1), tmp_path / "split", **quiet)
+    result = trainer.resume(tmp_path / "split", epochs=2, **quiet)
+    assert result.epochs_done == 2 and result.steps_done == 8
+    assert_same_checkpoints(tmp_path / "straight", tmp_path / "split")
+    assert (tmp_path / "straight/losses.csv").read_text() == (tmp_path / "split/losses.csv").read_text()
+
+
+def test_refuses_to_overwrite_a_run(tmp_path):
+    trainer.train(tiny_config(steps_per_epoch=1), tmp_path / "run", **quiet)
+    with pytest.raises(trainer.RunError, match="already holds a run"):
+        trainer.train(tiny_config(), tmp_path / "run", **quiet)
+    with pytest.raises(trainer.RunError, match="not a run folder"):
+        trainer.resume(tmp_path / "nothing", **quiet)
+
+
+def test_checkpoint_from_another_config_is_a_clear_error(tmp_path):
+    trainer.train(tiny_config(steps_per_epoch=1), tmp_path / "run", **quiet)
+    other = trainer.build_gan(tiny_config(ngf=4))
+    with pytest.raises(CheckpointError, match="shape"):
+        load_checkpoint(other, checkpoint_path(tmp_path / "run"))
+
+
+def test_divergence_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    trainer.train(tiny_config(epochs=1), run, **quiet)
+    before = checkpoint_path(run).read_bytes()
+
+    def nan_loss(self, gen_logits):
+        return keras.ops.mean(gen_logits) * float("nan")
+
+    monkeypatch.setattr(GAN, "generator_loss", nan_loss)
+    with pytest.raises(trainer.TrainingDiverged, match=r"diverged at epoch 2, step 5 .*epoch 1"):
+        trainer.resume(run, epochs=3, **quiet)
+    assert checkpoint_path(run).read_bytes() == before
+    assert not (run / "samples" / "epoch_002.png").exists()
+
+
+def test_sigkill_mid_run_resumes_from_the_last_checkpoint(tmp_path):
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "nebula_keras3", "train", "--preset", "tiny", "--epochs", "400",
+           "--out", str(run), "--quiet"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline:
+            if checkpoint_path(run).exists() and read_header(checkpoint_path(run))["epoch"] >= 2:
+                break
+            assert proc.poll() is None, "training exited early"
+            time.sleep(0.05)
+        else:
+            pytest.fail("no checkpoint after 240 s")
+        time.sleep(0.3)  # land somewhere inside a later epoch (or a checkpoint write)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    header = read_header(checkpoint_path(run))  # still a complete, readable checkpoint
+    killed_at = header["epoch"]
+    assert 2 <= killed_at < 400
+    result = trainer.resume(run, epochs=killed_at + 1, **quiet)
+    assert result.epochs_done == killed_at + 1
+    assert result.steps_done == (killed_at + 1) * 4
+    rows = list(csv.DictReader(open(run / "losses.csv")))
+    assert [int(r["step"]) for r in rows] == list(range(1, (killed_at + 1) * 4 + 1))
