@@ -47,7 +47,8 @@ class ServerOptions:
     batching: BatchingOptions = field(default_factory=BatchingOptions)
     poll_seconds: float = 1.0
     max_body_bytes: int = 8 * 1024 * 1024
-    max_instances: int = 1024
+    max_buffered_body_bytes: int = 64 * 1024 * 1024  # all request bodies being read/held at once
+    max_instances: int = 256
     max_concurrent_requests: int = 256
     intra_op_threads: int = 0
     prefer_onnx: bool = True
@@ -75,6 +76,7 @@ class ServingApp:
             unload_timeout=options.drain_seconds,
         )
         self.inflight = 0
+        self.buffered = 0  # bytes of request bodies held right now
         routes = [Route("/{path:path}", self.dispatch, methods=["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"])]
         self.app = Starlette(routes=routes, lifespan=self.lifespan)
         self.app.state.serving = self
@@ -129,6 +131,7 @@ class ServingApp:
         self.metrics.inflight.inc()
         t0 = time.perf_counter()
         api, model = "unknown", "_unknown"
+        held = [0]
         try:
             req = rest_api.parse_path(method, raw_path)
             model = req.model if self.registry.known_model(req.model) else "_unknown"
@@ -137,7 +140,7 @@ class ServingApp:
                 resp = self._metadata(req) if api == "metadata" else self._status(req)
             else:
                 api = req.method
-                body = await self._read_body(request)
+                body = await self._read_body(request, held)
                 resp = await (self._predict(req, body) if api == "predict" else self._classify(req, body, api))
         except ServingError as e:
             resp = self._error(e)
@@ -148,6 +151,7 @@ class ServingApp:
             resp = self._error(ServingError("INTERNAL", f"{type(e).__name__}: {e}"))
         finally:
             self.inflight -= 1
+            self.buffered -= held[0]
             self.metrics.inflight.dec()
         self.metrics.requests.labels(model, api, str(resp.status_code)).inc()
         self.metrics.latency.labels(model, api).observe(time.perf_counter() - t0)
@@ -164,7 +168,7 @@ class ServingApp:
 
         return Response(json.dumps(obj, indent=1).encode(), media_type=JSON)
 
-    async def _read_body(self, request: Request) -> bytes:
+    async def _read_body(self, request: Request, held: list) -> bytes:
         limit = self.options.max_body_bytes
         cl = request.headers.get("content-length")
         if cl is not None:
@@ -178,6 +182,12 @@ class ServingApp:
             size += len(chunk)
             if size > limit:
                 raise self._too_large(size)
+            held[0] += len(chunk)
+            self.buffered += len(chunk)
+            if self.buffered > self.options.max_buffered_body_bytes:
+                self.metrics.rejected.labels("memory").inc()
+                raise ServingError("RESOURCE_EXHAUSTED", "Too much request data in flight; retry later",
+                                   headers={"Retry-After": "1"})
             chunks.append(chunk)
         return b"".join(chunks)
 

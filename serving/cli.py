@@ -36,7 +36,7 @@ def _fail(msg: str):
 @click.option("--poll-seconds", "--file-system-poll-wait-seconds", "poll_seconds", default=1.0,
               show_default=True, type=click.FloatRange(0.05, 3600), help="How often to look for new versions.")
 @click.option("--max-body-bytes", default=8 * 1024 * 1024, show_default=True, type=click.IntRange(1024))
-@click.option("--max-instances", default=1024, show_default=True, type=click.IntRange(1),
+@click.option("--max-instances", default=256, show_default=True, type=click.IntRange(1),
               help="Most images (rows) one predict request may ask for.")
 @click.option("--max-concurrent-requests", default=256, show_default=True, type=click.IntRange(1),
               help="Requests handled at once; more are answered 429 at once.")
