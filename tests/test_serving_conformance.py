@@ -501,3 +501,48 @@ def test_hot_pickup_of_new_version(model_dir, offline, tmp_path):
             assert c.get(api(1)).json()["model_version_status"][0]["state"] == "END"
     finally:
         assert srv.stop() == 0, srv.log_tail()
+
+
+@local_only
+def test_config_file_reload_moves_labels(model_dir, offline, tmp_path):
+    cfg = tmp_path / "models.config"
+
+    def write(labels: dict, text: str | None = None):
+        tmp = tmp_path / "models.config.tmp"
+        if text is None:
+            m = cf.ModelSpecConfig(MODEL, model_dir, cf.VersionPolicy("all"), labels)
+            text = cf.render_model_config([m])
+        tmp.write_text(text)
+        os.replace(tmp, cfg)
+
+    write({"stable": 1})
+    srv = st.ServerProcess(["--model-config-file", str(cfg), "--poll-seconds", "0.2"],
+                           log_path=tmp_path / "server.log", wait_versions=2)
+    try:
+        with httpx.Client(base_url=srv.url, timeout=30) as c:
+            def label_version(label):
+                r = c.get(api(label=label) + "/metadata")
+                return r.json()["model_spec"]["version"] if r.status_code == 200 else r.status_code
+
+            def wait_for(label, want):
+                deadline = time.monotonic() + 15
+                while time.monotonic() < deadline:
+                    if label_version(label) == want:
+                        return
+                    time.sleep(0.1)
+                pytest.fail(f"label {label} never became {want}: {label_version(label)}")
+
+            assert label_version("stable") == "1" and label_version("canary") == 400
+            time.sleep(0.05)  # a distinct mtime for the rewrite
+            write({"stable": 2, "canary": 1})
+            wait_for("stable", "2")
+            assert label_version("canary") == "1"
+            z = z_batch(1, offline[2].latent_dim, seed=13)
+            r = predict(c, {"instances": z.tolist()}, label="stable")
+            assert st.max_diff(np.asarray(r.json()["predictions"]), offline[2].images(z)) <= 1
+            write({}, text="model_config_list { config { name: 'nebula' bad_field: 1 } }")
+            time.sleep(1.0)  # a broken file is refused; the previous config stays
+            assert label_version("stable") == "2"
+            assert "keeping the previous model config" in srv.log_tail()
+    finally:
+        assert srv.stop() == 0, srv.log_tail()
