@@ -16,6 +16,11 @@ from nebula_keras3.sampling.latents import batch_seeds, latents_from_seeds
 from nebula_keras3.training import steps
 
 
+def reference_adam(learning_rate=2e-4, beta_1=0.5, beta_2=0.999, name=None):
+    """torch.optim.Adam as pytorch/examples' DCGAN uses it (eps 1e-8, not Keras' 1e-7)."""
+    return keras.optimizers.Adam(learning_rate, beta_1=beta_1, beta_2=beta_2, epsilon=1e-8, name=name)
+
+
 class _SubModelSelector:
     """MultiOptimizer map: D's variables -> d_optimizer, everything else -> g_optimizer."""
 
@@ -73,9 +78,9 @@ class GAN(keras.Model):
 
     # -- compile ---------------------------------------------------------------------
     def compile(self, d_optimizer=None, g_optimizer=None, loss=None, **kwargs):
-        """Set both optimizers (default: Adam 2e-4, beta_1 0.5) and the loss (BCE on logits)."""
-        self.d_optimizer = d_optimizer or keras.optimizers.Adam(2e-4, beta_1=0.5, name="d_adam")
-        self.g_optimizer = g_optimizer or keras.optimizers.Adam(2e-4, beta_1=0.5, name="g_adam")
+        """Set both optimizers (default: the reference's Adam) and the loss (BCE on logits)."""
+        self.d_optimizer = d_optimizer or reference_adam(name="d_adam")
+        self.g_optimizer = g_optimizer or reference_adam(name="g_adam")
         self.gan_loss = keras.losses.get(loss) if loss is not None else (
             keras.losses.BinaryCrossentropy(from_logits=True)
         )

@@ -14,7 +14,7 @@ from nebula_keras3.artifacts import CONFIG_FILE, FACTS_FILE, GENERATOR_FILE, wri
 from nebula_keras3.models import DCGANDiscriminator, DCGANGenerator
 from nebula_keras3.training.checkpoint import checkpoint_path, load_checkpoint
 from nebula_keras3.training.config import TrainConfig
-from nebula_keras3.training.gan import GAN
+from nebula_keras3.training.gan import GAN, reference_adam
 from nebula_keras3.training.monitor import EPOCH_COLUMNS, LOSS_COLUMNS, TrainingMonitor, read_csv_rows
 
 
@@ -44,9 +44,7 @@ def build_gan(config: TrainConfig) -> GAN:
     gan = GAN(generator, discriminator, seed=config.seed)
 
     def adam(name):
-        return keras.optimizers.Adam(
-            config.learning_rate, beta_1=config.beta_1, beta_2=config.beta_2, name=name
-        )
+        return reference_adam(config.learning_rate, config.beta_1, config.beta_2, name=name)
 
     gan.compile(d_optimizer=adam("d_adam"), g_optimizer=adam("g_adam"), jit_compile=config.jit_compile)
     return gan
