@@ -12,7 +12,7 @@ PRESETS: dict[str, dict] = {
     # pytorch/examples dcgan/main.py at 64 px: latent 100, ngf = ndf = 64, Adam 2e-4 / 0.5, batch 32.
     "dcgan64": {},
     # `make demo`: a few minutes on a 2-core CPU on the built-in procedural nebulae.
-    "demo": {"image_size": 32, "ngf": 32, "ndf": 32, "epochs": 8, "num_procedural": 1024, "batch_size": 32},
+    "demo": {"image_size": 32, "ngf": 32, "ndf": 32, "epochs": 20, "num_procedural": 1024, "batch_size": 32},
     # Tests and smoke runs: seconds per epoch.
     "tiny": {"image_size": 32, "latent_dim": 16, "ngf": 8, "ndf": 8, "epochs": 1, "batch_size": 8,
              "num_procedural": 32, "sample_count": 16},
