@@ -193,19 +193,8 @@ def export_generator(
         existing = Path(saved_model_base) / model_name / str(version)
         if existing.exists():
             raise ExportError(_exists_message(existing))
-    if current_backend() != "tensorflow":
-        return _export_via_subprocess(
-            source,
-            saved_model_base=saved_model_base,
-            onnx_path=onnx_path,
-            model_name=model_name,
-            version=version,
-            onnx_beside=onnx_beside,
-            parity=parity,
-            overwrite=overwrite,
-            opset=opset,
-        )
-    return _export_in_process(
+    export = _export_in_process if current_backend() == "tensorflow" else _export_via_subprocess
+    return export(
         source,
         saved_model_base=saved_model_base,
         onnx_path=onnx_path,

@@ -56,3 +56,32 @@ def tiny_run(tmp_path_factory) -> Path:
     run_dir = tmp_path_factory.mktemp("tiny-run") / "run"
     train(tiny_config(steps_per_epoch=1), run_dir, progress=False, echo=lambda *_: None)
     return run_dir
+
+
+def make_generator_run(folder: Path, *, image_size: int = 32, latent_dim: int = 16, ngf: int = 8,
+                       bn_seed: int = 0) -> Path:
+    """An untrained generator saved as a run folder, BatchNorm moving statistics perturbed.
+
+    Moving mean/variance far from 0/1 make a train-mode (batch statistics) export or
+    sampler differ visibly from the inference-mode model, so such a bug cannot hide.
+    """
+    import json
+
+    import keras
+    import numpy as np
+
+    from nebula_keras3.models import DCGANGenerator
+
+    folder.mkdir(parents=True, exist_ok=True)
+    g = DCGANGenerator(image_size, latent_dim, ngf, seed=0)
+    rng = np.random.default_rng(bn_seed)
+    for layer in g.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            n = layer.moving_mean.shape[0]
+            layer.moving_mean.assign(rng.normal(0.0, 0.5, n).astype("float32"))
+            layer.moving_variance.assign(rng.uniform(0.3, 3.0, n).astype("float32"))
+    g.save(folder / "generator.keras")
+    facts = {"latent_dim": latent_dim, "image_size": image_size, "backend": keras.backend.backend(),
+             "epoch": 0, "step": 1, "preset": "tiny", "model": "dcgan"}
+    (folder / "generator.json").write_text(json.dumps(facts))
+    return folder

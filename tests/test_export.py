@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import conftest
 import pytest
 
 pytest.importorskip("tensorflow")
@@ -31,25 +32,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def make_generator_run(folder: Path) -> Path:
-    """An untrained tiny generator saved as a run folder, with perturbed BatchNorm statistics.
-
-    Moving mean/variance far from 0/1 make a train-mode (batch statistics) export differ visibly.
-    """
-    from nebula_keras3.models.dcgan.generator import DCGANGenerator
-
-    folder.mkdir(parents=True, exist_ok=True)
-    g = DCGANGenerator(SIZE, LATENT, 8, seed=0)
-    rng = np.random.default_rng(0)
-    for layer in g.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            n = layer.moving_mean.shape[0]
-            layer.moving_mean.assign(rng.normal(0.0, 0.5, n).astype("float32"))
-            layer.moving_variance.assign(rng.uniform(0.3, 3.0, n).astype("float32"))
-    g.save(folder / "generator.keras")
-    facts = {"latent_dim": LATENT, "image_size": SIZE, "backend": keras.backend.backend(),
-             "epoch": 0, "step": 1, "preset": "tiny", "model": "dcgan"}
-    (folder / "generator.json").write_text(json.dumps(facts))
-    return folder
+    return conftest.make_generator_run(folder, image_size=SIZE, latent_dim=LATENT, bn_seed=0)
 
 
 def keras_uint8(run: Path, z: np.ndarray) -> np.ndarray:
