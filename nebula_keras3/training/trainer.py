@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import random
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
 import keras
+import numpy as np
 
 from nebula_keras3.artifacts import CONFIG_FILE, FACTS_FILE, GENERATOR_FILE, write_json_atomic
 from nebula_keras3.models import DCGANDiscriminator, DCGANGenerator
@@ -142,7 +144,11 @@ def _run(config: TrainConfig, run_dir: Path, *, resume: bool, progress: bool, ec
     from nebula_keras3.data import ImageBatches, load_training_images
 
     t0 = time.perf_counter()
-    keras.utils.set_random_seed(config.seed)
+    # Every random draw is seeded explicitly (initialisers, latent SeedGenerator, data order
+    # from (seed, epoch)); seed Python's and numpy's global RNGs too for user callbacks.
+    # (keras.utils.set_random_seed would import TensorFlow under the jax/torch backends.)
+    random.seed(config.seed)
+    np.random.seed(config.seed)
     images, data_description = load_training_images(
         config.data, config.image_size, num_procedural=config.num_procedural, seed=config.seed,
         progress=progress,
