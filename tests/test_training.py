@@ -121,3 +121,10 @@ def test_sigkill_mid_run_resumes_from_the_last_checkpoint(tmp_path):
     assert result.steps_done == (killed_at + 1) * 4
     rows = list(csv.DictReader(open(run / "losses.csv")))
     assert [int(r["step"]) for r in rows] == list(range(1, (killed_at + 1) * 4 + 1))
+
+
+@pytest.mark.realdata
+def test_trains_on_the_real_nebula_photos(real_data, tmp_path):
+    result = trainer.train(tiny_config(data=str(real_data), steps_per_epoch=2), tmp_path / "run", **quiet)
+    assert result.steps_done == 2
+    assert result.data.startswith("1461 images from")  # every photo decodes, none skipped
