@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import sys
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -187,7 +188,7 @@ def _run(config: TrainConfig, run_dir: Path, *, resume: bool, progress: bool, ec
             initial_epoch=start_epoch,
             callbacks=[_DataEpoch(batches), monitor],
             shuffle=False,  # ImageBatches shuffles per (seed, epoch); Keras would reorder batches at random
-            verbose="auto" if progress else 0,
+            verbose=1 if progress and sys.stdout.isatty() else 0,  # our own line per epoch otherwise
         )
     if monitor.diverged is not None:
         epoch, step, values = monitor.diverged
