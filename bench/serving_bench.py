@@ -25,7 +25,6 @@ from pathlib import Path
 
 import numpy as np
 
-from nebula_keras3.sampling.latents import latents_from_seeds
 from nebula_keras3.serving import testing as st
 from nebula_keras3.serving.runtimes import OnnxRunner
 

@@ -314,7 +314,7 @@ def _export_in_process(source, *, saved_model_base, onnx_path, model_name, versi
 
     model, file_facts = load_generator(source)
     facts = _model_facts(model, file_facts, source)
-    latent_dim, image_size = facts["latent_dim"], facts["image_size"]
+    latent_dim = facts["latent_dim"]
     opset = onnx_model.DEFAULT_OPSET if opset is None else int(opset)
     if opset < 17:
         raise ExportError(f"ONNX opset must be >= 17, got {opset}")

@@ -1,8 +1,6 @@
 """The ``nebula`` command line (click's runner) and the package layout."""
 
-import importlib
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path

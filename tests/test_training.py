@@ -1,7 +1,6 @@
 """Runs: the files a run writes, exact resume, SIGKILL safety, divergence, bad runs."""
 
 import csv
-import os
 import signal
 import subprocess
 import sys

@@ -65,7 +65,6 @@ def procedural_nebulae(n: int, image_size: int, seed: int = 0) -> np.ndarray:
 
 def _render_chunk(size: int, seed: int, indices: range) -> np.ndarray:
     rngs = [np.random.default_rng([int(seed) & 0xFFFFFFFF, 0x4E42, i]) for i in indices]
-    k = len(rngs)
     # Per-image scalar parameters, one row per image (drawn in a fixed order).
     p = np.array([_params(r) for r in rngs], dtype=np.float32)  # [k, P]
     col = lambda j: p[:, j, None, None]  # noqa: E731  (broadcast to [k, 1, 1])
