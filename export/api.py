@@ -33,6 +33,8 @@ import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from nebula_keras3.artifacts import write_bytes_atomic
+
 ONNX_BESIDE_NAME = "model.onnx"
 FACTS_DIR = "assets.extra"
 FACTS_NAME = "nebula_model.json"
@@ -106,22 +108,6 @@ def next_version(model_dir: str | os.PathLike) -> int:
     """The next free version: one more than the largest existing, 1 when none."""
     versions = existing_versions(model_dir)
     return (versions[-1] + 1) if versions else 1
-
-
-def write_bytes_atomic(data: bytes, path: str | os.PathLike) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}-{uuid.uuid4().hex[:8]}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
 
 
 def _validate(source, saved_model_base, onnx_path, model_name, version):

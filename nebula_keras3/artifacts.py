@@ -15,8 +15,11 @@ sibling ``<stem>.json``). This module imports only the standard library.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 GENERATOR_FILE = "generator.keras"
@@ -55,15 +58,34 @@ def resolve_generator(path: str | os.PathLike) -> tuple[Path, dict]:
     return model, facts
 
 
-def write_json_atomic(data: dict, path: str | os.PathLike) -> Path:
-    """Write JSON to ``path`` via a temp file and rename: never half-written."""
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
+    """Yield a temp path beside ``path``; rename it over ``path`` when the block succeeds.
+
+    Readers see the old file or the new one, never half of one; on error the temp file
+    is removed. ``suffix`` keeps writers that infer the format from the name happy
+    (``.png``, ``.keras``, ``.npy``).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w") as f:
-        json.dump(data, f, indent=2, sort_keys=True)
-        f.write("\n")
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}-{uuid.uuid4().hex[:8]}{suffix}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+
+
+def write_bytes_atomic(data: bytes, path: str | os.PathLike) -> Path:
+    """Write ``data`` to ``path`` atomically, fsynced before the rename."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        f.write(data)
         f.flush()
         os.fsync(f.fileno())
-    os.replace(tmp, path)
-    return path
+    return Path(path)
+
+
+def write_json_atomic(data: dict, path: str | os.PathLike) -> Path:
+    """Write JSON to ``path`` via a temp file and rename: never half-written."""
+    return write_bytes_atomic((json.dumps(data, indent=2, sort_keys=True) + "\n").encode(), path)

@@ -31,6 +31,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
+from nebula_keras3.artifacts import atomic_path
+
 # Bump when decoding, conversion or resizing changes: old cache entries then miss.
 LOADER_VERSION = 1
 CACHE_ENV = "NEBULA_CACHE_DIR"
@@ -409,13 +411,7 @@ def _write_cache(result: FolderImages, npy: Path, meta: Path) -> None:
 
 
 def _atomic(path: Path, write) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}.{id(write)}")
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        write(f)
+        f.flush()
+        os.fsync(f.fileno())

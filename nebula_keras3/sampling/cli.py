@@ -14,6 +14,8 @@ from pathlib import Path
 
 import click
 
+from nebula_keras3.artifacts import atomic_path
+
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 
@@ -137,11 +139,8 @@ def sample_command(onnx_path, model_path, n, seed, out, ncols, individual_dir, n
         written.append(f"{individual_dir}/ ({len(images)} PNGs)")
     if npy_path is not None:
         def _save_npy():
-            p = Path(npy_path)
-            p.parent.mkdir(parents=True, exist_ok=True)
-            tmp = p.with_name(f".{p.name}.tmp{os.getpid()}.npy")
-            np.save(tmp, images)
-            os.replace(tmp, p)
+            with atomic_path(npy_path, suffix=".npy") as tmp:
+                np.save(tmp, images)
 
         _write(_save_npy, "array", npy_path)
         written.append(npy_path)

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+from nebula_keras3.artifacts import atomic_path
+
 
 def to_uint8(images: np.ndarray) -> np.ndarray:
     """Generator output in [-1, 1] -> uint8 [0, 255], the rounding every export uses."""
@@ -36,12 +38,9 @@ def save_png(image: np.ndarray, path: str | os.PathLike) -> Path:
     """Write a uint8 image atomically (temp file in the same folder, then rename)."""
     from PIL import Image
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    Image.fromarray(np.asarray(image, dtype=np.uint8)).save(tmp, format="PNG")
-    os.replace(tmp, path)
-    return path
+    with atomic_path(path) as tmp:
+        Image.fromarray(np.asarray(image, dtype=np.uint8)).save(tmp, format="PNG")
+    return Path(path)
 
 
 def save_individual(images: np.ndarray, folder: str | os.PathLike, seeds=None) -> list[Path]:

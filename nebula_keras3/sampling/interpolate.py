@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+from nebula_keras3.artifacts import atomic_path
+
 from nebula_keras3.sampling.latents import latents_from_seeds
 
 
@@ -46,14 +48,7 @@ def save_gif(frames: np.ndarray, path: str | os.PathLike, duration_ms: int = 100
     if boomerang and len(seq) > 2:
         seq = seq + seq[-2:0:-1]
     images = [Image.fromarray(f) for f in seq]
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
+    with atomic_path(path) as tmp:
         images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:],
                        duration=duration_ms, loop=0)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
+    return Path(path)

@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 from keras import ops
 
+from nebula_keras3.artifacts import atomic_path
+
 CHECKPOINT_DIR = "checkpoints"
 CHECKPOINT_FILE = "last.npz"
 FORMAT_VERSION = 1
@@ -49,12 +51,10 @@ def save_checkpoint(gan, run_dir: str | Path, *, epoch: int, extra: dict | None 
         **(extra or {}),
     }
     arrays["header"] = np.frombuffer(json.dumps(header).encode(), dtype=np.uint8)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
         np.savez(f, **arrays)
         f.flush()
         os.fsync(f.fileno())
-    os.replace(tmp, path)
     dir_fd = os.open(path.parent, os.O_RDONLY)
     try:
         os.fsync(dir_fd)

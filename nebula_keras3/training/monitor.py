@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import io
 import math
-import os
 import time
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from nebula_keras3.artifacts import atomic_path, write_bytes_atomic
 from nebula_keras3.sampling.grid import make_grid, save_png, to_uint8
 from nebula_keras3.sampling.latents import batch_seeds, latents_from_seeds
 from nebula_keras3.training.checkpoint import save_checkpoint
@@ -34,9 +34,7 @@ def write_csv_atomic(path: Path, columns, rows) -> None:
     writer = csv.DictWriter(buf, fieldnames=list(columns))
     writer.writeheader()
     writer.writerows(rows)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(buf.getvalue())
-    os.replace(tmp, path)
+    write_bytes_atomic(buf.getvalue().encode(), path)
 
 
 def plot_losses(rows: list[dict], path: Path) -> None:
@@ -62,10 +60,9 @@ def plot_losses(rows: list[dict], path: Path) -> None:
     ax2.set_xlabel("step")
     ax2.legend()
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}.png")
-    fig.savefig(tmp, dpi=100)
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=100)
     plt.close(fig)
-    os.replace(tmp, path)
 
 
 class TrainingMonitor(keras.callbacks.Callback):
