@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import random
 import sys
 import time
@@ -13,7 +12,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from nebula_keras3.artifacts import CONFIG_FILE, FACTS_FILE, GENERATOR_FILE, write_json_atomic
+from nebula_keras3.artifacts import CONFIG_FILE, FACTS_FILE, GENERATOR_FILE, atomic_path, write_json_atomic
 from nebula_keras3.models import DCGANDiscriminator, DCGANGenerator
 from nebula_keras3.training.checkpoint import checkpoint_path, load_checkpoint
 from nebula_keras3.training.config import TrainConfig
@@ -92,9 +91,8 @@ class _DataEpoch(keras.callbacks.Callback):
 def save_generator(gan: GAN, config: TrainConfig, run_dir: Path, epochs_done: int, data: str) -> Path:
     """Write ``generator.keras`` and ``generator.json`` (the model facts) atomically."""
     path = run_dir / GENERATOR_FILE
-    tmp = run_dir / f".generator.tmp{os.getpid()}.keras"
-    gan.generator.save(tmp)
-    os.replace(tmp, path)
+    with atomic_path(path, suffix=".keras") as tmp:
+        gan.generator.save(tmp)
     write_json_atomic(
         {
             "model": config.model,
@@ -200,7 +198,8 @@ def _run(config: TrainConfig, run_dir: Path, *, resume: bool, progress: bool, ec
                if last else "no epoch finished, so there is no checkpoint")
             + ". Try a lower --lr or another --seed."
         )
-    epochs_done = max(start_epoch, len(monitor.epoch_rows) and int(monitor.epoch_rows[-1]["epoch"]))
+    # epoch_rows holds the checkpointed epochs' rows plus this invocation's.
+    epochs_done = int(monitor.epoch_rows[-1]["epoch"]) if monitor.epoch_rows else start_epoch
     generator_path = save_generator(gan, config, run_dir, epochs_done, data_description)
     new_rows = [r for r in monitor.epoch_rows if int(r["epoch"]) > start_epoch + 1]
     ips = (
