@@ -1,4 +1,4 @@
-"""``python -m nebula_keras3.export ...``: the export command (used as the TF subprocess)."""
+"""``python -m nebula_keras3.export ...``: the ``nebula export`` command."""
 
 from nebula_keras3.export.cli import main
 

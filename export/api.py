@@ -4,19 +4,15 @@
     result = export_generator("runs/x", saved_model_base="models", onnx_path="x.onnx")
 
 Export always runs on the Keras TensorFlow backend. When the caller's backend is
-JAX or PyTorch the work runs in a subprocess (``python -m nebula_keras3.export``)
-with ``KERAS_BACKEND=tensorflow``; its failure comes back as one ExportError.
+JAX or PyTorch, the same request runs in a TensorFlow-backend worker process
+(:mod:`nebula_keras3.export.worker`: an :class:`ExportRequest` as JSON in, an
+:class:`ExportResult` or the error's type and message as JSON out); an error
+raised there is raised here again with the same type and message.
 
-Layout written under ``saved_model_base`` (TF Serving's)::
-
-    BASE/<model_name>/<version>/saved_model.pb
-                               variables/
-                               model.onnx                       (onnx_beside)
-                               assets.extra/nebula_model.json   (model facts)
-
-Every file and version folder is written beside its destination and renamed
-into place, so a reader never sees a half-written model and re-exporting never
-corrupts an existing version.
+The version folder written under ``saved_model_base`` is described in
+:mod:`nebula_keras3.export.layout`. Every file and version folder is written
+beside its destination and renamed into place, so a reader never sees a
+half-written model and re-exporting never corrupts an existing version.
 """
 
 from __future__ import annotations
@@ -26,18 +22,14 @@ import json
 import os
 import re
 import shutil
-import subprocess
 import sys
-import tempfile
-import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from nebula_keras3.artifacts import write_bytes_atomic
+from nebula_keras3.export import layout
+from nebula_keras3.export.layout import existing_versions, next_version  # noqa: F401  (part of this API)
 
-ONNX_BESIDE_NAME = "model.onnx"
-FACTS_DIR = "assets.extra"
-FACTS_NAME = "nebula_model.json"
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
@@ -75,6 +67,32 @@ class ExportResult:
         )
 
 
+@dataclass
+class ExportRequest:
+    """The arguments of :func:`export_generator`, as data (what the worker process receives)."""
+
+    source: str
+    saved_model_base: str | None = None
+    onnx_path: str | None = None
+    model_name: str = layout.DEFAULT_MODEL_NAME
+    version: int | None = None
+    onnx_beside: bool = True
+    parity: bool = True
+    overwrite: bool = False
+    opset: int | None = None
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, d: dict) -> "ExportRequest":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise TypeError(f"unknown export request fields {unknown}")
+        return cls(**d)
+
+
 # --------------------------------------------------------------------------- helpers
 
 
@@ -96,20 +114,6 @@ def current_backend() -> str:
         return "tensorflow"
 
 
-def existing_versions(model_dir: str | os.PathLike) -> list[int]:
-    """Integer version folders (TF Serving's notion) under ``BASE/<name>``."""
-    model_dir = Path(model_dir)
-    if not model_dir.is_dir():
-        return []
-    return sorted(int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit())
-
-
-def next_version(model_dir: str | os.PathLike) -> int:
-    """The next free version: one more than the largest existing, 1 when none."""
-    versions = existing_versions(model_dir)
-    return (versions[-1] + 1) if versions else 1
-
-
 def _validate(source, saved_model_base, onnx_path, model_name, version):
     if saved_model_base is None and onnx_path is None:
         raise ExportError("nothing to export: give a SavedModel base folder and/or an ONNX path")
@@ -120,7 +124,7 @@ def _validate(source, saved_model_base, onnx_path, model_name, version):
     if not Path(source).exists():
         raise ExportError(f"{source} does not exist")
     if onnx_path is not None and Path(onnx_path).is_dir():
-        raise ExportError(f"ONNX path {onnx_path} is a folder; give a file name such as model.onnx")
+        raise ExportError(f"ONNX path {onnx_path} is a folder; give a file name such as {layout.ONNX_FILE}")
     for target, what in ((onnx_path, "ONNX file"), (saved_model_base, "SavedModel base folder")):
         if target is not None:
             _check_writable(Path(target), what)
@@ -150,7 +154,7 @@ def export_generator(
     *,
     saved_model_base=None,
     onnx_path=None,
-    model_name: str = "nebula",
+    model_name: str = layout.DEFAULT_MODEL_NAME,
     version: int | None = None,
     onnx_beside: bool = True,
     parity: bool = True,
@@ -165,7 +169,7 @@ def export_generator(
         onnx_path: also (or only) write the ONNX model here.
         model_name: TF Serving model name (folder under the base).
         version: explicit version; default the next free integer (1 when none).
-        onnx_beside: with a SavedModel, also write ``model.onnx`` beside ``saved_model.pb``.
+        onnx_beside: with a SavedModel, also write the ONNX model into the version folder.
         parity: end with the ONNX Runtime vs Keras check (batch 1 and 7); ParityError
             (an ExportError) when a uint8 pixel differs by more than 1.
         overwrite: replace an existing explicit ``version`` (refused otherwise).
@@ -179,11 +183,10 @@ def export_generator(
         existing = Path(saved_model_base) / model_name / str(version)
         if existing.exists():
             raise ExportError(_exists_message(existing))
-    export = _export_in_process if current_backend() == "tensorflow" else _export_via_subprocess
-    return export(
-        source,
-        saved_model_base=saved_model_base,
-        onnx_path=onnx_path,
+    request = ExportRequest(
+        source=str(source),
+        saved_model_base=None if saved_model_base is None else str(saved_model_base),
+        onnx_path=None if onnx_path is None else str(onnx_path),
         model_name=model_name,
         version=version,
         onnx_beside=onnx_beside,
@@ -191,47 +194,11 @@ def export_generator(
         overwrite=overwrite,
         opset=opset,
     )
+    if current_backend() == "tensorflow":
+        return export_in_process(request)
+    from nebula_keras3.export import worker
 
-
-def _export_via_subprocess(source, *, saved_model_base, onnx_path, model_name, version,
-                           onnx_beside, parity, overwrite, opset) -> ExportResult:
-    fd, result_file = tempfile.mkstemp(prefix="nebula-export-", suffix=".json")
-    os.close(fd)
-    cmd = [sys.executable, "-m", "nebula_keras3.export", str(source),
-           "--model-name", str(model_name), "--result-json", result_file, "--quiet"]
-    if saved_model_base is not None:
-        cmd += ["--saved-model", str(saved_model_base)]
-    if onnx_path is not None:
-        cmd += ["--onnx", str(onnx_path)]
-    if version is not None:
-        cmd += ["--version", str(version)]
-    if not onnx_beside:
-        cmd += ["--no-onnx-beside"]
-    if not parity:
-        cmd += ["--no-parity"]
-    if overwrite:
-        cmd += ["--overwrite"]
-    if opset is not None:
-        cmd += ["--opset", str(opset)]
-    env = dict(os.environ, KERAS_BACKEND="tensorflow")
-    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    try:
-        proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
-        if proc.returncode != 0:
-            lines = [ln.strip() for ln in proc.stderr.splitlines() if ln.strip()]
-            errs = [ln for ln in lines if ln.startswith("Error:")]
-            msg = errs[-1][len("Error:"):].strip() if errs else (lines[-1] if lines else f"exit code {proc.returncode}")
-            raise ExportError(f"export under the TensorFlow backend (subprocess) failed: {msg}")
-        try:
-            data = json.loads(Path(result_file).read_text())
-        except (OSError, ValueError) as e:
-            raise ExportError(f"export subprocess gave no result: {e}") from None
-        return ExportResult.from_json(data)
-    finally:
-        try:
-            os.unlink(result_file)
-        except OSError:
-            pass
+    return worker.run(request)
 
 
 def _model_facts(model, file_facts: dict, source) -> dict:
@@ -286,9 +253,13 @@ def load_generator(source):
     return model, file_facts
 
 
-def _export_in_process(source, *, saved_model_base, onnx_path, model_name, version,
-                       onnx_beside, parity, overwrite, opset) -> ExportResult:
+def export_in_process(request: ExportRequest) -> ExportResult:
+    """Run an export request in this process (Keras must run on the TensorFlow backend)."""
     import keras
+
+    source, saved_model_base, onnx_path = request.source, request.saved_model_base, request.onnx_path
+    model_name, version, overwrite = request.model_name, request.version, request.overwrite
+    onnx_beside, parity, opset = request.onnx_beside, request.parity, request.opset
 
     if keras.backend.backend() != "tensorflow":
         raise ExportError(
@@ -359,7 +330,6 @@ def _export_in_process(source, *, saved_model_base, onnx_path, model_name, versi
 def _write_version(model, facts, model_dir: Path, version: int, overwrite: bool, explicit: bool,
                    onnx_bytes: bytes | None, check: bool):
     """Write BASE/<name>/<version> via a hidden temp folder and a rename."""
-    from nebula_keras3.artifacts import write_json_atomic
     from nebula_keras3.export import saved_model as sm
 
     try:
@@ -367,13 +337,13 @@ def _write_version(model, facts, model_dir: Path, version: int, overwrite: bool,
     except OSError as e:
         raise ExportError(f"cannot create {model_dir}: {e.strerror or e}") from None
     # A dot-name is not an integer, so TF Serving never picks up a partial version.
-    tmp = model_dir / f".tmp-{version}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    tmp = layout.staging_dir(model_dir, version)
     try:
         try:
             sm.write_saved_model(model, facts["latent_dim"], facts["image_size"], tmp)
-            write_json_atomic(facts, tmp / FACTS_DIR / FACTS_NAME)
+            layout.write_facts(tmp, facts)
             if onnx_bytes is not None:
-                write_bytes_atomic(onnx_bytes, tmp / ONNX_BESIDE_NAME)
+                write_bytes_atomic(onnx_bytes, tmp / layout.ONNX_FILE)
         except OSError as e:
             raise ExportError(f"cannot write the SavedModel under {model_dir}: {e.strerror or e}") from None
         sm.check_native_ops(tmp)
@@ -391,7 +361,7 @@ def _install(tmp: Path, model_dir: Path, version: int, overwrite: bool, explicit
         final = model_dir / str(version)
         if final.exists():
             if overwrite and explicit:
-                old = model_dir / f".old-{version}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+                old = layout.staging_dir(model_dir, version, "old")
                 os.rename(final, old)
                 os.rename(tmp, final)
                 shutil.rmtree(old, ignore_errors=True)
@@ -418,23 +388,24 @@ def verify_saved_model(path, model, facts: dict, onnx_bytes: bytes | None) -> di
 
     loaded = tf.saved_model.load(str(path))
     d, s = facts["latent_dim"], facts["image_size"]
+    L = layout
     z = np.random.default_rng().standard_normal((7, d)).astype(np.float32)
     ref = to_uint8(model(tf.constant(z), training=False).numpy())
-    got = loaded.signatures["serving_default"](z=tf.constant(z))["images"].numpy()
+    got = loaded.signatures[L.SERVING_DEFAULT](**{L.Z: tf.constant(z)})[L.IMAGES].numpy()
     if got.dtype != np.uint8 or got.shape != (7, s, s, 3):
-        raise ExportError(f"SavedModel serving_default returned {got.dtype}{list(got.shape)}")
+        raise ExportError(f"SavedModel {L.SERVING_DEFAULT} returned {got.dtype}{list(got.shape)}")
     serve_diff = int(np.abs(got.astype(np.int16) - ref).max())
     seeds = np.array([0, 1, 12345], dtype=np.int64)
-    pngs = loaded.signatures["generate_png"](seed=tf.constant(seeds))["png_bytes"].numpy()
+    pngs = loaded.signatures[L.GENERATE_PNG](**{L.SEED: tf.constant(seeds)})[L.PNG_BYTES].numpy()
     imgs = np.stack([tf.io.decode_png(p, channels=3).numpy() for p in pngs])
     ref_seed = to_uint8(model(tf.constant(latents_from_seeds(seeds, d)), training=False).numpy())
     png_diff = int(np.abs(imgs.astype(np.int16) - ref_seed).max())
-    out = {"serving_default_max_uint8": serve_diff, "generate_png_max_uint8": png_diff}
+    out = {f"{L.SERVING_DEFAULT}_max_uint8": serve_diff, f"{L.GENERATE_PNG}_max_uint8": png_diff}
     if onnx_bytes is not None:
-        from nebula_keras3.export.onnx_model import _session
+        from nebula_keras3.export.onnx_model import session
 
-        (o,) = _session(onnx_bytes).run(["images"], {"z": latents_from_seeds(seeds, d)})
-        out["generate_png_vs_onnx_max_uint8"] = int(np.abs(imgs.astype(np.int16) - o).max())
+        (o,) = session(onnx_bytes).run([L.IMAGES], {L.Z: latents_from_seeds(seeds, d)})
+        out[f"{L.GENERATE_PNG}_vs_onnx_max_uint8"] = int(np.abs(imgs.astype(np.int16) - o).max())
     if max(out.values()) > 1:
         raise ExportError(f"SavedModel check failed (max uint8 diffs {out})")
     return out

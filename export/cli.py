@@ -1,4 +1,5 @@
-"""``nebula export RUN_OR_MODEL [--saved-model BASE] [--onnx FILE] ...``"""
+"""``nebula export RUN_OR_MODEL [--saved-model BASE] [--onnx FILE] ...``: a thin command over
+:func:`nebula_keras3.export.api.export_generator`, for people (the API never calls it)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import time
 
 import click
 
+from nebula_keras3.export import layout
+
 
 def _echo_result(result, seconds: float) -> None:
     click.echo("model facts:")
@@ -14,12 +17,14 @@ def _echo_result(result, seconds: float) -> None:
         click.echo(f"  {k}: {result.facts[k]}")
     if result.saved_model_dir is not None:
         click.echo(f"SavedModel (version {result.version}): {result.saved_model_dir}")
-        click.echo("  signatures: serving_default (z -> images uint8), generate_png (seed -> png_bytes), "
-                   "generate_images (seed -> images uint8)")
-        beside = result.saved_model_dir / "model.onnx"
+        specs = layout.signatures(result.facts["latent_dim"], result.facts["image_size"])
+        click.echo("  signatures: " + ", ".join(
+            f"{name} ({', '.join(sig.inputs)} -> {', '.join(f'{k} {t.dtype}' for k, t in sig.outputs.items())})"
+            for name, sig in specs.items()))
+        beside = result.saved_model_dir / layout.ONNX_FILE
         if beside.exists():
             click.echo(f"  ONNX beside it: {beside}")
-        click.echo(f"  facts: {result.saved_model_dir / 'assets.extra' / 'nebula_model.json'}")
+        click.echo(f"  facts: {result.saved_model_dir / layout.FACTS_FILE}")
     if result.onnx_path is not None:
         click.echo(f"ONNX: {result.onnx_path}")
     for b, r in sorted(result.parity.items()):
@@ -35,18 +40,15 @@ def _echo_result(result, seconds: float) -> None:
 @click.option("--saved-model", "saved_model_base", metavar="BASE_DIR",
               help="TF Serving base folder: writes BASE_DIR/<model-name>/<version>/.")
 @click.option("--onnx", "onnx_path", metavar="FILE", help="Write the ONNX model here.")
-@click.option("--model-name", default="nebula", show_default=True, help="TF Serving model name.")
+@click.option("--model-name", default=layout.DEFAULT_MODEL_NAME, show_default=True, help="TF Serving model name.")
 @click.option("--version", type=click.IntRange(min=1),
               help="SavedModel version (default: the next free integer).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing explicit --version.")
 @click.option("--onnx-beside/--no-onnx-beside", default=True, show_default=True,
-              help="Also write model.onnx beside saved_model.pb.")
+              help="Also write the ONNX model into the SavedModel version folder.")
 @click.option("--opset", type=click.IntRange(min=17), default=None, help="ONNX opset (default 17).")
-@click.option("--no-parity", is_flag=True, hidden=True)
-@click.option("--result-json", hidden=True)
-@click.option("--quiet", is_flag=True, hidden=True)
 def export_command(source, saved_model_base, onnx_path, model_name, version, overwrite,
-                   onnx_beside, opset, no_parity, result_json, quiet):
+                   onnx_beside, opset):
     """Export a run's generator for TF Serving (SavedModel) and/or ONNX Runtime.
 
     RUN_OR_MODEL is a run folder or a .keras file. Give --saved-model, --onnx or both.
@@ -66,19 +68,12 @@ def export_command(source, saved_model_base, onnx_path, model_name, version, ove
             model_name=model_name,
             version=version,
             onnx_beside=onnx_beside,
-            parity=not no_parity,
             overwrite=overwrite,
             opset=opset,
         )
     except ExportError as e:
         raise click.ClickException(str(e)) from None
-    seconds = time.perf_counter() - t0
-    if result_json:
-        from nebula_keras3.artifacts import write_json_atomic
-
-        write_json_atomic(result.to_json(), result_json)
-    if not quiet:
-        _echo_result(result, seconds)
+    _echo_result(result, time.perf_counter() - t0)
 
 
 def main(argv=None) -> None:

@@ -12,12 +12,8 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from nebula_keras3.sampling.latents import (
-    GOLDEN,
-    MASK32,
-    _LOWBIAS_C1,
-    _LOWBIAS_C2,
-)
+from nebula_keras3.sampling import latents as np_latents
+from nebula_keras3.sampling.latents import GOLDEN, LOWBIAS_C1, LOWBIAS_C2, MASK32
 
 _TWO_PI = np.float32(2.0 * np.pi)
 _INV_2_24 = np.float32(1.0 / (1 << 24))
@@ -43,16 +39,14 @@ def _xorshift(x: tf.Tensor, n: int) -> tf.Tensor:
 def hash32(x: tf.Tensor) -> tf.Tensor:
     """lowbias32 on int64 tensors holding values in [0, 2**32)."""
     x = _xorshift(x, 16)
-    x = _mul32(x, _LOWBIAS_C1)
+    x = _mul32(x, LOWBIAS_C1)
     x = _xorshift(x, 15)
-    x = _mul32(x, _LOWBIAS_C2)
+    x = _mul32(x, LOWBIAS_C2)
     return _xorshift(x, 16)
 
 
 def pair_bits_tf(seeds: tf.Tensor, latent_dim: int) -> tuple[tf.Tensor, tf.Tensor]:
     """The int64 hash words ``(a, b)``, each ``[n, ceil(latent_dim/2)]`` (bit-exact)."""
-    from nebula_keras3.sampling.latents import _mul32 as _np_mul32
-
     s = tf.reshape(tf.cast(seeds, tf.int64), [-1])
     mask = _i64(MASK32)
     lo = tf.bitwise.bitwise_and(s, mask)
@@ -64,8 +58,8 @@ def pair_bits_tf(seeds: tf.Tensor, latent_dim: int) -> tuple[tf.Tensor, tf.Tenso
     k = np.arange(pairs, dtype=np.int64)
     # The per-pair steps depend only on latent_dim: constants computed with the
     # numpy recipe's own int64 arithmetic.
-    step_a = tf.constant(_np_mul32(2 * k + 1, GOLDEN), dtype=tf.int64)
-    step_b = tf.constant(_np_mul32(2 * k + 2, GOLDEN), dtype=tf.int64)
+    step_a = tf.constant(np_latents.mul32(2 * k + 1, GOLDEN), dtype=tf.int64)
+    step_b = tf.constant(np_latents.mul32(2 * k + 2, GOLDEN), dtype=tf.int64)
     a = hash32(tf.bitwise.bitwise_and(base[:, None] + step_a[None, :], mask))
     b = hash32(tf.bitwise.bitwise_and(base[:, None] + step_b[None, :], mask))
     return a, b

@@ -1,26 +1,23 @@
 """The generator as an ONNX model via tf2onnx (TensorFlow backend only).
 
-Interface: input ``z`` float32 ``[N, latent]`` -> output ``images`` uint8
-``[N, S, S, 3]``, dynamic batch, no random ops; the model facts are stored in
-``metadata_props`` (one entry per fact, plus ``nebula_model`` holding them all
-as JSON). A float variant (an extra ``images_float`` output) is converted in the
+Interface: the ``serving_default`` signature of :mod:`nebula_keras3.export.layout`
+(float32 latents in, uint8 images out), dynamic batch, no random ops; the model
+facts are stored in ``metadata_props`` (:func:`layout.onnx_metadata`). A float variant (an extra ``images_float`` output) is converted in the
 same pass and used only by the parity check, to report the error before rounding.
 """
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import tensorflow as tf
 
+from nebula_keras3.export import layout
 from nebula_keras3.export.saved_model import to_uint8_tf
 
 DEFAULT_OPSET = 17
-INPUT_NAME = "z"
-OUTPUT_NAME = "images"
-FLOAT_OUTPUT_NAME = "images_float"
-METADATA_KEY = "nebula_model"
+INPUT_NAME = layout.Z
+OUTPUT_NAME = layout.IMAGES
+FLOAT_OUTPUT_NAME = OUTPUT_NAME + "_float"
 RANDOM_OPS = frozenset(
     {"RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike", "Multinomial", "Bernoulli"}
 )
@@ -28,13 +25,6 @@ RANDOM_OPS = frozenset(
 
 class ParityError(RuntimeError):
     """ONNX Runtime disagrees with the Keras generator beyond tolerance."""
-
-
-def _metadata(facts: dict) -> dict[str, str]:
-    props = {METADATA_KEY: json.dumps(facts, sort_keys=True)}
-    for k, v in facts.items():
-        props[str(k)] = v if isinstance(v, str) else json.dumps(v)
-    return props
 
 
 def _prune(graph) -> None:
@@ -80,7 +70,7 @@ def convert(generator, latent_dim: int, facts: dict, opset: int = DEFAULT_OPSET)
     if ops & RANDOM_OPS:
         raise RuntimeError(f"ONNX graph holds random ops {sorted(ops & RANDOM_OPS)}")
     dual.producer_name = "nebula-keras3 (tf2onnx)"
-    props = _metadata(facts)
+    props = layout.onnx_metadata(facts)
     for m in (dual,):
         del m.metadata_props[:]
         for k, v in props.items():
@@ -96,7 +86,8 @@ def convert(generator, latent_dim: int, facts: dict, opset: int = DEFAULT_OPSET)
     return final, dual
 
 
-def _session(model_bytes: bytes):
+def session(model_bytes: bytes):
+    """An ONNX Runtime CPU session over serialized model bytes."""
     import onnxruntime as ort
 
     so = ort.SessionOptions()
@@ -114,8 +105,8 @@ def parity_check(generator, model_bytes: bytes, float_model_bytes: bytes, latent
     from nebula_keras3.sampling.grid import to_uint8
 
     rng = np.random.default_rng()
-    sess = _session(model_bytes)
-    fsess = _session(float_model_bytes)
+    sess = session(model_bytes)
+    fsess = session(float_model_bytes)
     report = {}
     for b in batch_sizes:
         z = rng.standard_normal((b, int(latent_dim))).astype(np.float32)

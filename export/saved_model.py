@@ -1,10 +1,8 @@
 """The generator as a TF Serving SavedModel (TensorFlow backend only).
 
-Signatures (``saved_model_cli show --all`` view):
-
-* ``serving_default``: ``z`` float32 ``[-1, latent]`` -> ``images`` uint8 ``[-1, S, S, 3]``
-* ``generate_png``:    ``seed`` int64 ``[-1]`` -> ``png_bytes`` string ``[-1]`` (one PNG per seed)
-* ``generate_images``: ``seed`` int64 ``[-1]`` -> ``images`` uint8 ``[-1, S, S, 3]``
+Signatures: the three of :mod:`nebula_keras3.export.layout` (``serving_default``
+z -> images, ``generate_png`` seed -> PNG bytes, ``generate_images`` seed -> images);
+names, dtypes and shapes come from there.
 
 The generator always runs with ``training=False`` (BatchNorm moving statistics),
 latents are drawn in-graph with :mod:`nebula_keras3.export.latents_tf`, and the
@@ -19,9 +17,9 @@ from pathlib import Path
 
 import tensorflow as tf
 
+from nebula_keras3.export import layout
 from nebula_keras3.export.latents_tf import latents_from_seeds_tf
 
-SIGNATURES = ("serving_default", "generate_png", "generate_images")
 # Ops that would make a graph depend on JAX/XLA lowering or on Python at serve time.
 FORBIDDEN_OPS = frozenset({"XlaCallModule", "PyFunc", "EagerPyFunc", "PyFuncStateless"})
 
@@ -42,27 +40,39 @@ class GeneratorModule(tf.Module):
         self.model_variables = list(generator.variables)
         self.latent_dim = int(latent_dim)
         self.image_size = int(image_size)
-        d = self.latent_dim
+        specs = layout.signatures(latent_dim, image_size)
 
-        @tf.function(input_signature=[tf.TensorSpec([None, d], tf.float32, name="z")])
+        def input_signature(name):
+            return [tf.TensorSpec([None if d < 0 else d for d in t.shape], getattr(tf, t.dtype), name=k)
+                    for k, t in specs[name].inputs.items()]
+
+        def latents(seed):
+            return latents_from_seeds_tf(seed, self.latent_dim)
+
+        # serving_default: z [B, D] -> images uint8 [B, S, S, 3]
+        @tf.function(input_signature=input_signature(layout.SERVING_DEFAULT))
         def serve(z):
-            return {"images": self._images(z)}
+            return {layout.IMAGES: self._images(z)}
 
-        @tf.function(input_signature=[tf.TensorSpec([None], tf.int64, name="seed")])
+        # generate_images: seed [B] -> z [B, D] (in-graph) -> images uint8 [B, S, S, 3]
+        @tf.function(input_signature=input_signature(layout.GENERATE_IMAGES))
         def generate_images(seed):
-            return {"images": self._images(latents_from_seeds_tf(seed, d))}
+            return {layout.IMAGES: self._images(latents(seed))}
 
-        @tf.function(input_signature=[tf.TensorSpec([None], tf.int64, name="seed")])
+        # generate_png: seed [B] -> images uint8 [B, S, S, 3] -> png_bytes string [B]
+        @tf.function(input_signature=input_signature(layout.GENERATE_PNG))
         def generate_png(seed):
-            images = self._images(latents_from_seeds_tf(seed, d))
+            images = self._images(latents(seed))
             png = tf.map_fn(
                 tf.io.encode_png, images, fn_output_signature=tf.TensorSpec([], tf.string)
             )
-            return {"png_bytes": png}
+            return {layout.PNG_BYTES: png}
 
-        self.serve = serve
-        self.generate_images = generate_images
-        self.generate_png = generate_png
+        self._functions = {
+            layout.SERVING_DEFAULT: serve,
+            layout.GENERATE_PNG: generate_png,
+            layout.GENERATE_IMAGES: generate_images,
+        }
 
     def _images(self, z):
         x = self.generator(z, training=False)
@@ -70,15 +80,11 @@ class GeneratorModule(tf.Module):
         return to_uint8_tf(x)
 
     def signatures(self) -> dict:
-        return {
-            "serving_default": self.serve.get_concrete_function(),
-            "generate_png": self.generate_png.get_concrete_function(),
-            "generate_images": self.generate_images.get_concrete_function(),
-        }
+        return {name: fn.get_concrete_function() for name, fn in self._functions.items()}
 
 
 def write_saved_model(generator, latent_dim: int, image_size: int, path: str | os.PathLike) -> Path:
-    """Write the SavedModel (saved_model.pb + variables/) to ``path`` (must not exist)."""
+    """Write the SavedModel (its graph file + variables/) to ``path`` (must not exist)."""
     path = Path(path)
     module = GeneratorModule(generator, latent_dim, image_size)
     tf.saved_model.save(module, str(path), signatures=module.signatures())
@@ -90,7 +96,7 @@ def graph_op_types(saved_model_dir: str | os.PathLike) -> set[str]:
     from tensorflow.core.protobuf import saved_model_pb2
 
     sm = saved_model_pb2.SavedModel()
-    sm.ParseFromString((Path(saved_model_dir) / "saved_model.pb").read_bytes())
+    sm.ParseFromString((Path(saved_model_dir) / layout.SAVED_MODEL_FILE).read_bytes())
     ops = set()
     for mg in sm.meta_graphs:
         ops.update(n.op for n in mg.graph_def.node)

@@ -23,7 +23,8 @@ pytest.importorskip("onnxruntime")
 
 import keras  # noqa: E402
 
-from nebula_keras3.export.api import ExportError, ExportResult, export_generator, next_version  # noqa: E402
+from nebula_keras3.export.api import ExportError, ExportResult, export_generator  # noqa: E402
+from nebula_keras3.export.layout import next_version  # noqa: E402
 from nebula_keras3.sampling.grid import to_uint8  # noqa: E402
 from nebula_keras3.sampling.latents import latents_from_seeds  # noqa: E402
 
@@ -249,6 +250,33 @@ def test_cli_needs_a_target(run_dir):
     assert "Traceback" not in proc.stderr
 
 
+def test_errors_keep_type_and_message(run_dir, tmp_path):
+    """An error raised inside the export (in the TensorFlow worker under jax/torch) reaches the
+    caller as the same type with the same message: no wrapping, no scraping."""
+    bad = tmp_path / "broken.keras"
+    bad.write_bytes(b"not a zip file")
+    with pytest.raises(ExportError) as e:
+        export_generator(bad, onnx_path=tmp_path / "x.onnx")
+    assert str(e.value).startswith(f"cannot load {bad}: ")
+    with pytest.raises(ValueError) as e:  # raised by int() deep inside the export
+        export_generator(run_dir, onnx_path=tmp_path / "x.onnx", opset="seventeen")
+    assert type(e.value) is ValueError
+    assert str(e.value) == "invalid literal for int() with base 10: 'seventeen'"
+    assert not (tmp_path / "x.onnx").exists()
+
+
+@pytest.mark.backend_independent
+def test_worker_error_round_trip():
+    from nebula_keras3.export import worker
+
+    for err in (ExportError("no good"), ValueError("bad value"), FileNotFoundError("gone")):
+        back = worker.rebuild_error(worker.describe_error(err))
+        assert type(back) is type(err) and str(back) == str(err)
+    # a type the caller does not know (or would have to import) comes back as an ExportError
+    back = worker.rebuild_error({"type": "XlaRuntimeError", "module": "jaxlib.xla_extension", "message": "oom"})
+    assert type(back) is ExportError and str(back) == "XlaRuntimeError: oom"
+
+
 def test_errors_are_one_line(tmp_path):
     bad = tmp_path / "broken.keras"
     bad.write_bytes(b"not a zip file")
@@ -289,8 +317,8 @@ def test_latents_tf_bit_exact():
         s = seeds
         base = L.hash32(L.hash32(((s & L.MASK32) + L.GOLDEN) & L.MASK32) ^ ((s >> 32) & L.MASK32))
         k = np.arange((d + 1) // 2, dtype=np.int64)
-        a = L.hash32((base[:, None] + L._mul32(2 * k + 1, L.GOLDEN)[None]) & L.MASK32)
-        b = L.hash32((base[:, None] + L._mul32(2 * k + 2, L.GOLDEN)[None]) & L.MASK32)
+        a = L.hash32((base[:, None] + L.mul32(2 * k + 1, L.GOLDEN)[None]) & L.MASK32)
+        b = L.hash32((base[:, None] + L.mul32(2 * k + 2, L.GOLDEN)[None]) & L.MASK32)
         ta, tb = pair_bits_tf(tf.constant(seeds), d)
         assert ta.dtype == tf.int64
         assert np.array_equal(ta.numpy(), a) and np.array_equal(tb.numpy(), b)

@@ -69,7 +69,7 @@ def sample_command(onnx_path, model_path, n, seed, out, ncols, individual_dir, n
 
     Examples:
 
-      nebula sample --onnx model.onnx -n 64 --seed 0 -o grid.png
+      nebula sample --onnx nebula.onnx -n 64 --seed 0 -o grid.png
 
       nebula sample --model runs/x --interpolate 3 17 --steps 10 -o strip.png --gif strip.gif
     """

@@ -29,13 +29,13 @@ import numpy as np
 
 MASK32 = 0xFFFFFFFF
 GOLDEN = 0x9E3779B9
-_LOWBIAS_C1 = 0x7FEB352D
-_LOWBIAS_C2 = 0x846CA68B
+LOWBIAS_C1 = 0x7FEB352D
+LOWBIAS_C2 = 0x846CA68B
 _TWO_PI = np.float32(2.0 * np.pi)
 _INV_2_24 = np.float32(1.0 / (1 << 24))
 
 
-def _mul32(x: np.ndarray, c: int) -> np.ndarray:
+def mul32(x: np.ndarray, c: int) -> np.ndarray:
     """(x * c) mod 2**32 for 0 <= x < 2**32 without leaving int64."""
     lo = x & 0xFFFF
     hi = x >> 16
@@ -45,9 +45,9 @@ def _mul32(x: np.ndarray, c: int) -> np.ndarray:
 def hash32(x: np.ndarray) -> np.ndarray:
     """lowbias32 integer hash on int64 arrays holding values in [0, 2**32)."""
     x = x ^ (x >> 16)
-    x = _mul32(x, _LOWBIAS_C1)
+    x = mul32(x, LOWBIAS_C1)
     x = x ^ (x >> 15)
-    x = _mul32(x, _LOWBIAS_C2)
+    x = mul32(x, LOWBIAS_C2)
     return x ^ (x >> 16)
 
 
@@ -59,8 +59,8 @@ def latents_from_seeds(seeds, latent_dim: int) -> np.ndarray:
     base = hash32(hash32((lo + GOLDEN) & MASK32) ^ hi)  # [n]
     pairs = (int(latent_dim) + 1) // 2
     k = np.arange(pairs, dtype=np.int64)
-    step_a = _mul32(2 * k + 1, GOLDEN)  # [pairs]
-    step_b = _mul32(2 * k + 2, GOLDEN)
+    step_a = mul32(2 * k + 1, GOLDEN)  # [pairs]
+    step_b = mul32(2 * k + 2, GOLDEN)
     a = hash32((base[:, None] + step_a[None, :]) & MASK32)  # [n, pairs]
     b = hash32((base[:, None] + step_b[None, :]) & MASK32)
     u1 = ((a >> 8) + 1).astype(np.float32) * _INV_2_24

@@ -2,18 +2,18 @@
 
 Imports numpy and onnxruntime only (never TensorFlow, JAX, torch or Keras), so
 ``nebula sample --onnx`` starts fast. The model must have the interface written
-by ``nebula export``: one input float ``[N, latent]`` and an output ``images``
-(or a single output) uint8 ``[N, S, S, 3]``.
+by ``nebula export`` (:mod:`nebula_keras3.export.layout`): one input float
+``[N, latent]`` and the images output (or a single output) uint8 ``[N, S, S, 3]``.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 import numpy as np
 
+from nebula_keras3.export import layout
 from nebula_keras3.sampling.latents import batch_seeds, latents_from_seeds
 
 
@@ -41,7 +41,7 @@ class OnnxSampler:
     """An exported generator under ONNX Runtime.
 
     Args:
-        path: the ``.onnx`` file (or a SavedModel version folder holding ``model.onnx``).
+        path: the ``.onnx`` file (or an exported version folder holding one).
         providers: ONNX Runtime execution providers (default: CUDA if available, else CPU).
         batch_size: images per ``run`` call.
     """
@@ -50,8 +50,8 @@ class OnnxSampler:
         import onnxruntime as ort
 
         path = Path(path)
-        if path.is_dir() and (path / "model.onnx").is_file():
-            path = path / "model.onnx"
+        if path.is_dir() and (path / layout.ONNX_FILE).is_file():
+            path = path / layout.ONNX_FILE
         if not path.exists():
             raise SamplerError(f"{path} does not exist")
         if not path.is_file():
@@ -67,28 +67,24 @@ class OnnxSampler:
         self.path = path
         self.batch_size = int(batch_size)
         self._check_interface()
-        meta = self.session.get_modelmeta().custom_metadata_map
-        try:
-            self.facts = json.loads(meta["nebula_model"]) if "nebula_model" in meta else dict(meta)
-        except ValueError:
-            self.facts = dict(meta)
+        self.facts = layout.onnx_facts(self.session.get_modelmeta().custom_metadata_map)
 
     def _check_interface(self) -> None:
         inputs = self.session.get_inputs()
         outputs = self.session.get_outputs()
         where = f"{self.path} does not look like a nebula generator"
         if len(inputs) != 1:
-            raise SamplerError(f"{where}: it has {len(inputs)} inputs, expected one float [N, latent] input z")
+            raise SamplerError(f"{where}: it has {len(inputs)} inputs, expected one float [N, latent] input {layout.Z}")
         z = inputs[0]
         if z.type != "tensor(float)" or len(z.shape) != 2 or not isinstance(z.shape[1], int) or z.shape[1] < 1:
             raise SamplerError(f"{where}: input {z.name!r} is {z.type} {z.shape}, expected float [N, latent]")
-        named = [o for o in outputs if o.name == "images"]
+        named = [o for o in outputs if o.name == layout.IMAGES]
         if named:
             out = named[0]
         elif len(outputs) == 1:
             out = outputs[0]
         else:
-            raise SamplerError(f"{where}: no output named 'images' among {[o.name for o in outputs]}")
+            raise SamplerError(f"{where}: no output named {layout.IMAGES!r} among {[o.name for o in outputs]}")
         shape = out.shape
         if (
             out.type != "tensor(uint8)"
