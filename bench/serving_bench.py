@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from nebula_keras3.export.layout import GENERATE_PNG, SEED, SERVING_DEFAULT, Z
 from nebula_keras3.serving import testing as st
 from nebula_keras3.serving.runtimes import OnnxRunner
 
@@ -36,8 +37,8 @@ def offline_throughput(version_dir: Path, seconds: float, batch: int = 32) -> di
     z = np.random.default_rng(0).standard_normal((batch, d)).astype(np.float32)
     runner.images(z)  # warm-up
     for name, fn in (
-        ("serving_default", lambda i: runner.run("serving_default", {"z": z})),
-        ("generate_png", lambda i: runner.run("generate_png", {"seed": np.arange(i * batch, (i + 1) * batch)})),
+        (SERVING_DEFAULT, lambda i: runner.run(SERVING_DEFAULT, {Z: z})),
+        (GENERATE_PNG, lambda i: runner.run(GENERATE_PNG, {SEED: np.arange(i * batch, (i + 1) * batch)})),
     ):
         n, i, t0 = 0, 0, time.perf_counter()
         while time.perf_counter() - t0 < seconds:
@@ -87,11 +88,11 @@ async def drive(url: str, concurrency: int, per_request: int, signature: str, la
 
     u = urlsplit(url)
     rng = np.random.default_rng(concurrency * 100 + per_request)
-    if signature == "serving_default":
+    if signature == SERVING_DEFAULT:
         bodies = [json.dumps({"instances": rng.standard_normal((per_request, latent_dim)).astype(np.float32)
                               .round(5).tolist()}).encode() for _ in range(8)]
     else:
-        bodies = [json.dumps({"signature_name": "generate_png",
+        bodies = [json.dumps({"signature_name": GENERATE_PNG,
                               "instances": list(range(k * per_request, (k + 1) * per_request))}).encode()
                   for k in range(8)]
     path = "/v1/models/nebula:predict"
@@ -144,14 +145,14 @@ def main(argv=None) -> int:
     version_dir = model_dir / "1"
 
     offline = offline_throughput(version_dir, args.seconds)
-    print(f"offline ONNX Runtime (batch 32, this process): serving_default {offline['serving_default']:.0f} img/s, "
-          f"generate_png {offline['generate_png']:.0f} img/s", flush=True)
+    print(f"offline ONNX Runtime (batch 32, this process): serving_default {offline[SERVING_DEFAULT]:.0f} img/s, "
+          f"generate_png {offline[GENERATE_PNG]:.0f} img/s", flush=True)
 
     srv = st.ServerProcess(["--model-base-path", str(model_dir), *args.server_args.split()],
                            log_path=args.workdir / "server.log")
     rows = []
     try:
-        for signature in ("serving_default", "generate_png"):
+        for signature in (SERVING_DEFAULT, GENERATE_PNG):
             for per_request in [int(x) for x in args.sizes.split(",")]:
                 for conc in [int(x) for x in args.concurrency.split(",")]:
                     res = asyncio.run(drive(srv.url, conc, per_request, signature, 100, args.seconds))
@@ -172,8 +173,8 @@ def main(argv=None) -> int:
     for r in rows:
         print(f"| {r['signature']} | {r['per_request']} | {r['concurrency']} | {r['images_per_s']:.1f} | "
               f"{r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r['ratio'] * 100:.0f}% |")
-    print(f"\noffline ONNX Runtime: serving_default {offline['serving_default']:.1f} img/s, "
-          f"generate_png {offline['generate_png']:.1f} img/s; server RSS {rss / 1024:.0f} MiB; "
+    print(f"\noffline ONNX Runtime: serving_default {offline[SERVING_DEFAULT]:.1f} img/s, "
+          f"generate_png {offline[GENERATE_PNG]:.1f} img/s; server RSS {rss / 1024:.0f} MiB; "
           f"cpus {os.cpu_count()}; total {time.perf_counter() - t_start:.0f} s")
     single = [r for r in rows if r["per_request"] == 1]
     loaded = [r for r in rows if r["concurrency"] == max(x["concurrency"] for x in rows) and r["per_request"] > 1]

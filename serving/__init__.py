@@ -1,6 +1,7 @@
 """Serving exported generators: TF Serving configs, and ``nebula serve`` / ``nebula client``.
 
-Modules: ``app`` (Starlette server), ``rest_api`` (TF Serving REST v1 JSON), ``runtimes``
+Modules: ``app`` (Starlette server), ``rest_api`` (TF Serving REST v1 JSON), ``errors``, ``types``,
+``options`` (server defaults), ``runtimes``
 (ONNX Runtime / SavedModel runners), ``registry`` (versions, labels, hot pickup),
 ``batching``, ``metrics``, ``config_files``, ``signatures``, ``client``, ``cli``, ``testing``.
 Importing this package imports nothing heavy.

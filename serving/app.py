@@ -19,7 +19,6 @@ import contextlib
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 
 from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect, Request
@@ -28,33 +27,16 @@ from starlette.routing import Route
 
 from nebula_keras3.serving import rest_api
 from nebula_keras3.serving.batching import Batcher
-from nebula_keras3.serving.config_files import DEFAULT_PROMETHEUS_PATH, BatchingOptions, ModelSpecConfig
+from nebula_keras3.serving.errors import ServingError, invalid
 from nebula_keras3.serving.metrics import Metrics
+from nebula_keras3.serving.options import ServerOptions
 from nebula_keras3.serving.registry import Registry
-from nebula_keras3.serving.rest_api import ServingError, invalid
 from nebula_keras3.serving.runtimes import load_runner
 
 log = logging.getLogger("nebula.serving")
 
 JSON = "application/json"
 _THREAD_THRESHOLD = 64 * 1024  # bodies / outputs above this are (de)serialised in a thread
-
-
-@dataclass
-class ServerOptions:
-    models: list[ModelSpecConfig]
-    config_file: str | None = None
-    batching: BatchingOptions = field(default_factory=BatchingOptions)
-    poll_seconds: float = 1.0
-    max_body_bytes: int = 8 * 1024 * 1024
-    max_buffered_body_bytes: int = 64 * 1024 * 1024  # all request bodies being read/held at once
-    max_instances: int = 256
-    max_concurrent_requests: int = 256
-    intra_op_threads: int = 0
-    prefer_onnx: bool = True
-    prometheus_enabled: bool = True
-    prometheus_path: str = DEFAULT_PROMETHEUS_PATH
-    drain_seconds: float = 30.0
 
 
 class ServingApp:
@@ -248,7 +230,7 @@ class ServingApp:
         doc = await self._parse(body)
         if "examples" not in doc:
             raise invalid(
-                f"JSON Value: {rest_api._json_str(doc)} When method is {api}, key 'examples' is expected and was not found"
+                f"JSON Value: {rest_api.json_str(doc)} When method is {api}, key 'examples' is expected and was not found"
             )
         sig_name = rest_api.signature_name_of(doc) or rest_api.DEFAULT_SIGNATURE
         async with self.registry.lease(req) as st:

@@ -20,7 +20,7 @@ from concurrent.futures import Executor
 import numpy as np
 
 from nebula_keras3.serving.config_files import BatchingOptions
-from nebula_keras3.serving.rest_api import ServingError
+from nebula_keras3.serving.errors import ServingError
 
 QUEUE_FULL = "The batch scheduling queue to which this task was submitted is full"
 

@@ -9,6 +9,9 @@ from pathlib import Path
 
 import click
 
+from nebula_keras3.export.layout import DEFAULT_MODEL_NAME
+from nebula_keras3.serving.options import DEFAULT_HOST, DEFAULT_PORT, DEFAULT_URL, DEFAULTS
+
 
 def _fail(msg: str):
     click.echo(f"error: {msg}", err=True)
@@ -18,33 +21,34 @@ def _fail(msg: str):
 @click.command("serve")
 @click.option("--model-base-path", type=click.Path(file_okay=False, path_type=Path),
               help="Folder of version folders (TF Serving's base path), or an export base holding <model-name>/.")
-@click.option("--model-name", default="nebula", show_default=True, help="Model name in the URLs.")
+@click.option("--model-name", default=DEFAULT_MODEL_NAME, show_default=True, help="Model name in the URLs.")
 @click.option("--model-config-file", type=click.Path(dir_okay=False, path_type=Path),
               help="TF Serving ModelServerConfig text file (models, version policy, labels); "
                    "overrides --model-base-path/--model-name and is re-read when it changes.")
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
-@click.option("--port", default=8501, show_default=True, type=click.IntRange(0, 65535), help="REST port.")
-@click.option("--max-batch-size", default=32, show_default=True, type=click.IntRange(1, 4096))
-@click.option("--batch-timeout-micros", default=2000, show_default=True, type=click.IntRange(0, 10_000_000))
-@click.option("--max-enqueued-batches", default=64, show_default=True, type=click.IntRange(1, 1_000_000))
-@click.option("--num-batch-threads", default=2, show_default=True, type=click.IntRange(1, 256),
+@click.option("--host", default=DEFAULT_HOST, show_default=True, help="Address to bind.")
+@click.option("--port", default=DEFAULT_PORT, show_default=True, type=click.IntRange(0, 65535), help="REST port.")
+@click.option("--max-batch-size", default=DEFAULTS.batching.max_batch_size, show_default=True, type=click.IntRange(1, 4096))
+@click.option("--batch-timeout-micros", default=DEFAULTS.batching.batch_timeout_micros, show_default=True, type=click.IntRange(0, 10_000_000))
+@click.option("--max-enqueued-batches", default=DEFAULTS.batching.max_enqueued_batches, show_default=True, type=click.IntRange(1, 1_000_000))
+@click.option("--num-batch-threads", default=DEFAULTS.batching.num_batch_threads, show_default=True, type=click.IntRange(1, 256),
               help="Batches that may run at once.")
 @click.option("--batching-parameters-file", type=click.Path(dir_okay=False, path_type=Path),
               help="TF Serving BatchingParameters text file (values there win over the flags).")
 @click.option("--monitoring-config-file", type=click.Path(dir_okay=False, path_type=Path),
               help="TF Serving MonitoringConfig text file (Prometheus on/off and path).")
-@click.option("--poll-seconds", "--file-system-poll-wait-seconds", "poll_seconds", default=1.0,
+@click.option("--poll-seconds", "--file-system-poll-wait-seconds", "poll_seconds", default=DEFAULTS.poll_seconds,
               show_default=True, type=click.FloatRange(0.05, 3600), help="How often to look for new versions.")
-@click.option("--max-body-bytes", default=8 * 1024 * 1024, show_default=True, type=click.IntRange(1024))
-@click.option("--max-instances", default=256, show_default=True, type=click.IntRange(1),
+@click.option("--max-body-bytes", default=DEFAULTS.max_body_bytes, show_default=True, type=click.IntRange(1024))
+@click.option("--max-instances", default=DEFAULTS.max_instances, show_default=True, type=click.IntRange(1),
               help="Most images (rows) one predict request may ask for.")
-@click.option("--max-concurrent-requests", default=256, show_default=True, type=click.IntRange(1),
+@click.option("--max-concurrent-requests", default=DEFAULTS.max_concurrent_requests, show_default=True, type=click.IntRange(1),
               help="Requests handled at once; more are answered 429 at once.")
-@click.option("--intra-op-threads", default=0, show_default=True, type=click.IntRange(0, 256),
+@click.option("--intra-op-threads", default=DEFAULTS.intra_op_threads, show_default=True, type=click.IntRange(0, 256),
               help="ONNX Runtime threads per model call (0: its default).")
 @click.option("--runtime", type=click.Choice(["auto", "savedmodel"]), default="auto", show_default=True,
-              help="auto: ONNX Runtime where model.onnx exists, else TensorFlow; savedmodel: always TensorFlow.")
-@click.option("--graceful-timeout", default=30.0, show_default=True, type=click.FloatRange(0),
+              help="auto: ONNX Runtime where the version folder holds the ONNX model, else TensorFlow; "
+                   "savedmodel: always TensorFlow.")
+@click.option("--graceful-timeout", default=DEFAULTS.drain_seconds, show_default=True, type=click.FloatRange(0),
               help="Seconds to finish in-flight requests on shutdown.")
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["critical", "error", "warning", "info", "debug"]))
@@ -77,7 +81,8 @@ def serve_command(model_base_path, model_name, model_config_file, host, port, ma
 
     import uvicorn
 
-    from nebula_keras3.serving.app import ServerOptions, create_app
+    from nebula_keras3.serving.app import create_app
+    from nebula_keras3.serving.options import ServerOptions
 
     options = ServerOptions(
         models=models,
@@ -129,8 +134,8 @@ def _GracefulServer(config):  # noqa: N802 - reads like the class it builds
 
 
 @click.command("client")
-@click.option("--url", default="http://127.0.0.1:8501", show_default=True, help="Server base URL.")
-@click.option("--model", default="nebula", show_default=True)
+@click.option("--url", default=DEFAULT_URL, show_default=True, help="Server base URL.")
+@click.option("--model", default=DEFAULT_MODEL_NAME, show_default=True)
 @click.option("-n", "n", default=16, show_default=True, type=click.IntRange(1, 4096), help="Images.")
 @click.option("--seed", default=0, show_default=True, type=int, help="First seed; images use seed..seed+n-1.")
 @click.option("--version", "model_version", type=click.IntRange(0), help="Model version.")

@@ -16,6 +16,8 @@ import urllib.request
 
 import numpy as np
 
+from nebula_keras3.export import layout
+
 
 class ClientError(RuntimeError):
     """One-line reason a call failed (connection, HTTP status with the server's error, bad reply)."""
@@ -70,19 +72,19 @@ def model_status(base_url: str, model: str, **kw) -> dict:
 
 def generate_png(base_url: str, model: str, seeds, *, version=None, label=None, chunk: int = 64,
                  timeout: float = 60.0) -> list[bytes]:
-    """PNG bytes for each seed, via the ``generate_png`` signature (row format)."""
+    """PNG bytes for each seed, via the export's PNG signature (row format)."""
     url = model_url(base_url, model, version, label) + ":predict"
     seeds = [int(s) for s in seeds]
     pngs: list[bytes] = []
     for i in range(0, len(seeds), chunk):
         part = seeds[i:i + chunk]
-        reply = _call(url, {"signature_name": "generate_png", "instances": part}, timeout)
+        reply = _call(url, {"signature_name": layout.GENERATE_PNG, "instances": part}, timeout)
         preds = reply.get("predictions") if isinstance(reply, dict) else None
         if not isinstance(preds, list) or len(preds) != len(part):
             raise ClientError(f"{url}: expected {len(part)} predictions, got {str(reply)[:200]}")
         for p in preds:
-            if isinstance(p, dict) and "png_bytes" in p:  # a server answering with named outputs
-                p = p["png_bytes"]
+            if isinstance(p, dict) and layout.PNG_BYTES in p:  # a server answering with named outputs
+                p = p[layout.PNG_BYTES]
             if not isinstance(p, dict) or not isinstance(p.get("b64"), str):
                 raise ClientError(f"{url}: prediction is not a {{'b64': ...}} PNG: {str(p)[:100]}")
             pngs.append(base64.b64decode(p["b64"]))

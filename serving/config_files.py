@@ -26,24 +26,26 @@ from pathlib import Path
 from google.protobuf import descriptor_pb2, descriptor_pool, text_format
 
 try:  # protobuf >= 4.21
-    from google.protobuf.message_factory import GetMessageClass as _get_class
+    from google.protobuf.message_factory import GetMessageClass as class_of_descriptor
 except ImportError:  # pragma: no cover - old protobuf
     from google.protobuf.message_factory import MessageFactory
 
-    def _get_class(desc):
+    def class_of_descriptor(desc):
         return MessageFactory().GetPrototype(desc)
 
 
 DEFAULT_PROMETHEUS_PATH = "/monitoring/prometheus/metrics"  # PrometheusExporter::kPrometheusPath
 
-_F = descriptor_pb2.FieldDescriptorProto
+# Helpers to declare proto messages field by field (also used by serving.signatures).
+FIELD = descriptor_pb2.FieldDescriptorProto
 
 
 class ConfigError(ValueError):
     """A config file that cannot be used (message says which file and why)."""
 
 
-def _field(msg, name, number, ftype, *, label=_F.LABEL_OPTIONAL, type_name=None, oneof=None):
+def add_field(msg, name, number, ftype, *, label=FIELD.LABEL_OPTIONAL, type_name=None, oneof=None):
+    """Add field ``name`` = ``number`` of type ``ftype`` to the DescriptorProto ``msg``."""
     f = msg.field.add(name=name, number=number, type=ftype, label=label)
     if type_name:
         f.type_name = type_name
@@ -57,9 +59,9 @@ def _build_pool() -> descriptor_pool.DescriptorPool:
     wrappers = descriptor_pb2.FileDescriptorProto(
         name="nebula_serving/wrappers.proto", package="google.protobuf", syntax="proto3"
     )
-    for name, ftype in (("Int64Value", _F.TYPE_INT64), ("StringValue", _F.TYPE_STRING)):
+    for name, ftype in (("Int64Value", FIELD.TYPE_INT64), ("StringValue", FIELD.TYPE_STRING)):
         m = wrappers.message_type.add(name=name)
-        _field(m, "value", 1, ftype)
+        add_field(m, "value", 1, ftype)
     pool.Add(wrappers)
 
     fd = descriptor_pb2.FileDescriptorProto(
@@ -72,57 +74,57 @@ def _build_pool() -> descriptor_pool.DescriptorPool:
     fs = fd.message_type.add(name="FileSystemStoragePathSourceConfig")
     pol = fs.nested_type.add(name="ServableVersionPolicy")
     latest = pol.nested_type.add(name="Latest")
-    _field(latest, "num_versions", 1, _F.TYPE_UINT32)
+    add_field(latest, "num_versions", 1, FIELD.TYPE_UINT32)
     pol.nested_type.add(name="All")
     specific = pol.nested_type.add(name="Specific")
-    _field(specific, "versions", 1, _F.TYPE_INT64, label=_F.LABEL_REPEATED)
+    add_field(specific, "versions", 1, FIELD.TYPE_INT64, label=FIELD.LABEL_REPEATED)
     pol.oneof_decl.add(name="policy_choice")
     prefix = ".tensorflow.serving.FileSystemStoragePathSourceConfig.ServableVersionPolicy"
-    _field(pol, "latest", 100, _F.TYPE_MESSAGE, type_name=prefix + ".Latest", oneof=0)
-    _field(pol, "all", 101, _F.TYPE_MESSAGE, type_name=prefix + ".All", oneof=0)
-    _field(pol, "specific", 102, _F.TYPE_MESSAGE, type_name=prefix + ".Specific", oneof=0)
+    add_field(pol, "latest", 100, FIELD.TYPE_MESSAGE, type_name=prefix + ".Latest", oneof=0)
+    add_field(pol, "all", 101, FIELD.TYPE_MESSAGE, type_name=prefix + ".All", oneof=0)
+    add_field(pol, "specific", 102, FIELD.TYPE_MESSAGE, type_name=prefix + ".Specific", oneof=0)
 
     # model_server_config.proto
     enum = fd.enum_type.add(name="ModelType")
     for i, n in enumerate(("MODEL_TYPE_UNSPECIFIED", "TENSORFLOW", "OTHER")):
         enum.value.add(name=n, number=i)
     mc = fd.message_type.add(name="ModelConfig")
-    _field(mc, "name", 1, _F.TYPE_STRING)
-    _field(mc, "base_path", 2, _F.TYPE_STRING)
-    _field(mc, "model_type", 3, _F.TYPE_ENUM, type_name=".tensorflow.serving.ModelType")
-    _field(mc, "model_platform", 4, _F.TYPE_STRING)
-    _field(mc, "model_version_policy", 7, _F.TYPE_MESSAGE, type_name=prefix)
+    add_field(mc, "name", 1, FIELD.TYPE_STRING)
+    add_field(mc, "base_path", 2, FIELD.TYPE_STRING)
+    add_field(mc, "model_type", 3, FIELD.TYPE_ENUM, type_name=".tensorflow.serving.ModelType")
+    add_field(mc, "model_platform", 4, FIELD.TYPE_STRING)
+    add_field(mc, "model_version_policy", 7, FIELD.TYPE_MESSAGE, type_name=prefix)
     entry = mc.nested_type.add(name="VersionLabelsEntry")
     entry.options.map_entry = True
-    _field(entry, "key", 1, _F.TYPE_STRING)
-    _field(entry, "value", 2, _F.TYPE_INT64)
-    _field(mc, "version_labels", 8, _F.TYPE_MESSAGE, label=_F.LABEL_REPEATED,
+    add_field(entry, "key", 1, FIELD.TYPE_STRING)
+    add_field(entry, "value", 2, FIELD.TYPE_INT64)
+    add_field(mc, "version_labels", 8, FIELD.TYPE_MESSAGE, label=FIELD.LABEL_REPEATED,
            type_name=".tensorflow.serving.ModelConfig.VersionLabelsEntry")
     mcl = fd.message_type.add(name="ModelConfigList")
-    _field(mcl, "config", 1, _F.TYPE_MESSAGE, label=_F.LABEL_REPEATED,
+    add_field(mcl, "config", 1, FIELD.TYPE_MESSAGE, label=FIELD.LABEL_REPEATED,
            type_name=".tensorflow.serving.ModelConfig")
     msc = fd.message_type.add(name="ModelServerConfig")
     msc.oneof_decl.add(name="config")
-    _field(msc, "model_config_list", 1, _F.TYPE_MESSAGE,
+    add_field(msc, "model_config_list", 1, FIELD.TYPE_MESSAGE,
            type_name=".tensorflow.serving.ModelConfigList", oneof=0)
 
     # monitoring_config.proto
     pc = fd.message_type.add(name="PrometheusConfig")
-    _field(pc, "enable", 1, _F.TYPE_BOOL)
-    _field(pc, "path", 2, _F.TYPE_STRING)
+    add_field(pc, "enable", 1, FIELD.TYPE_BOOL)
+    add_field(pc, "path", 2, FIELD.TYPE_STRING)
     mon = fd.message_type.add(name="MonitoringConfig")
-    _field(mon, "prometheus_config", 1, _F.TYPE_MESSAGE, type_name=".tensorflow.serving.PrometheusConfig")
+    add_field(mon, "prometheus_config", 1, FIELD.TYPE_MESSAGE, type_name=".tensorflow.serving.PrometheusConfig")
 
     # session_bundle_config.proto: BatchingParameters
     bp = fd.message_type.add(name="BatchingParameters")
     i64, s = ".google.protobuf.Int64Value", ".google.protobuf.StringValue"
-    _field(bp, "max_batch_size", 1, _F.TYPE_MESSAGE, type_name=i64)
-    _field(bp, "batch_timeout_micros", 2, _F.TYPE_MESSAGE, type_name=i64)
-    _field(bp, "max_enqueued_batches", 3, _F.TYPE_MESSAGE, type_name=i64)
-    _field(bp, "num_batch_threads", 4, _F.TYPE_MESSAGE, type_name=i64)
-    _field(bp, "thread_pool_name", 5, _F.TYPE_MESSAGE, type_name=s)
-    _field(bp, "allowed_batch_sizes", 6, _F.TYPE_INT64, label=_F.LABEL_REPEATED)
-    _field(bp, "pad_variable_length_inputs", 7, _F.TYPE_BOOL)
+    add_field(bp, "max_batch_size", 1, FIELD.TYPE_MESSAGE, type_name=i64)
+    add_field(bp, "batch_timeout_micros", 2, FIELD.TYPE_MESSAGE, type_name=i64)
+    add_field(bp, "max_enqueued_batches", 3, FIELD.TYPE_MESSAGE, type_name=i64)
+    add_field(bp, "num_batch_threads", 4, FIELD.TYPE_MESSAGE, type_name=i64)
+    add_field(bp, "thread_pool_name", 5, FIELD.TYPE_MESSAGE, type_name=s)
+    add_field(bp, "allowed_batch_sizes", 6, FIELD.TYPE_INT64, label=FIELD.LABEL_REPEATED)
+    add_field(bp, "pad_variable_length_inputs", 7, FIELD.TYPE_BOOL)
     pool.Add(fd)
     return pool
 
@@ -132,7 +134,7 @@ _POOL = _build_pool()
 
 def message_class(full_name: str):
     """The generated class of one of the messages above, e.g. ``tensorflow.serving.MonitoringConfig``."""
-    return _get_class(_POOL.FindMessageTypeByName(full_name))
+    return class_of_descriptor(_POOL.FindMessageTypeByName(full_name))
 
 
 ModelServerConfig = message_class("tensorflow.serving.ModelServerConfig")

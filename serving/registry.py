@@ -20,9 +20,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from nebula_keras3.export import layout
+from nebula_keras3.export.layout import model_dir
 from nebula_keras3.serving.config_files import ConfigError, ModelSpecConfig, load_model_config_file
-from nebula_keras3.serving.rest_api import ModelRequest, ServingError, invalid
-from nebula_keras3.serving.runtimes import Runner, RunnerError, is_version_dir
+from nebula_keras3.serving.errors import ServingError, invalid
+from nebula_keras3.serving.runtimes import Runner, RunnerError
+from nebula_keras3.serving.types import ModelRequest
 
 log = logging.getLogger("nebula.serving")
 
@@ -48,28 +51,9 @@ class VersionState:
         return (self.version, self.state, self.error_code, self.error_message)
 
 
-def model_dir(base: Path, name: str) -> Path:
-    """``base`` if it holds version folders (TF Serving's base path), else ``base/<name>`` (an export base)."""
-    base = Path(base)
-    try:
-        if any(p.name.isdigit() for p in base.iterdir() if p.is_dir()):
-            return base
-    except OSError:
-        return base
-    return base / name if (base / name).is_dir() else base
-
-
 def versions_on_disk(path: Path) -> dict[int, Path]:
-    out = {}
-    try:
-        for p in path.iterdir():
-            if p.name.isdigit() and p.is_dir() and is_version_dir(p):
-                v = int(p.name)
-                if 0 <= v < 2**63:
-                    out[v] = p
-    except OSError:
-        pass
-    return out
+    """The version folders holding a model (what may be loaded)."""
+    return layout.version_dirs(path, complete=True)
 
 
 class ModelEntry:

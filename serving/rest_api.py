@@ -19,33 +19,12 @@ from urllib.parse import unquote
 
 import numpy as np
 
+from nebula_keras3.export import layout
+from nebula_keras3.serving.errors import ServingError, invalid
 from nebula_keras3.serving.signatures import DTYPE_STRING, NUMPY_DTYPE, SignatureSpec, TensorSpec
+from nebula_keras3.serving.types import ModelRequest
 
-DEFAULT_SIGNATURE = "serving_default"
-
-# tensorflow::error::Code -> HTTP status (http_server.cc ToHTTPStatusCode)
-HTTP_STATUS = {
-    "OK": 200, "CANCELLED": 499, "UNKNOWN": 500, "INVALID_ARGUMENT": 400,
-    "DEADLINE_EXCEEDED": 504, "NOT_FOUND": 404, "ALREADY_EXISTS": 409,
-    "PERMISSION_DENIED": 403, "RESOURCE_EXHAUSTED": 429, "FAILED_PRECONDITION": 400,
-    "ABORTED": 409, "OUT_OF_RANGE": 400, "UNIMPLEMENTED": 501, "INTERNAL": 500,
-    "UNAVAILABLE": 503, "DATA_LOSS": 500, "UNAUTHENTICATED": 401,
-}
-
-
-class ServingError(Exception):
-    """An error answered as ``{"error": message}`` with TF Serving's HTTP status for ``code``."""
-
-    def __init__(self, code: str, message: str, *, http_status: int | None = None, headers=None):
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.http_status = http_status or HTTP_STATUS.get(code, 500)
-        self.headers = dict(headers or {})
-
-
-def invalid(msg: str) -> ServingError:
-    return ServingError("INVALID_ARGUMENT", msg)
+DEFAULT_SIGNATURE = layout.SERVING_DEFAULT
 
 
 def error_body(message: str) -> bytes:
@@ -64,22 +43,6 @@ _STATUS_RE = re.compile(
 )
 V1_PATH_RE = re.compile(r"/v1/.*", re.IGNORECASE | re.DOTALL)
 _INT64_MAX = 2**63 - 1
-
-
-class ModelRequest:
-    """What a /v1 URL asks for: model, version or label, and the method."""
-
-    __slots__ = ("model", "version", "label", "method", "subresource")
-
-    def __init__(self, model, version=None, label=None, method=None, subresource=None):
-        self.model, self.version, self.label = model, version, label
-        self.method, self.subresource = method, subresource
-
-    def spec_str(self) -> str:
-        """TF Serving's servable request text: ``Latest(m)`` / ``Specific(m, v)``."""
-        if self.version is not None:
-            return f"Specific({self.model}, {self.version})"
-        return f"Latest({self.model})"
 
 
 def parse_path(http_method: str, raw_path: str) -> ModelRequest:
@@ -124,7 +87,7 @@ def parse_path(http_method: str, raw_path: str) -> ModelRequest:
 _MAX_REPR = 256
 
 
-def _json_str(val) -> str:
+def json_str(val) -> str:
     try:
         s = json.dumps(val, allow_nan=True)
     except (TypeError, ValueError, RecursionError):
@@ -176,7 +139,7 @@ def parse_json_object(body: bytes) -> dict:
     except (ValueError, OverflowError) as e:  # huge numbers, int-digit limits
         raise invalid(f"JSON Parse error: {e}") from None
     if not isinstance(doc, dict):
-        raise invalid(f"JSON Value: {_json_str(doc)} Is not object")
+        raise invalid(f"JSON Value: {json_str(doc)} Is not object")
     return doc
 
 
@@ -185,7 +148,7 @@ def signature_name_of(doc: dict) -> str:
         sig = doc["signature_name"]
         if not isinstance(sig, str):
             raise invalid(
-                f"JSON Value: {_json_str(doc)} not formatted correctly. "
+                f"JSON Value: {json_str(doc)} not formatted correctly. "
                 "'signature_name' key must be a string value."
             )
         return sig
@@ -223,7 +186,7 @@ _INT_RANGES = {
 
 def _type_error(val, dtype: str) -> ServingError:
     return invalid(
-        f"JSON Value: {_json_str(val)} Type: {_json_type(val)} is not of expected type: "
+        f"JSON Value: {json_str(val)} Type: {_json_type(val)} is not of expected type: "
         f"{DTYPE_STRING.get(dtype, dtype)}"
     )
 
@@ -234,7 +197,7 @@ def _convert_leaf(val, dtype: str):
         if dtype != "DT_STRING":
             raise _type_error(val, dtype)
         if not _is_b64_object(val):
-            raise invalid(f"JSON Value: {_json_str(val)} not formatted correctly for base64 data")
+            raise invalid(f"JSON Value: {json_str(val)} not formatted correctly for base64 data")
         s = val["b64"]
         try:
             return base64.b64decode(s + "=" * (-len(s) % 4), validate=True)
@@ -251,9 +214,9 @@ def _convert_leaf(val, dtype: str):
             try:
                 val = float(val)
             except OverflowError:
-                raise invalid(f"Cannot convert JSON value: {_json_str(val)} to {target} without loss of precision.") from None
+                raise invalid(f"Cannot convert JSON value: {json_str(val)} to {target} without loss of precision.") from None
         if dtype != "DT_DOUBLE" and math.isfinite(val) and abs(val) > _F32_MAX:
-            raise invalid(f"Cannot convert JSON value: {_json_str(val)} to float without loss of precision.")
+            raise invalid(f"Cannot convert JSON value: {json_str(val)} to float without loss of precision.")
         return val
     if dtype in _INT_RANGES:
         if isinstance(val, bool) or not isinstance(val, int):
@@ -270,7 +233,7 @@ def _convert_leaf(val, dtype: str):
         if not isinstance(val, bool):
             raise _type_error(val, dtype)
         return val
-    raise ServingError("UNIMPLEMENTED", f"Conversion of JSON Value: {_json_str(val)} to type: {dtype}")
+    raise ServingError("UNIMPLEMENTED", f"Conversion of JSON Value: {json_str(val)} to type: {dtype}")
 
 
 def _fill(val, shape: list[int], dtype: str, out: list, level: int = 0) -> None:
@@ -279,7 +242,7 @@ def _fill(val, shape: list[int], dtype: str, out: list, level: int = 0) -> None:
     if not isinstance(val, list):
         if level != rank:
             raise invalid(
-                f"JSON Value: {_json_str(val)} found at incorrect level: {level + 1} "
+                f"JSON Value: {json_str(val)} found at incorrect level: {level + 1} "
                 f"in the JSON DOM. Expected at level: {rank}"
             )
         out.append(_convert_leaf(val, dtype))
@@ -341,15 +304,15 @@ def parse_predict_inputs(doc: dict, signature: SignatureSpec) -> tuple[str, dict
     has_inst, has_inp = "instances" in doc, "inputs" in doc
     if has_inst and has_inp:
         raise invalid(
-            f"JSON Value: {_json_str(doc)} Not formatted correctly expecting only one of "
+            f"JSON Value: {json_str(doc)} Not formatted correctly expecting only one of "
             "'inputs' or 'instances' keys to exist "
         )
     if has_inst:
         inst = doc["instances"]
         if not isinstance(inst, list):
-            raise invalid(f"JSON Value: {_json_str(doc)} Excepting 'instances' to be an list/array")
+            raise invalid(f"JSON Value: {json_str(doc)} Excepting 'instances' to be an list/array")
         if not inst:
-            raise invalid(f"JSON Value: {_json_str(doc)} No values in 'instances' array")
+            raise invalid(f"JSON Value: {json_str(doc)} No values in 'instances' array")
         tensors = _instances_to_tensors(inst, infos, max_rank)
         fmt = "row"
     elif has_inp:
@@ -411,7 +374,7 @@ def _instances_to_tensors(inst: list, infos: dict[str, TensorSpec], max_rank: in
             if set(elem) != set(names):
                 raise invalid(
                     f"Failed to process element: {i} of 'instances' list. JSON object: "
-                    f"{_json_str(elem)} must only have keys: {','.join(names)}"
+                    f"{json_str(elem)} must only have keys: {','.join(names)}"
                 )
         else:
             if _is_element_object(elem):

@@ -1,12 +1,12 @@
 """Runners: one loaded model version that can execute its signatures.
 
-* :class:`OnnxRunner` (used when ``model.onnx`` sits beside ``saved_model.pb``)
-  implements the export's signatures itself with ONNX Runtime:
-  ``serving_default`` (``z`` -> ``images``), ``generate_images`` and
-  ``generate_png`` (``seed`` -> :func:`latents_from_seeds` -> ONNX -> uint8 ->
-  PNG via Pillow). Signature names, tensor names and shapes come from the
-  SavedModel's ``saved_model.pb`` (read without TensorFlow), so the metadata
-  matches what TF Serving reports for the same folder.
+* :class:`OnnxRunner` (used when the version folder holds the ONNX model)
+  implements the export contract's signatures (:mod:`nebula_keras3.export.layout`)
+  itself with ONNX Runtime: latents -> images, and seeds ->
+  :func:`latents_from_seeds` -> ONNX -> uint8 images or PNGs via Pillow.
+  Signature names, tensor names and shapes come from the SavedModel's graph
+  file (read without TensorFlow) when there is one, so the metadata matches what
+  TF Serving reports for the same folder; else from the contract.
 * :class:`SavedModelRunner` runs the SavedModel's signatures with TensorFlow,
   imported only when such a version is loaded.
 
@@ -16,7 +16,6 @@
 from __future__ import annotations
 
 import io
-import json
 import logging
 import os
 import threading
@@ -24,32 +23,22 @@ from pathlib import Path
 
 import numpy as np
 
+from nebula_keras3.export import layout
+from nebula_keras3.export.layout import ONNX_FILE, SAVED_MODEL_FILE, read_facts
 from nebula_keras3.sampling.latents import latents_from_seeds
+from nebula_keras3.serving.errors import invalid
 from nebula_keras3.serving.signatures import (
-    PREDICT_METHOD,
     SignatureSpec,
-    TensorSpec,
+    contract_signatures,
     read_saved_model_signatures,
     signature_def_json,
 )
 
 log = logging.getLogger("nebula.serving")
 
-ONNX_FILE = "model.onnx"
-SAVED_MODEL_FILE = "saved_model.pb"
-FACTS_FILE = Path("assets.extra") / "nebula_model.json"
-
 
 class RunnerError(RuntimeError):
     """A version folder that cannot be loaded (message says why)."""
-
-
-def read_facts(version_dir) -> dict:
-    p = Path(version_dir) / FACTS_FILE
-    try:
-        return json.loads(p.read_text())
-    except (OSError, ValueError):
-        return {}
 
 
 class Runner:
@@ -78,8 +67,8 @@ def encode_png(image: np.ndarray) -> bytes:
 
 class OnnxRunner(Runner):
     kind = "onnx"
-    # signatures this runner implements, by their input/output layout
-    KNOWN = ("serving_default", "generate_images", "generate_png")
+    # signatures this runner implements: the export contract's
+    KNOWN = layout.SIGNATURE_NAMES
 
     def __init__(self, version_dir, *, intra_op_threads: int | None = None):
         super().__init__(version_dir)
@@ -101,9 +90,9 @@ class OnnxRunner(Runner):
             raise RunnerError(f"cannot load {path}: {e}") from None
         ins, outs = self.session.get_inputs(), self.session.get_outputs()
         if len(ins) != 1 or len(outs) < 1:
-            raise RunnerError(f"{path}: expected one input (z) and an images output")
+            raise RunnerError(f"{path}: expected one input ({layout.Z}) and an {layout.IMAGES} output")
         self.input_name = ins[0].name
-        self.output_name = "images" if any(o.name == "images" for o in outs) else outs[0].name
+        self.output_name = layout.IMAGES if any(o.name == layout.IMAGES for o in outs) else outs[0].name
         shape_in = ins[0].shape
         shape_out = next(o.shape for o in outs if o.name == self.output_name)
         try:
@@ -127,22 +116,12 @@ class OnnxRunner(Runner):
         else:  # an ONNX-only folder: describe the signatures the way the SavedModel would
             self.signatures = self.synthesized_signatures()
             self.signature_def_json = signature_def_json(self.signatures)
-        if "serving_default" not in self.signatures:
-            raise RunnerError(f"{self.version_dir}: no usable serving_default signature")
+        if layout.SERVING_DEFAULT not in self.signatures:
+            raise RunnerError(f"{self.version_dir}: no usable {layout.SERVING_DEFAULT} signature")
 
     def synthesized_signatures(self) -> dict[str, SignatureSpec]:
-        d, img = self.latent_dim, (-1,) + self.image_shape
-        return {
-            "serving_default": SignatureSpec(
-                {"z": TensorSpec("DT_FLOAT", (-1, d), "serving_default_z:0")},
-                {"images": TensorSpec("DT_UINT8", img, "StatefulPartitionedCall_2:0")}, PREDICT_METHOD),
-            "generate_png": SignatureSpec(
-                {"seed": TensorSpec("DT_INT64", (-1,), "generate_png_seed:0")},
-                {"png_bytes": TensorSpec("DT_STRING", (-1,), "StatefulPartitionedCall_1:0")}, PREDICT_METHOD),
-            "generate_images": SignatureSpec(
-                {"seed": TensorSpec("DT_INT64", (-1,), "generate_images_seed:0")},
-                {"images": TensorSpec("DT_UINT8", img, "StatefulPartitionedCall:0")}, PREDICT_METHOD),
-        }
+        """The contract's signatures for this model's latent and image size."""
+        return contract_signatures(self.latent_dim, self.image_shape[0])
 
     def _fits(self, name: str, spec: SignatureSpec) -> bool:
         want = self.synthesized_signatures()[name]
@@ -156,16 +135,17 @@ class OnnxRunner(Runner):
         return out
 
     def run(self, signature: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        if signature == "serving_default":
-            return {"images": self.images(inputs["z"])}
-        seeds = np.asarray(inputs["seed"], dtype=np.int64).reshape(-1)
-        imgs = self.images(latents_from_seeds(seeds, self.latent_dim))
-        if signature == "generate_images":
-            return {"images": imgs}
-        if signature == "generate_png":
+        L = layout
+        if signature == L.SERVING_DEFAULT:  # z [B, D] -> images uint8 [B, S, S, 3]
+            return {L.IMAGES: self.images(inputs[L.Z])}
+        seeds = np.asarray(inputs[L.SEED], dtype=np.int64).reshape(-1)  # [B]
+        imgs = self.images(latents_from_seeds(seeds, self.latent_dim))  # [B, S, S, 3]
+        if signature == L.GENERATE_IMAGES:
+            return {L.IMAGES: imgs}
+        if signature == L.GENERATE_PNG:  # one PNG per image
             out = np.empty(len(imgs), dtype=object)
             out[:] = [encode_png(im) for im in imgs]
-            return {"png_bytes": out}
+            return {L.PNG_BYTES: out}
         raise KeyError(signature)
 
 
@@ -208,8 +188,6 @@ class SavedModelRunner(Runner):
         try:
             result = fn(**feed)
         except (tf.errors.InvalidArgumentError, ValueError, TypeError) as e:
-            from nebula_keras3.serving.rest_api import invalid
-
             msg = getattr(e, "message", None) or str(e)
             raise invalid(msg.strip().splitlines()[0] if msg.strip() else type(e).__name__) from None
         return {k: v.numpy() for k, v in result.items()}
@@ -225,12 +203,8 @@ _TF_DTYPES = {
 }
 
 
-def is_version_dir(path: Path) -> bool:
-    return (path / SAVED_MODEL_FILE).is_file() or (path / ONNX_FILE).is_file()
-
-
 def load_runner(version_dir, *, intra_op_threads: int | None = None, prefer_onnx: bool = True) -> Runner:
-    """ONNX Runtime when ``model.onnx`` is there (and preferred), else the SavedModel via TensorFlow."""
+    """ONNX Runtime when the ONNX model is there (and preferred), else the SavedModel via TensorFlow."""
     version_dir = Path(version_dir)
     if prefer_onnx and (version_dir / ONNX_FILE).is_file():
         return OnnxRunner(version_dir, intra_op_threads=intra_op_threads)

@@ -1,13 +1,14 @@
-"""Signature definitions of a SavedModel, read from ``saved_model.pb`` without TensorFlow.
+"""Signature definitions of a SavedModel, read from its graph file without TensorFlow.
 
 TF Serving answers ``GET /v1/models/<name>/metadata`` with the SavedModel's
-``SignatureDefMap`` printed as JSON. The embedded server reads the same
-``saved_model.pb`` (only the fields it needs: ``meta_graphs[].signature_def``,
+``SignatureDefMap`` printed as JSON. The embedded server reads the same graph
+file (only the fields it needs: ``meta_graphs[].signature_def``,
 declared below with ``descriptor_pb2`` with the field numbers of
 ``tensorflow/core/protobuf/{saved_model,meta_graph}.proto``,
 ``tensorflow/core/framework/{tensor_shape,types}.proto``) and prints it the same
 way, so both servers report the same signatures, tensor names and shapes. The
 same specs drive request validation (dtype, rank, fixed dimensions).
+:func:`contract_signatures` gives the export contract's signatures in the same form.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from pathlib import Path
 
 from google.protobuf import descriptor_pb2, descriptor_pool, json_format
 
-from nebula_keras3.serving.config_files import _F, _field, _get_class
+from nebula_keras3.export import layout
+from nebula_keras3.serving.config_files import FIELD, add_field, class_of_descriptor
 
 # tensorflow/core/framework/types.proto (the values the REST API can carry, plus a few)
 DATA_TYPES = {
@@ -38,7 +40,9 @@ NUMPY_DTYPE = {
     "DT_INT16": "int16", "DT_INT8": "int8", "DT_STRING": "object", "DT_INT64": "int64",
     "DT_BOOL": "bool", "DT_UINT32": "uint32", "DT_UINT64": "uint64",
 }
-PREDICT_METHOD = "tensorflow/serving/predict"
+PREDICT_METHOD = layout.PREDICT_METHOD
+# the export contract's dtype names (numpy-style) as TF DataType names
+CONTRACT_DTYPE = {"float32": "DT_FLOAT", "int64": "DT_INT64", "uint8": "DT_UINT8", "string": "DT_STRING"}
 INIT_OP_SIGNATURE = "__saved_model_init_op"
 
 
@@ -52,56 +56,56 @@ def _build_pool():
         enum.value.add(name=name, number=num)
     shape = fd.message_type.add(name="TensorShapeProto")
     dim = shape.nested_type.add(name="Dim")
-    _field(dim, "size", 1, _F.TYPE_INT64)
-    _field(dim, "name", 2, _F.TYPE_STRING)
-    _field(shape, "dim", 2, _F.TYPE_MESSAGE, label=_F.LABEL_REPEATED, type_name=".tensorflow.TensorShapeProto.Dim")
-    _field(shape, "unknown_rank", 3, _F.TYPE_BOOL)
+    add_field(dim, "size", 1, FIELD.TYPE_INT64)
+    add_field(dim, "name", 2, FIELD.TYPE_STRING)
+    add_field(shape, "dim", 2, FIELD.TYPE_MESSAGE, label=FIELD.LABEL_REPEATED, type_name=".tensorflow.TensorShapeProto.Dim")
+    add_field(shape, "unknown_rank", 3, FIELD.TYPE_BOOL)
     fd.message_type.add(name="TensorProto")  # only ever printed as {} (signature defaults)
     info = fd.message_type.add(name="TensorInfo")
     info.oneof_decl.add(name="encoding")
-    _field(info, "name", 1, _F.TYPE_STRING, oneof=0)
-    _field(info, "dtype", 2, _F.TYPE_ENUM, type_name=".tensorflow.DataType")
-    _field(info, "tensor_shape", 3, _F.TYPE_MESSAGE, type_name=".tensorflow.TensorShapeProto")
+    add_field(info, "name", 1, FIELD.TYPE_STRING, oneof=0)
+    add_field(info, "dtype", 2, FIELD.TYPE_ENUM, type_name=".tensorflow.DataType")
+    add_field(info, "tensor_shape", 3, FIELD.TYPE_MESSAGE, type_name=".tensorflow.TensorShapeProto")
     sig = fd.message_type.add(name="SignatureDef")
     for i, (fname, tname) in enumerate((("inputs", "TensorInfo"), ("outputs", "TensorInfo"))):
         entry = sig.nested_type.add(name=fname.capitalize() + "Entry")
         entry.options.map_entry = True
-        _field(entry, "key", 1, _F.TYPE_STRING)
-        _field(entry, "value", 2, _F.TYPE_MESSAGE, type_name=f".tensorflow.{tname}")
-        _field(sig, fname, i + 1, _F.TYPE_MESSAGE, label=_F.LABEL_REPEATED,
+        add_field(entry, "key", 1, FIELD.TYPE_STRING)
+        add_field(entry, "value", 2, FIELD.TYPE_MESSAGE, type_name=f".tensorflow.{tname}")
+        add_field(sig, fname, i + 1, FIELD.TYPE_MESSAGE, label=FIELD.LABEL_REPEATED,
                type_name=f".tensorflow.SignatureDef.{fname.capitalize()}Entry")
-    _field(sig, "method_name", 3, _F.TYPE_STRING)
+    add_field(sig, "method_name", 3, FIELD.TYPE_STRING)
     entry = sig.nested_type.add(name="DefaultsEntry")
     entry.options.map_entry = True
-    _field(entry, "key", 1, _F.TYPE_STRING)
-    _field(entry, "value", 2, _F.TYPE_MESSAGE, type_name=".tensorflow.TensorProto")
-    _field(sig, "defaults", 4, _F.TYPE_MESSAGE, label=_F.LABEL_REPEATED,
+    add_field(entry, "key", 1, FIELD.TYPE_STRING)
+    add_field(entry, "value", 2, FIELD.TYPE_MESSAGE, type_name=".tensorflow.TensorProto")
+    add_field(sig, "defaults", 4, FIELD.TYPE_MESSAGE, label=FIELD.LABEL_REPEATED,
            type_name=".tensorflow.SignatureDef.DefaultsEntry")
     mg = fd.message_type.add(name="MetaGraphDef")
     entry = mg.nested_type.add(name="SignatureDefEntry")
     entry.options.map_entry = True
-    _field(entry, "key", 1, _F.TYPE_STRING)
-    _field(entry, "value", 2, _F.TYPE_MESSAGE, type_name=".tensorflow.SignatureDef")
-    _field(mg, "signature_def", 5, _F.TYPE_MESSAGE, label=_F.LABEL_REPEATED,
+    add_field(entry, "key", 1, FIELD.TYPE_STRING)
+    add_field(entry, "value", 2, FIELD.TYPE_MESSAGE, type_name=".tensorflow.SignatureDef")
+    add_field(mg, "signature_def", 5, FIELD.TYPE_MESSAGE, label=FIELD.LABEL_REPEATED,
            type_name=".tensorflow.MetaGraphDef.SignatureDefEntry")
     sm = fd.message_type.add(name="SavedModel")
-    _field(sm, "saved_model_schema_version", 1, _F.TYPE_INT64)
-    _field(sm, "meta_graphs", 2, _F.TYPE_MESSAGE, label=_F.LABEL_REPEATED, type_name=".tensorflow.MetaGraphDef")
+    add_field(sm, "saved_model_schema_version", 1, FIELD.TYPE_INT64)
+    add_field(sm, "meta_graphs", 2, FIELD.TYPE_MESSAGE, label=FIELD.LABEL_REPEATED, type_name=".tensorflow.MetaGraphDef")
     # tensorflow_serving/apis/get_model_metadata.proto: SignatureDefMap
     sdm = fd.message_type.add(name="SignatureDefMap")
     entry = sdm.nested_type.add(name="SignatureDefEntry")
     entry.options.map_entry = True
-    _field(entry, "key", 1, _F.TYPE_STRING)
-    _field(entry, "value", 2, _F.TYPE_MESSAGE, type_name=".tensorflow.SignatureDef")
-    _field(sdm, "signature_def", 1, _F.TYPE_MESSAGE, label=_F.LABEL_REPEATED,
+    add_field(entry, "key", 1, FIELD.TYPE_STRING)
+    add_field(entry, "value", 2, FIELD.TYPE_MESSAGE, type_name=".tensorflow.SignatureDef")
+    add_field(sdm, "signature_def", 1, FIELD.TYPE_MESSAGE, label=FIELD.LABEL_REPEATED,
            type_name=".tensorflow.SignatureDefMap.SignatureDefEntry")
     pool.Add(fd)
     return pool
 
 
 _POOL = _build_pool()
-SavedModelProto = _get_class(_POOL.FindMessageTypeByName("tensorflow.SavedModel"))
-SignatureDefMapProto = _get_class(_POOL.FindMessageTypeByName("tensorflow.SignatureDefMap"))
+SavedModelProto = class_of_descriptor(_POOL.FindMessageTypeByName("tensorflow.SavedModel"))
+SignatureDefMapProto = class_of_descriptor(_POOL.FindMessageTypeByName("tensorflow.SignatureDefMap"))
 
 
 @dataclass(frozen=True)
@@ -137,12 +141,12 @@ def _message_to_dict(msg) -> dict:
 
 
 def read_saved_model_signatures(version_dir, tag: str = "serve"):
-    """``(specs, signature_def_json)`` of ``version_dir/saved_model.pb``.
+    """``(specs, signature_def_json)`` of the SavedModel graph file in ``version_dir``.
 
     ``specs`` maps each signature name (the init-op one excluded) to a SignatureSpec;
     ``signature_def_json`` is the SignatureDefMap in TF Serving's metadata JSON form.
     """
-    path = Path(version_dir) / "saved_model.pb"
+    path = Path(version_dir) / layout.SAVED_MODEL_FILE
     sm = SavedModelProto()
     sm.ParseFromString(path.read_bytes())
     if not sm.meta_graphs:
@@ -166,6 +170,20 @@ def _spec(info) -> TensorSpec:
     dtype = _POOL.FindEnumTypeByName("tensorflow.DataType").values_by_number[info.dtype].name
     shape = None if info.tensor_shape.unknown_rank else tuple(int(d.size) for d in info.tensor_shape.dim)
     return TensorSpec(dtype, shape, info.name)
+
+
+def contract_signatures(latent_dim: int, image_size: int) -> dict[str, SignatureSpec]:
+    """The export contract's signatures (:func:`layout.signatures`) as SignatureSpecs, with the
+    tensor names a SavedModel export gives them."""
+    out = {}
+    for name, sig in layout.signatures(latent_dim, image_size).items():
+        in_names, out_names = layout.tf_tensor_names(name)
+        out[name] = SignatureSpec(
+            {k: TensorSpec(CONTRACT_DTYPE[t.dtype], t.shape, in_names[k]) for k, t in sig.inputs.items()},
+            {k: TensorSpec(CONTRACT_DTYPE[t.dtype], t.shape, out_names[k]) for k, t in sig.outputs.items()},
+            PREDICT_METHOD,
+        )
+    return out
 
 
 def signature_def_json(specs: dict[str, SignatureSpec]) -> dict:

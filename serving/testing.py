@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from nebula_keras3.export import layout
+
 _EXPORT_SCRIPT = textwrap.dedent(
     """
     import json, sys
@@ -41,7 +43,7 @@ _EXPORT_SCRIPT = textwrap.dedent(
         facts = {"latent_dim": latent, "image_size": size, "backend": "tensorflow", "epoch": 0,
                  "step": 0, "preset": "serving-test"}
         (run / "generator.json").write_text(json.dumps(facts))
-        export_generator(run, saved_model_base=out / "models", model_name="nebula", version=v, parity=parity)
+        export_generator(run, saved_model_base=out / "models", version=v, parity=parity)
     print("exported", versions, flush=True)
     """
 )
@@ -51,7 +53,7 @@ def make_export(root, *, image_size: int = 32, latent_dim: int = 16, ngf: int = 
                 parity: bool = False, timeout: float = 600) -> Path:
     """Export untrained DCGAN generators as versions under ``root/models/nebula``; returns that model dir."""
     root = Path(root)
-    model_dir = root / "models" / "nebula"
+    model_dir = root / "models" / layout.DEFAULT_MODEL_NAME
     done = root / "export.done"
     if done.is_file():
         return model_dir
@@ -74,8 +76,8 @@ def copy_version(src_dir, dst_model_dir, version: int, *, with_onnx: bool = True
     """Install a copy of a version folder atomically (temp name, then rename), like the exporter."""
     dst_model_dir = Path(dst_model_dir)
     dst_model_dir.mkdir(parents=True, exist_ok=True)
-    tmp = dst_model_dir / f".tmp-{version}-{os.getpid()}"
-    shutil.copytree(src_dir, tmp, ignore=None if with_onnx else shutil.ignore_patterns("model.onnx"))
+    tmp = layout.staging_dir(dst_model_dir, version)
+    shutil.copytree(src_dir, tmp, ignore=None if with_onnx else shutil.ignore_patterns(layout.ONNX_FILE))
     final = dst_model_dir / str(version)
     os.rename(tmp, final)
     return final
@@ -98,7 +100,7 @@ def http_get(url: str, timeout: float = 5.0):
 class ServerProcess:
     """``nebula serve`` in a subprocess on a free 127.0.0.1 port."""
 
-    def __init__(self, args: list[str], *, model: str = "nebula", log_path=None, env=None,
+    def __init__(self, args: list[str], *, model: str = layout.DEFAULT_MODEL_NAME, log_path=None, env=None,
                  ready_timeout: float = 90.0, wait_versions: int = 1):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -162,7 +164,7 @@ class ServerProcess:
 
 
 class OfflineModel:
-    """What a version folder should answer, computed offline from its model.onnx."""
+    """What a version folder should answer, computed offline from its ONNX model."""
 
     def __init__(self, version_dir):
         import onnxruntime as ort
@@ -171,13 +173,13 @@ class OfflineModel:
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = 1
         opts.log_severity_level = 3
-        self.session = ort.InferenceSession(str(self.version_dir / "model.onnx"), sess_options=opts,
+        self.session = ort.InferenceSession(str(self.version_dir / layout.ONNX_FILE), sess_options=opts,
                                             providers=["CPUExecutionProvider"])
         self.latent_dim = int(self.session.get_inputs()[0].shape[-1])
         self.image_size = int(self.session.get_outputs()[0].shape[1])
 
     def images(self, z) -> np.ndarray:
-        return self.session.run(["images"], {"z": np.asarray(z, dtype=np.float32)})[0]
+        return self.session.run([layout.IMAGES], {layout.Z: np.asarray(z, dtype=np.float32)})[0]
 
     def images_from_seeds(self, seeds) -> np.ndarray:
         from nebula_keras3.sampling.latents import latents_from_seeds

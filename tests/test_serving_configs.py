@@ -91,7 +91,7 @@ def _monitoring_class():
                  type_name=".tensorflow.serving.PrometheusConfig")
     pool = descriptor_pool.DescriptorPool()
     pool.Add(fd)
-    return cf._get_class(pool.FindMessageTypeByName("tensorflow.serving.MonitoringConfig"))
+    return cf.class_of_descriptor(pool.FindMessageTypeByName("tensorflow.serving.MonitoringConfig"))
 
 
 def test_monitoring_config_enables_prometheus():

@@ -34,7 +34,7 @@ pytest.importorskip("uvicorn")
 from nebula_keras3.sampling.latents import latents_from_seeds  # noqa: E402
 from nebula_keras3.serving import config_files as cf  # noqa: E402
 from nebula_keras3.serving import testing as st  # noqa: E402
-from nebula_keras3.serving.registry import model_dir as resolve_model_dir  # noqa: E402
+from nebula_keras3.export.layout import model_dir as resolve_model_dir  # noqa: E402
 from nebula_keras3.serving.signatures import read_saved_model_signatures  # noqa: E402
 
 pytestmark = pytest.mark.backend_independent
@@ -194,6 +194,18 @@ def test_metadata_shape_and_signatures(client, model_dir, latent, offline):
     _, on_disk = read_saved_model_signatures(model_dir / "2")
     for name in ("serving_default", "generate_png"):
         assert sigs[name] == on_disk["signature_def"][name]
+
+
+def test_export_contract_matches_saved_model(model_dir):
+    """The written SavedModel has exactly the contract's signatures (names, dtypes, shapes and
+    graph tensor names), so an ONNX-only folder described from the contract reports the same."""
+    from nebula_keras3.export import layout
+    from nebula_keras3.serving.signatures import contract_signatures
+
+    for vdir in layout.version_dirs(model_dir).values():
+        facts = layout.read_facts(vdir)
+        specs, _ = read_saved_model_signatures(vdir)
+        assert specs == contract_signatures(facts["latent_dim"], facts["image_size"])
 
 
 @pytest.mark.parametrize("path,version", [("/versions/1", "1"), ("/labels/stable", "1"), ("/labels/canary", "2")])
