@@ -3,6 +3,7 @@
 A run folder (``nebula train --out runs/NAME``) holds::
 
     config.json            the TrainConfig the run was started with
+    data.json              fingerprint of the training images (count, SHA-256), checked on resume
     generator.keras        the final generator (Keras 3 native format)
     generator.json         model facts: latent_dim, image_size, backend, epoch, step, preset, ...
     checkpoints/           last checkpoint (weights + both optimizers + RNG, atomic)
@@ -18,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,6 +27,7 @@ from pathlib import Path
 GENERATOR_FILE = "generator.keras"
 FACTS_FILE = "generator.json"
 CONFIG_FILE = "config.json"
+DATA_FILE = "data.json"
 
 
 class ArtifactError(ValueError):
@@ -58,6 +61,42 @@ def resolve_generator(path: str | os.PathLike) -> tuple[Path, dict]:
     return model, facts
 
 
+def _temp_name(path: Path, pid: int, suffix: str = "") -> str:
+    """Name of the temp file beside ``path`` that process ``pid`` writes (see ``atomic_path``)."""
+    return f".{path.name}{_TEMP_MARK}{pid}-{uuid.uuid4().hex[:8]}{suffix}"
+
+
+_TEMP_MARK = ".tmp"
+_TEMP_RE = re.compile(r"^\..+" + re.escape(_TEMP_MARK) + r"(\d+)-[0-9a-f]{8}(\.[^/]*)?$")
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_temp_files(folder: str | os.PathLike) -> list[Path]:
+    """Delete temp files that ``atomic_path`` left under ``folder`` when its process was killed.
+
+    Only files whose writer process no longer exists are removed; returns them.
+    """
+    removed = []
+    for p in sorted(Path(folder).rglob(f".*{_TEMP_MARK}*")):
+        m = _TEMP_RE.match(p.name)
+        if m and p.is_file() and not _pid_alive(int(m.group(1))):
+            with contextlib.suppress(FileNotFoundError):
+                p.unlink()
+                removed.append(p)
+    return removed
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     """Yield a temp path beside ``path``; rename it over ``path`` when the block succeeds.
@@ -68,7 +107,7 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}-{uuid.uuid4().hex[:8]}{suffix}")
+    tmp = path.with_name(_temp_name(path, os.getpid(), suffix))
     try:
         yield tmp
         os.replace(tmp, path)

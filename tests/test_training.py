@@ -127,3 +127,100 @@ def test_trains_on_the_real_nebula_photos(real_data, tmp_path):
     result = trainer.train(tiny_config(data=str(real_data), steps_per_epoch=2), tmp_path / "run", **quiet)
     assert result.steps_done == 2
     assert result.data.startswith("1461 images from")  # every photo decodes, none skipped
+
+
+def _rewrite_header(path, **changes):
+    import json
+
+    with np.load(path) as data:
+        arrays = {k: data[k] for k in data.files}
+    header = json.loads(arrays["header"].tobytes().decode())
+    header.update(changes)
+    arrays["header"] = np.frombuffer(json.dumps(header).encode(), dtype=np.uint8)
+    with open(path, "wb") as f:
+        np.savez(f, **arrays)
+    return header
+
+
+def test_checkpoint_variable_names_are_checked(tmp_path):
+    """Same shapes in another order (BatchNorm gamma and beta swapped) are refused, not loaded."""
+    trainer.train(tiny_config(steps_per_epoch=1), tmp_path / "run", **quiet)
+    path = checkpoint_path(tmp_path / "run")
+    names = read_header(path)["names"]
+    i = names.index("up0_bn/gamma")
+    assert names[i + 1] == "up0_bn/beta"
+    names[i], names[i + 1] = names[i + 1], names[i]
+    _rewrite_header(path, names=names)
+    gan = trainer.build_gan(tiny_config(steps_per_epoch=1))
+    with pytest.raises(CheckpointError, match=rf"variable {i} is 'up0_bn/beta' in the checkpoint but 'up0_bn/gamma'"):
+        load_checkpoint(gan, path)
+
+
+def test_resume_removes_stale_temp_files(tmp_path):
+    run = tmp_path / "run"
+    trainer.train(tiny_config(steps_per_epoch=1), run, **quiet)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()  # a process that no longer exists: what a SIGKILLed writer leaves
+    stale = [run / "checkpoints" / f".last.npz.tmp{dead.pid}-0123abcd",
+             run / "samples" / f".epoch_002.png.tmp{dead.pid}-89abcdef.png"]
+    live = run / "checkpoints" / f".last.npz.tmp{subprocess.os.getpid()}-0123abcd"  # a writer still running
+    for p in stale + [live]:
+        p.write_bytes(b"half a file")
+    messages = []
+    trainer.resume(run, epochs=2, progress=False, echo=messages.append)
+    assert not any(p.exists() for p in stale)
+    assert live.exists()
+    assert any("removed 2 temp file(s)" in m for m in messages)
+
+
+def _image_folder(folder, n, seed=0):
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(folder / f"im{i:02d}.png")
+    return folder
+
+
+def test_resume_on_changed_data_is_refused_unless_allowed(tmp_path):
+    data = _image_folder(tmp_path / "data", 8)
+    run = tmp_path / "run"
+    trainer.train(tiny_config(data=str(data), steps_per_epoch=1), run, **quiet)
+    stored = (run / "data.json").read_text()
+    assert '"images": 8' in stored
+    _image_folder(tmp_path / "extra", 1, seed=1)
+    (tmp_path / "extra" / "im00.png").rename(data / "new.png")
+    with pytest.raises(trainer.RunError, match=r"training data of .* changed: 8 images .* 9 images .*--allow-data-change"):
+        trainer.resume(run, epochs=2, **quiet)
+    assert read_header(checkpoint_path(run))["epoch"] == 1  # nothing trained, nothing lost
+    messages = []
+    result = trainer.resume(run, epochs=2, allow_data_change=True, progress=False, echo=messages.append)
+    assert result.epochs_done == 2
+    assert any("warning: continuing on changed training data" in m for m in messages)
+    assert '"images": 9' in (run / "data.json").read_text()
+
+
+def test_deterministic_flag_turns_on_deterministic_kernels(tmp_path):
+    """`deterministic=True` switches the current backend to its deterministic kernels (own process)."""
+    code = (
+        "import os, keras\n"
+        "from nebula_keras3.training.determinism import enable_deterministic_ops, XLA_DETERMINISTIC_FLAG\n"
+        "b = keras.backend.backend()\n"
+        "enable_deterministic_ops()\n"
+        "if b == 'tensorflow':\n"
+        "    from tensorflow.python.framework import config\n"
+        "    ok = config.is_op_determinism_enabled()\n"
+        "elif b == 'torch':\n"
+        "    import torch\n"
+        "    ok = torch.are_deterministic_algorithms_enabled() and not torch.backends.cudnn.benchmark\n"
+        "else:\n"
+        "    ok = XLA_DETERMINISTIC_FLAG in os.environ['XLA_FLAGS'].split()\n"
+        "print('DETERMINISTIC', ok)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "DETERMINISTIC True" in proc.stdout
+    from nebula_keras3.training.config import TrainConfig
+
+    assert TrainConfig.from_preset("tiny", deterministic=True).deterministic is True

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 
 import numpy as np
@@ -28,6 +29,7 @@ __all__ = [
     "ImageBatches",
     "NUM_PROCEDURAL",
     "SkippedImagesWarning",
+    "data_fingerprint",
     "load_image_folder",
     "load_training_images",
     "procedural_nebulae",
@@ -61,6 +63,18 @@ def load_training_images(
     return loaded.images, (
         f"{len(loaded.images)} images from {data_dir} at {image_size} px{skipped}{cached}"
     )
+
+
+def data_fingerprint(images: np.ndarray) -> dict:
+    """What a run trained on: image count, shape and a SHA-256 of the uint8 pixels.
+
+    Any change to the files (added, removed, edited) or to their decoding changes it.
+    """
+    images = np.ascontiguousarray(images)
+    digest = hashlib.sha256()
+    digest.update(repr((images.dtype.str, images.shape)).encode())
+    digest.update(memoryview(images).cast("B"))
+    return {"images": int(images.shape[0]), "shape": list(images.shape[1:]), "sha256": digest.hexdigest()}
 
 
 def __getattr__(name: str):

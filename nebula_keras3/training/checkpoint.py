@@ -69,7 +69,11 @@ def read_header(path: str | Path) -> dict:
 
 
 def load_checkpoint(gan, path: str | Path) -> dict:
-    """Restore every variable of a compiled GAN; return the header (epoch, step, ...)."""
+    """Restore every variable of a compiled GAN; return the header (epoch, step, ...).
+
+    The stored variable paths must equal the model's, in order, and each shape must match;
+    otherwise a CheckpointError names the first variable that differs.
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {path}")
@@ -80,6 +84,12 @@ def load_checkpoint(gan, path: str | Path) -> dict:
     except (OSError, ValueError, KeyError, json.JSONDecodeError) as e:
         raise CheckpointError(f"{path} is not a readable checkpoint: {e}") from None
     variables = _state_variables(gan)
+    for i, (v, name) in enumerate(zip(variables, header["names"])):
+        if v.path != name:
+            raise CheckpointError(
+                f"{path}: variable {i} is {name!r} in the checkpoint but {v.path!r} in the model: "
+                "was it written by a different model or configuration?"
+            )
     if len(variables) != len(arrays):
         raise CheckpointError(
             f"{path} holds {len(arrays)} variables, the model has {len(variables)}: "

@@ -26,6 +26,8 @@ RUN_OPTIONS = [
     click.option("--augment/--no-augment", default=None, help="Random flips and 90-degree rotations (on)."),
     click.option("--jit-compile/--no-jit-compile", default=None,
                  help="Force XLA/jit on or off (default: Keras' choice per backend)."),
+    click.option("--deterministic/--no-deterministic", default=None,
+                 help="Deterministic GPU kernels (slower; CPU runs are deterministic already)."),
 ]
 
 
@@ -41,8 +43,10 @@ def run_options(func):
               help="Run folder to create (default: runs/<preset>-<backend>).")
 @click.option("--resume", "resume_dir", type=click.Path(file_okay=False), default=None,
               help="Continue the run in this folder from its last checkpoint (only --epochs may change).")
+@click.option("--allow-data-change", is_flag=True,
+              help="With --resume: continue even though the training images changed.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-def train_command(out, resume_dir, quiet, **options):
+def train_command(out, resume_dir, allow_data_change, quiet, **options):
     """Train a GAN on KERAS_BACKEND (tensorflow, jax or torch) and write a run folder.
 
     The run folder gets config.json, a checkpoint every epoch (checkpoints/last.npz),
@@ -63,7 +67,8 @@ def train_command(out, resume_dir, quiet, **options):
             if changed or out:
                 names = ", ".join("--" + k.replace("_", "-") for k in changed + (["out"] if out else []))
                 raise click.UsageError(f"--resume continues a run as configured; drop {names}")
-            result = trainer.resume(resume_dir, epochs=options["epochs"], progress=not quiet, echo=click.echo)
+            result = trainer.resume(resume_dir, epochs=options["epochs"], allow_data_change=allow_data_change,
+                                    progress=not quiet, echo=click.echo)
         else:
             config = TrainConfig.from_preset(preset, **options)
             out = out or f"runs/{preset}-{keras.backend.backend()}"

@@ -41,6 +41,7 @@ class TrainConfig:
     num_procedural: int = 1024
     sample_count: int = 64  # images in samples/epoch_NNN.png (fixed latents, seeds 0..n-1)
     jit_compile: str | bool = "auto"
+    deterministic: bool = False  # deterministic GPU kernels (training/determinism.py); CPU always is
     extra: dict = field(default_factory=dict)
 
     @classmethod

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 import sys
 import time
@@ -12,7 +13,15 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from nebula_keras3.artifacts import CONFIG_FILE, FACTS_FILE, GENERATOR_FILE, atomic_path, write_json_atomic
+from nebula_keras3.artifacts import (
+    CONFIG_FILE,
+    DATA_FILE,
+    FACTS_FILE,
+    GENERATOR_FILE,
+    atomic_path,
+    remove_stale_temp_files,
+    write_json_atomic,
+)
 from nebula_keras3.models import DCGANDiscriminator, DCGANGenerator
 from nebula_keras3.training.checkpoint import checkpoint_path, load_checkpoint
 from nebula_keras3.training.config import TrainConfig
@@ -126,23 +135,57 @@ def train(config: TrainConfig, run_dir: str | Path, *, progress: bool = True, ec
     return _run(config, run_dir, resume=False, progress=progress, echo=echo)
 
 
-def resume(run_dir: str | Path, *, epochs: int | None = None, progress: bool = True, echo=print) -> TrainResult:
-    """Continue a run from its last checkpoint (optionally to a new total of ``epochs``)."""
+def resume(run_dir: str | Path, *, epochs: int | None = None, allow_data_change: bool = False,
+           progress: bool = True, echo=print) -> TrainResult:
+    """Continue a run from its last checkpoint (optionally to a new total of ``epochs``).
+
+    Refuses (RunError) when the training images differ from the ones the run started on,
+    unless ``allow_data_change``. Temp files left by a killed write are removed first.
+    """
     run_dir = Path(run_dir)
     if not (run_dir / CONFIG_FILE).is_file():
         raise RunError(f"{run_dir} is not a run folder (no {CONFIG_FILE})")
+    stale = remove_stale_temp_files(run_dir)
+    if stale:
+        echo(f"removed {len(stale)} temp file(s) left by an interrupted write: "
+             + ", ".join(str(p.relative_to(run_dir)) for p in stale[:3]))
     config = TrainConfig.load(run_dir / CONFIG_FILE)
     if epochs is not None:
         config.epochs = epochs
         config.validate()
         write_json_atomic(config.to_dict(), run_dir / CONFIG_FILE)
-    return _run(config, run_dir, resume=True, progress=progress, echo=echo)
+    return _run(config, run_dir, resume=True, progress=progress, echo=echo, allow_data_change=allow_data_change)
 
 
-def _run(config: TrainConfig, run_dir: Path, *, resume: bool, progress: bool, echo) -> TrainResult:
-    from nebula_keras3.data import ImageBatches, load_training_images
+def check_data(run_dir: Path, fingerprint: dict, *, resume: bool, allow_change: bool = False, echo=print) -> None:
+    """Record the data fingerprint of a new run; on resume, refuse changed data unless allowed."""
+    path = run_dir / DATA_FILE
+    stored = None
+    if resume and path.is_file():
+        try:
+            stored = json.loads(path.read_text())
+        except ValueError:
+            stored = None
+    if stored is not None and stored != fingerprint:
+        change = (f"{stored.get('images')} images (sha256 {str(stored.get('sha256'))[:12]}) when the run started, "
+                  f"{fingerprint['images']} images (sha256 {fingerprint['sha256'][:12]}) now")
+        if not allow_change:
+            raise RunError(f"the training data of {run_dir} changed: {change}; "
+                           "pass --allow-data-change to continue on the new data")
+        echo(f"warning: continuing on changed training data: {change}")
+    if stored != fingerprint:
+        write_json_atomic(fingerprint, path)
+
+
+def _run(config: TrainConfig, run_dir: Path, *, resume: bool, progress: bool, echo,
+         allow_data_change: bool = False) -> TrainResult:
+    from nebula_keras3.data import ImageBatches, data_fingerprint, load_training_images
 
     t0 = time.perf_counter()
+    if config.deterministic:
+        from nebula_keras3.training.determinism import enable_deterministic_ops
+
+        echo(f"deterministic kernels: {enable_deterministic_ops()}")
     # Every random draw is seeded explicitly (initialisers, latent SeedGenerator, data order
     # from (seed, epoch)); seed Python's and numpy's global RNGs too for user callbacks.
     # (keras.utils.set_random_seed would import TensorFlow under the jax/torch backends.)
@@ -152,6 +195,7 @@ def _run(config: TrainConfig, run_dir: Path, *, resume: bool, progress: bool, ec
         config.data, config.image_size, num_procedural=config.num_procedural, seed=config.seed,
         progress=progress,
     )
+    check_data(run_dir, data_fingerprint(images), resume=resume, allow_change=allow_data_change, echo=echo)
     gan = build_gan(config)
     start_epoch = 0
     if resume and checkpoint_path(run_dir).exists():
