@@ -79,9 +79,16 @@ class ServingApp:
     async def lifespan(self, app):
         await self.registry.start()
         log.info("models: %s", self.registry.summary())
+        grpc_server = None
+        if self.options.grpc_port:
+            from nebula_keras3.serving.grpc_api import start_grpc_server
+
+            grpc_server = await start_grpc_server(self.registry, self.options)
         try:
             yield
         finally:
+            if grpc_server is not None:  # stop taking RPCs, finish those in flight
+                await grpc_server.stop(self.options.drain_seconds)
             # uvicorn has finished in-flight requests (or hit its graceful timeout); drain the rest
             await self.registry.stop()
             self.executor.shutdown(wait=True, cancel_futures=False)

@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from nebula_keras3.export.layout import DEFAULT_MODEL_NAME
-from nebula_keras3.serving.options import DEFAULT_HOST, DEFAULT_PORT, DEFAULT_URL, DEFAULTS
+from nebula_keras3.serving.options import DEFAULT_GRPC_TARGET, DEFAULT_HOST, DEFAULT_PORT, DEFAULT_URL, DEFAULTS
 
 
 def _fail(msg: str):
@@ -27,6 +27,8 @@ def _fail(msg: str):
                    "overrides --model-base-path/--model-name and is re-read when it changes.")
 @click.option("--host", default=DEFAULT_HOST, show_default=True, help="Address to bind.")
 @click.option("--port", default=DEFAULT_PORT, show_default=True, type=click.IntRange(0, 65535), help="REST port.")
+@click.option("--grpc-port", default=DEFAULTS.grpc_port, show_default=True, type=click.IntRange(0, 65535),
+              help="gRPC port (tensorflow.serving.PredictionService and ModelService); 0 turns gRPC off.")
 @click.option("--max-batch-size", default=DEFAULTS.batching.max_batch_size, show_default=True, type=click.IntRange(1, 4096))
 @click.option("--batch-timeout-micros", default=DEFAULTS.batching.batch_timeout_micros, show_default=True, type=click.IntRange(0, 10_000_000))
 @click.option("--max-enqueued-batches", default=DEFAULTS.batching.max_enqueued_batches, show_default=True, type=click.IntRange(1, 1_000_000))
@@ -52,11 +54,11 @@ def _fail(msg: str):
               help="Seconds to finish in-flight requests on shutdown.")
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["critical", "error", "warning", "info", "debug"]))
-def serve_command(model_base_path, model_name, model_config_file, host, port, max_batch_size,
+def serve_command(model_base_path, model_name, model_config_file, host, port, grpc_port, max_batch_size,
                   batch_timeout_micros, max_enqueued_batches, num_batch_threads, batching_parameters_file,
                   monitoring_config_file, poll_seconds, max_body_bytes, max_instances, max_concurrent_requests,
                   intra_op_threads, runtime, graceful_timeout, log_level):
-    """Serve exported generators over TF Serving's REST API v1 (ONNX Runtime or TensorFlow)."""
+    """Serve exported generators over TF Serving's REST API v1 and gRPC API (ONNX Runtime or TensorFlow)."""
     from nebula_keras3.serving import config_files as cf
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -97,13 +99,16 @@ def serve_command(model_base_path, model_name, model_config_file, host, port, ma
         prometheus_enabled=prom_on,
         prometheus_path=prom_path,
         drain_seconds=graceful_timeout,
+        grpc_host=host,
+        grpc_port=grpc_port,
     )
     app = create_app(options)
     config = uvicorn.Config(
         app, host=host, port=port, log_level=log_level, access_log=False,
         timeout_graceful_shutdown=graceful_timeout, lifespan="on", server_header=False,
     )
-    click.echo(f"nebula serve: http://{host}:{port}/v1/models/{models[0].name} "
+    grpc_note = f", gRPC {host}:{grpc_port}" if grpc_port else ""
+    click.echo(f"nebula serve: http://{host}:{port}/v1/models/{models[0].name}{grpc_note} "
                f"(batching {batching.max_batch_size} rows / {batching.batch_timeout_micros} us, "
                f"pid {os.getpid()})", err=True)
     server = _GracefulServer(config)

@@ -9,6 +9,8 @@ from nebula_keras3.serving.config_files import DEFAULT_PROMETHEUS_PATH, Batching
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8501  # TF Serving's REST port
 DEFAULT_URL = f"http://{DEFAULT_HOST}:{DEFAULT_PORT}"
+DEFAULT_GRPC_PORT = 8500  # TF Serving's gRPC port (0: no gRPC)
+DEFAULT_GRPC_TARGET = f"{DEFAULT_HOST}:{DEFAULT_GRPC_PORT}"
 
 
 @dataclass
@@ -26,6 +28,8 @@ class ServerOptions:
     prometheus_enabled: bool = True
     prometheus_path: str = DEFAULT_PROMETHEUS_PATH
     drain_seconds: float = 30.0
+    grpc_host: str = DEFAULT_HOST
+    grpc_port: int = DEFAULT_GRPC_PORT
 
 
 DEFAULTS = ServerOptions(models=[])
