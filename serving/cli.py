@@ -80,6 +80,12 @@ def serve_command(model_base_path, model_name, model_config_file, host, port, gr
             prom_on, prom_path = cf.load_monitoring_config(monitoring_config_file)
     except cf.ConfigError as e:
         _fail(str(e))
+    if grpc_port:
+        if grpc_port == port:
+            _fail(f"--grpc-port and --port are both {port}; give two ports (or --grpc-port 0)")
+        reason = _port_in_use(host, grpc_port)
+        if reason:
+            _fail(f"cannot listen for gRPC on {host}:{grpc_port}: {reason} (another server? --grpc-port 0 turns gRPC off)")
 
     import uvicorn
 
@@ -118,6 +124,23 @@ def serve_command(model_base_path, model_name, model_config_file, host, port, gr
     click.echo("nebula serve: stopped (in-flight requests finished, batch queues drained)", err=True)
 
 
+def _port_in_use(host: str, port: int) -> str | None:
+    """Why ``host:port`` cannot be bound now (None when it can); the server binds it again right after."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as e:
+        return str(e.strerror or e)
+    family, kind, proto, _, addr = infos[0]
+    with socket.socket(family, kind, proto) as s:
+        try:
+            s.bind(addr)
+        except OSError as e:
+            return e.strerror or str(e)
+    return None
+
+
 def _server_class():
     import signal
 
@@ -139,7 +162,8 @@ def _GracefulServer(config):  # noqa: N802 - reads like the class it builds
 
 
 @click.command("client")
-@click.option("--url", default=DEFAULT_URL, show_default=True, help="Server base URL.")
+@click.option("--url", help=f"Server base URL (default {DEFAULT_URL}); with --grpc host:port (default {DEFAULT_GRPC_TARGET}).")
+@click.option("--grpc", "use_grpc", is_flag=True, help="Call the gRPC API (PredictionService.Predict) instead of REST.")
 @click.option("--model", default=DEFAULT_MODEL_NAME, show_default=True)
 @click.option("-n", "n", default=16, show_default=True, type=click.IntRange(1, 4096), help="Images.")
 @click.option("--seed", default=0, show_default=True, type=int, help="First seed; images use seed..seed+n-1.")
@@ -148,17 +172,18 @@ def _GracefulServer(config):  # noqa: N802 - reads like the class it builds
 @click.option("--ncols", type=click.IntRange(1), help="Grid columns (default: square).")
 @click.option("--timeout", default=60.0, show_default=True, type=click.FloatRange(0.1))
 @click.option("-o", "--out", default="grid.png", show_default=True, type=click.Path(dir_okay=False, path_type=Path))
-def client_command(url, model, n, seed, model_version, label, ncols, timeout, out):
+def client_command(url, use_grpc, model, n, seed, model_version, label, ncols, timeout, out):
     """Render seeds seed..seed+n-1 through a server's generate_png signature into a grid PNG."""
     from nebula_keras3.sampling.grid import make_grid, save_png
     from nebula_keras3.sampling.latents import batch_seeds
-    from nebula_keras3.serving.client import ClientError, decode_pngs, generate_png
+    from nebula_keras3.serving.client import ClientError, decode_pngs, generate_png, generate_png_grpc
 
     if model_version is not None and label is not None:
         _fail("give --version or --label, not both")
     try:
-        pngs = generate_png(url, model, batch_seeds(seed, n).tolist(), version=model_version, label=label,
-                            timeout=timeout)
+        call = generate_png_grpc if use_grpc else generate_png
+        pngs = call(url or (DEFAULT_GRPC_TARGET if use_grpc else DEFAULT_URL), model, batch_seeds(seed, n).tolist(),
+                    version=model_version, label=label, timeout=timeout)
         images = decode_pngs(pngs)
     except ClientError as e:
         _fail(str(e))

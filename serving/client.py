@@ -1,6 +1,7 @@
-"""A small REST client for TF Serving's API v1 (works with ``nebula serve`` and real TF Serving).
+"""A small client for TF Serving's REST API v1 and its gRPC API (works with ``nebula serve`` and real TF Serving).
 
-Standard library only (urllib); Pillow and numpy to decode PNGs and tile a grid.
+REST: standard library only (urllib). gRPC: grpcio and ``tensorflow-serving-api``'s stubs
+(loaded without TensorFlow, see :mod:`protos`). Pillow and numpy decode PNGs and tile a grid.
 """
 
 from __future__ import annotations
@@ -98,3 +99,65 @@ def decode_pngs(pngs: list[bytes]) -> np.ndarray:
         return np.stack([np.asarray(Image.open(io.BytesIO(b)).convert("RGB")) for b in pngs])
     except Exception as e:  # noqa: BLE001 - Pillow raises many types
         raise ClientError(f"server sent an undecodable PNG: {e}") from None
+
+
+# --------------------------------------------------------------------------- gRPC
+
+
+def grpc_target(url: str) -> str:
+    """``host:port`` of a gRPC server given as ``host:port`` or ``grpc://`` / ``http://host:port``."""
+    parts = urllib.parse.urlsplit(url if "://" in url else "grpc://" + url)
+    if not parts.hostname or parts.port is None:
+        raise ClientError(f"give the gRPC server as host:port, got {url!r}")
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    return f"{host}:{parts.port}"
+
+
+def generate_png_grpc(target: str, model: str, seeds, *, version=None, label=None, chunk: int = 64,
+                      timeout: float = 60.0) -> list[bytes]:
+    """PNG bytes for each seed via gRPC Predict on the export's PNG signature (TF Serving's stubs)."""
+    import grpc
+
+    from nebula_keras3.serving import tensor_proto
+    from nebula_keras3.serving.protos import predict_pb2, prediction_service_pb2_grpc
+
+    if version is not None and label is not None:
+        raise ClientError("give a version or a label, not both")
+    target = grpc_target(target)
+    seeds = np.asarray([int(s) for s in seeds], dtype=np.int64)
+    pngs: list[bytes] = []
+    with grpc.insecure_channel(target, options=[("grpc.max_receive_message_length", -1)]) as channel:
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        for i in range(0, len(seeds), chunk):
+            part = seeds[i:i + chunk]
+            request = predict_pb2.PredictRequest()
+            request.model_spec.name = model
+            request.model_spec.signature_name = layout.GENERATE_PNG
+            if version is not None:
+                request.model_spec.version.value = int(version)
+            elif label is not None:
+                request.model_spec.version_label = label
+            tensor_proto.from_numpy(part, request.inputs[layout.SEED])
+            try:
+                reply = stub.Predict(request, timeout=timeout)
+            except grpc.RpcError as e:
+                raise _grpc_error(target, e) from None
+            if layout.PNG_BYTES not in reply.outputs:
+                raise ClientError(f"{target}: the reply has no {layout.PNG_BYTES!r} output "
+                                  f"(got {sorted(reply.outputs)})")
+            out = tensor_proto.to_numpy(reply.outputs[layout.PNG_BYTES])
+            if out.shape != (len(part),):
+                raise ClientError(f"{target}: expected {len(part)} PNGs, got shape {list(out.shape)}")
+            pngs.extend(bytes(b) for b in out)
+    return pngs
+
+
+def _grpc_error(target: str, e) -> ClientError:
+    import grpc
+
+    code, details = e.code(), " ".join(str(e.details() or "").split())[:500]
+    if code == grpc.StatusCode.UNAVAILABLE:
+        return ClientError(f"cannot reach gRPC server {target}: {details} (is the server running?)")
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return ClientError(f"no answer from gRPC server {target} in time")
+    return ClientError(f"gRPC {code.name} from {target}: {details}")

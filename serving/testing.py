@@ -98,19 +98,24 @@ def http_get(url: str, timeout: float = 5.0):
 
 
 class ServerProcess:
-    """``nebula serve`` in a subprocess on a free 127.0.0.1 port."""
+    """``nebula serve`` in a subprocess on a free 127.0.0.1 port (and a free gRPC port with ``grpc=True``;
+    else gRPC is off, so servers never contend for 8500)."""
 
     def __init__(self, args: list[str], *, model: str = layout.DEFAULT_MODEL_NAME, log_path=None, env=None,
-                 ready_timeout: float = 90.0, wait_versions: int = 1):
+                 ready_timeout: float = 90.0, wait_versions: int = 1, grpc: bool = False):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self.grpc_port = 0
+        while grpc and self.grpc_port in (0, self.port):
+            self.grpc_port = free_port()
+        self.grpc_target = f"127.0.0.1:{self.grpc_port}" if grpc else None
         self.model = model
         self.log_path = Path(log_path) if log_path else None
         self._log = open(self.log_path, "wb") if self.log_path else subprocess.DEVNULL
         full_env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="", **(env or {}))
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "nebula_keras3", "serve", "--host", "127.0.0.1", "--port", str(self.port),
-             "--log-level", "warning", *args],
+             "--grpc-port", str(self.grpc_port), "--log-level", "warning", *args],
             stdout=self._log, stderr=subprocess.STDOUT, env=full_env,
         )
         self.pid = self.proc.pid

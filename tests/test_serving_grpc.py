@@ -1,0 +1,484 @@
+"""TF Serving's gRPC API on ``nebula serve --grpc-port``, called through ``tensorflow-serving-api``'s own stubs.
+
+The server serves a fresh tiny export (versions 1 and 2, labels stable=1, canary=2,
+as ``serving/models.config``). Expected answers and status codes mirror
+tensorflow/serving (each test names the file); images are checked against
+offline ONNX Runtime on the same version folder.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+grpc = pytest.importorskip("grpc")
+pytest.importorskip("onnxruntime")
+pytest.importorskip("uvicorn")
+pytest.importorskip("tensorflow_serving")
+
+from google.protobuf import json_format  # noqa: E402
+
+from nebula_keras3.export import layout  # noqa: E402
+from nebula_keras3.serving import config_files as cf  # noqa: E402
+from nebula_keras3.serving import protos  # noqa: E402,F401 - loads the API modules without TensorFlow
+from nebula_keras3.serving import tensor_proto as tp  # noqa: E402
+from nebula_keras3.serving import testing as st  # noqa: E402
+
+# the official modules (already loaded by `protos`, so importing them here runs no TensorFlow)
+from tensorflow_serving.apis import (  # noqa: E402
+    classification_pb2,
+    get_model_metadata_pb2,
+    get_model_status_pb2,
+    model_management_pb2,
+    model_service_pb2_grpc,
+    predict_pb2,
+    prediction_service_pb2_grpc,
+)
+
+pytestmark = pytest.mark.backend_independent
+
+MODEL = layout.DEFAULT_MODEL_NAME
+MAX_INSTANCES = 64
+MAX_BODY = 256 * 1024
+INVALID, NOT_FOUND = grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND
+
+
+def write_config(path, model_dir):
+    """serving/models.config with base_path pointed at ``model_dir``."""
+    from google.protobuf import text_format
+
+    msg = cf.parse_text(cf.packaged_file("models.config").read_text(), cf.ModelServerConfig)
+    msg.model_config_list.config[0].base_path = str(model_dir)
+    path.write_text(text_format.MessageToString(msg))
+    return path
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    return st.make_export(tmp_path_factory.getbasetemp() / "nebula_serving_export")
+
+
+@pytest.fixture(scope="module")
+def server(model_dir, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("grpc")
+    srv = st.ServerProcess(
+        ["--model-config-file", str(write_config(tmp / "models.config", model_dir)),
+         "--max-instances", str(MAX_INSTANCES), "--max-body-bytes", str(MAX_BODY)],
+        log_path=tmp / "server.log", wait_versions=2, grpc=True,
+    )
+    yield srv
+    assert srv.stop() == 0, srv.log_tail()
+
+
+@pytest.fixture(scope="module")
+def channel(server):
+    with grpc.insecure_channel(server.grpc_target) as ch:
+        yield ch
+
+
+@pytest.fixture(scope="module")
+def predictions(channel):
+    return prediction_service_pb2_grpc.PredictionServiceStub(channel)
+
+
+@pytest.fixture(scope="module")
+def models(channel):
+    return model_service_pb2_grpc.ModelServiceStub(channel)
+
+
+@pytest.fixture(scope="module")
+def offline(model_dir):
+    return {v: st.OfflineModel(model_dir / str(v)) for v in (1, 2)}
+
+
+def predict_request(signature="", version=None, label=None, name=MODEL, **inputs):
+    req = predict_pb2.PredictRequest()
+    req.model_spec.name = name
+    if signature:
+        req.model_spec.signature_name = signature
+    if version is not None:
+        req.model_spec.version.value = version
+    if label is not None:
+        req.model_spec.version_label = label
+    for alias, arr in inputs.items():
+        tp.from_numpy(arr, req.inputs[alias])
+    return req
+
+
+def rpc_error(call, request) -> grpc.RpcError:
+    with pytest.raises(grpc.RpcError) as e:
+        call(request, timeout=30)
+    return e.value
+
+
+def pngs_to_images(proto) -> np.ndarray:
+    return st.decode_b64_pngs([{"b64": __import__("base64").b64encode(b).decode()} for b in proto.string_val])
+
+
+# --------------------------------------------------------------------------- Predict
+
+
+@pytest.mark.parametrize("selector,version", [({}, 2), ({"version": 1}, 1), ({"label": "stable"}, 1),
+                                              ({"label": "canary"}, 2)])
+def test_predict_generate_png_by_version_and_label(predictions, offline, selector, version):
+    """servables/tensorflow/predict_util.cc RunPredict + server_core.cc ServableRequestFromModelSpec:
+    the label resolves to its version; the reply's model_spec names model, signature and version."""
+    seeds = np.array([0, 5, 2**40], dtype=np.int64)
+    reply = predictions.Predict(predict_request(layout.GENERATE_PNG, seed=seeds, **selector), timeout=60)
+    assert (reply.model_spec.name, reply.model_spec.signature_name, reply.model_spec.version.value) == (
+        MODEL, layout.GENERATE_PNG, version)
+    out = reply.outputs[layout.PNG_BYTES]
+    assert tp.dtype_name(out) == "DT_STRING" and [d.size for d in out.tensor_shape.dim] == [3]
+    assert st.max_diff(pngs_to_images(out), offline[version].images_from_seeds(seeds)) == 0
+
+
+@pytest.mark.parametrize("encode", [tp.from_numpy, tp.from_numpy_content], ids=["float_val", "tensor_content"])
+def test_predict_serving_default(predictions, offline, encode):
+    """predict_util.cc: empty signature_name is serving_default; outputs as AsProtoField (uint8 -> int_val)."""
+    z = np.random.default_rng(1).standard_normal((4, offline[2].latent_dim)).astype(np.float32)
+    req = predict_request()
+    encode(z, req.inputs[layout.Z])
+    reply = predictions.Predict(req, timeout=60)
+    assert reply.model_spec.signature_name == layout.SERVING_DEFAULT and reply.model_spec.version.value == 2
+    images = reply.outputs[layout.IMAGES]
+    assert tp.dtype_name(images) == "DT_UINT8" and len(images.int_val) == images_size(offline[2], 4)
+    assert not images.tensor_content
+    assert st.max_diff(tp.to_numpy(images), offline[2].images(z)) <= 1
+
+
+def images_size(model, n):
+    return n * model.image_size * model.image_size * 3
+
+
+def test_predict_generate_images_with_output_filter(predictions, offline):
+    """predict_util.cc PreProcessPrediction: output_filter picks outputs; unknown / duplicate aliases fail."""
+    seeds = np.arange(3, dtype=np.int64)
+    req = predict_request(layout.GENERATE_IMAGES, version=1, seed=seeds)
+    req.output_filter.append(layout.IMAGES)
+    reply = predictions.Predict(req, timeout=60)
+    assert list(reply.outputs) == [layout.IMAGES]
+    assert st.max_diff(tp.to_numpy(reply.outputs[layout.IMAGES]), offline[1].images_from_seeds(seeds)) <= 1
+    req.output_filter.append(layout.IMAGES)
+    e = rpc_error(predictions.Predict, req)
+    assert e.code() == INVALID and e.details() == f"duplicate output tensor alias: {layout.IMAGES}"
+    del req.output_filter[:]
+    req.output_filter.append("nope")
+    e = rpc_error(predictions.Predict, req)
+    assert e.code() == INVALID and e.details() == (
+        f"output tensor alias not found in signature: nope Outputs expected to be in the set {{{layout.IMAGES}}}.")
+
+
+def test_predict_same_answer_as_rest(predictions, server):
+    """One registry and runner behind both APIs: the same seeds give the same PNG bytes over REST and gRPC."""
+    import base64
+
+    seeds = [7, 8]
+    status, body = _post(f"{server.url}/v1/models/{MODEL}/labels/stable:predict",
+                         {"signature_name": layout.GENERATE_PNG, "instances": seeds})
+    assert status == 200, body
+    rest = [base64.b64decode(p["b64"]) for p in json.loads(body)["predictions"]]
+    reply = predictions.Predict(predict_request(layout.GENERATE_PNG, label="stable",
+                                                seed=np.array(seeds, np.int64)), timeout=60)
+    assert list(reply.outputs[layout.PNG_BYTES].string_val) == rest
+
+
+def _post(url, doc):
+    import urllib.error
+    import urllib.request
+
+    req = urllib.request.Request(url, data=json.dumps(doc).encode(), headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+# --------------------------------------------------------------------------- errors
+
+
+def _z(n=2, d=16):
+    return np.zeros((n, d), np.float32)
+
+
+def _bad_content():
+    req = predict_request()
+    req.inputs[layout.Z].dtype = 1
+    req.inputs[layout.Z].tensor_shape.dim.add(size=2)
+    req.inputs[layout.Z].tensor_shape.dim.add(size=16)
+    req.inputs[layout.Z].tensor_content = b"\0" * 7
+    return req
+
+
+PREDICT_ERRORS = [
+    # prediction_service_impl.cc -> predict_impl.cc TensorflowPredictor::Predict
+    ("no model_spec", lambda: predict_pb2.PredictRequest(), INVALID, "Missing ModelSpec"),
+    # server_core.cc ServableRequestFromModelSpec / GetModelVersionForLabel; servable manager NOT_FOUND
+    ("no name", lambda: predict_request(name="", z=_z()), INVALID, "ModelSpec has no name specified."),
+    ("unknown model", lambda: predict_request(name="nope", z=_z()), NOT_FOUND,
+     "Servable not found for request: Latest(nope)"),
+    ("unknown version", lambda: predict_request(version=9, z=_z()), NOT_FOUND,
+     f"Servable not found for request: Specific({MODEL}, 9)"),
+    ("unknown label", lambda: predict_request(label="nope", z=_z()), INVALID,
+     "Unrecognized servable version label: nope"),
+    # predict_util.cc RunPredict
+    ("unknown signature", lambda: predict_request("nope", z=_z()), grpc.StatusCode.FAILED_PRECONDITION,
+     'Serving signature key "nope" not found.'),
+    # predict_util.cc VerifyRequestInputsSize
+    ("extra input", lambda: predict_request(z=_z(), q=_z()), INVALID,
+     "input size does not match signature: 2!=1 len({q,z}) != len({z}). Sent extra: {q}. Missing but required: {}."),
+    ("no inputs", lambda: predict_request(), INVALID,
+     "input size does not match signature: 0!=1 len({}) != len({z}). Sent extra: {}. Missing but required: {z}."),
+    # tensorflow/cc/saved_model/util.cc GetInputValues
+    ("wrong input name", lambda: predict_request(q=_z()), INVALID,
+     "Signature input alias: z(feed name: serving_default_z:0) not found in request and no default value "
+     "provided. Inputs expected to be in the request {q}, or default input alias set: "),
+    ("tensor_content size", _bad_content, INVALID, "tensor parsing error: z"),
+    # Session::Run feed checks (FunctionCallFrame::SetArgs)
+    ("wrong dtype", lambda: predict_request(layout.GENERATE_PNG, seed=np.zeros(2, np.float32)), INVALID,
+     "Expects arg[0] to be int64 but float is provided"),
+    ("wrong shape", lambda: predict_request(z=_z(2, 5)), INVALID, None),
+    ("too many rows", lambda: predict_request(layout.GENERATE_PNG, seed=np.arange(MAX_INSTANCES + 1)), INVALID,
+     f"at most {MAX_INSTANCES} are allowed"),
+]
+
+
+@pytest.mark.parametrize("make,code,message", [c[1:] for c in PREDICT_ERRORS], ids=[c[0] for c in PREDICT_ERRORS])
+def test_predict_errors(predictions, make, code, message):
+    """Bad Predict requests get TF Serving's status code and, where TF's code fixes it, its message."""
+    e = rpc_error(predictions.Predict, make())
+    assert e.code() == code, (e.code(), e.details())
+    if message is not None and message.startswith("at most"):
+        assert message in e.details()
+    elif message is not None:
+        assert e.details() == message
+
+
+def test_predict_overlarge_message_is_resource_exhausted(predictions):
+    """A request over --max-body-bytes is refused (RESOURCE_EXHAUSTED), like REST's body cap."""
+    e = rpc_error(predictions.Predict, predict_request(z=np.zeros((MAX_BODY // 32, 16), np.float32)))
+    assert e.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+def test_unimplemented_methods(predictions, models):
+    """Classify (predict-only signatures here) and HandleReloadConfigRequest answer UNIMPLEMENTED."""
+    req = classification_pb2.ClassificationRequest()
+    req.model_spec.name = MODEL
+    assert rpc_error(predictions.Classify, req).code() == grpc.StatusCode.UNIMPLEMENTED
+    e = rpc_error(models.HandleReloadConfigRequest, model_management_pb2.ReloadConfigRequest())
+    assert e.code() == grpc.StatusCode.UNIMPLEMENTED and "--model-config-file" in e.details()
+
+
+# --------------------------------------------------------------------------- metadata and status
+
+
+def metadata_request(name=MODEL, fields=("signature_def",), **selector):
+    req = get_model_metadata_pb2.GetModelMetadataRequest()
+    req.model_spec.name = name
+    if "version" in selector:
+        req.model_spec.version.value = selector["version"]
+    if "label" in selector:
+        req.model_spec.version_label = selector["label"]
+    req.metadata_field.extend(fields)
+    return req
+
+
+@pytest.mark.parametrize("selector,version", [({}, 2), ({"label": "stable"}, 1)])
+def test_get_model_metadata(predictions, server, selector, version):
+    """get_model_metadata_impl.cc: model_spec (name, version) and a SignatureDefMap packed in an Any under
+    "signature_def", the same signatures the REST metadata reports."""
+    reply = predictions.GetModelMetadata(metadata_request(**selector), timeout=30)
+    assert (reply.model_spec.name, reply.model_spec.version.value, reply.model_spec.signature_name) == (
+        MODEL, version, "")
+    assert list(reply.metadata) == ["signature_def"]
+    sdm = get_model_metadata_pb2.SignatureDefMap()
+    assert reply.metadata["signature_def"].Unpack(sdm)
+    png = sdm.signature_def[layout.GENERATE_PNG]
+    assert png.method_name == layout.PREDICT_METHOD
+    assert png.inputs[layout.SEED].dtype == 9 and [d.size for d in png.inputs[layout.SEED].tensor_shape.dim] == [-1]
+    assert png.outputs[layout.PNG_BYTES].dtype == 7
+    status, body = st.http_get(f"{server.url}/v1/models/{MODEL}/versions/{version}/metadata")
+    assert status == 200
+    rest = json.loads(body)["metadata"]["signature_def"]
+    assert json_format.MessageToDict(sdm, preserving_proto_field_name=True,
+                                     always_print_fields_with_no_presence=True) == rest
+
+
+@pytest.mark.parametrize("req,code,message", [
+    (lambda: get_model_metadata_pb2.GetModelMetadataRequest(), INVALID, "Missing ModelSpec"),
+    (lambda: metadata_request(fields=()), INVALID, "GetModelMetadataRequest must specify at least one metadata_field"),
+    (lambda: metadata_request(fields=("signature_def", "x")), INVALID, "Metadata field x is not supported"),
+    (lambda: metadata_request(name="nope"), NOT_FOUND, "Servable not found for request: Latest(nope)"),
+    (lambda: metadata_request(version=5), NOT_FOUND, f"Servable not found for request: Specific({MODEL}, 5)"),
+    (lambda: metadata_request(label="x"), INVALID, "Unrecognized servable version label: x"),
+], ids=["no spec", "no field", "bad field", "unknown model", "unknown version", "unknown label"])
+def test_get_model_metadata_errors(predictions, req, code, message):
+    """get_model_metadata_impl.cc ValidateGetModelMetadataRequest, then the servable lookup."""
+    e = rpc_error(predictions.GetModelMetadata, req())
+    assert (e.code(), e.details()) == (code, message)
+
+
+def status_request(name=MODEL, version=None, label=None):
+    req = get_model_status_pb2.GetModelStatusRequest()
+    req.model_spec.name = name
+    if version is not None:
+        req.model_spec.version.value = version
+    if label is not None:
+        req.model_spec.version_label = label
+    return req
+
+
+def test_get_model_status(models):
+    """get_model_status_impl.cc: every version newest first (a label is ignored), or the one asked for;
+    status OK with no message."""
+    available = get_model_status_pb2.ModelVersionStatus.AVAILABLE
+    for req in (status_request(), status_request(label="stable")):
+        reply = models.GetModelStatus(req, timeout=30)
+        assert [(s.version, s.state) for s in reply.model_version_status] == [(2, available), (1, available)]
+        assert all(s.status.error_code == 0 and s.status.error_message == "" for s in reply.model_version_status)
+    reply = models.GetModelStatus(status_request(version=1), timeout=30)
+    assert [(s.version, s.state) for s in reply.model_version_status] == [(1, available)]
+
+
+@pytest.mark.parametrize("req,code,message", [
+    (lambda: get_model_status_pb2.GetModelStatusRequest(), INVALID, "Missing ModelSpec"),
+    (lambda: status_request(version=7), NOT_FOUND, f"Could not find version 7 of model {MODEL}"),
+    (lambda: status_request(name="nope"), NOT_FOUND, "Could not find any versions of model nope"),
+], ids=["no spec", "unknown version", "unknown model"])
+def test_get_model_status_errors(models, req, code, message):
+    """get_model_status_impl.cc GetModelStatus / GetModelStatusWithModelSpec."""
+    e = rpc_error(models.GetModelStatus, req())
+    assert (e.code(), e.details()) == (code, message)
+
+
+# --------------------------------------------------------------------------- client, no TensorFlow
+
+
+def test_client_grpc_writes_grid(server, offline, tmp_path):
+    """``nebula client --grpc`` renders seeds through generate_png over gRPC into the same grid as offline."""
+    from click.testing import CliRunner
+    from PIL import Image
+
+    from nebula_keras3.sampling.grid import make_grid
+    from nebula_keras3.serving.cli import client_command
+
+    out = tmp_path / "grid.png"
+    res = CliRunner().invoke(client_command, ["--grpc", "--url", server.grpc_target, "-n", "4", "--seed", "3",
+                                              "--label", "stable", "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    want = make_grid(offline[1].images_from_seeds(np.arange(3, 7)), ncols=None)
+    assert st.max_diff(np.asarray(Image.open(out).convert("RGB")), want) == 0
+    bad = CliRunner().invoke(client_command, ["--grpc", "--url", server.grpc_target, "--model", "nope",
+                                              "-o", str(tmp_path / "x.png")])
+    assert bad.exit_code == 1 and "NOT_FOUND" in bad.output and "Latest(nope)" in bad.output
+    assert not (tmp_path / "x.png").exists()
+
+
+_NO_TF_SCRIPT = textwrap.dedent(
+    """
+    import json, os, signal, sys, threading, time
+    import numpy as np
+    from nebula_keras3.serving.cli import serve_command
+    model_dir, port, grpc_port = sys.argv[1], sys.argv[2], sys.argv[3]
+    result = {}
+
+    def client():
+        import grpc
+        from nebula_keras3.serving import tensor_proto as tp
+        from nebula_keras3.serving.protos import predict_pb2, prediction_service_pb2_grpc, get_model_metadata_pb2
+        with grpc.insecure_channel("127.0.0.1:" + grpc_port) as ch:
+            grpc.channel_ready_future(ch).result(timeout=60)
+            stub = prediction_service_pb2_grpc.PredictionServiceStub(ch)
+            for _ in range(600):
+                try:
+                    req = predict_pb2.PredictRequest()
+                    req.model_spec.name = "nebula"
+                    req.model_spec.signature_name = "generate_png"
+                    tp.from_numpy(np.arange(2), req.inputs["seed"])
+                    result["pngs"] = len(stub.Predict(req, timeout=30).outputs["png_bytes"].string_val)
+                    break
+                except grpc.RpcError:
+                    time.sleep(0.1)  # versions still loading
+            md = get_model_metadata_pb2.GetModelMetadataRequest()
+            md.model_spec.name = "nebula"
+            md.metadata_field.append("signature_def")
+            stub.GetModelMetadata(md, timeout=30)
+        result["tensorflow_modules"] = sorted(m for m in sys.modules if m == "tensorflow" or m.startswith("tensorflow."))
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=client, daemon=True).start()
+    try:
+        serve_command.main(["--model-base-path", model_dir, "--port", port, "--grpc-port", grpc_port,
+                            "--log-level", "warning"], standalone_mode=False)
+    finally:
+        print("RESULT " + json.dumps(result), flush=True)
+    """
+)
+
+
+def test_server_never_imports_tensorflow(model_dir):
+    """Serving gRPC Predict and GetModelMetadata (ONNX versions) leaves every ``tensorflow`` module out of the
+    server process: the API protos are loaded without running tensorflow/__init__.py (serving/protos.py)."""
+    port = st.free_port()
+    grpc_port = port
+    while grpc_port == port:
+        grpc_port = st.free_port()
+    proc = subprocess.run([sys.executable, "-c", _NO_TF_SCRIPT, str(model_dir), str(port), str(grpc_port)],
+                          capture_output=True, text=True, timeout=180)
+    line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
+    assert line is not None, proc.stderr[-3000:]
+    result = json.loads(line[len("RESULT "):])
+    assert result.get("pngs") == 2, proc.stderr[-3000:]
+    assert result["tensorflow_modules"] == []
+
+
+# --------------------------------------------------------------------------- TensorProto codec (no server)
+
+
+def test_tensor_proto_reading_follows_tensorflow():
+    """tensorflow/core/framework/tensor.cc FromProto: short typed fields repeat their last value, an empty
+    one gives zeros, extra values are ignored; tensor_content must hold exactly the bytes; string content
+    is TF's varint-length list; unknown rank and negative dims are refused."""
+    def proto(dtype, shape, **fields):
+        p = tp.TensorProto(dtype=dtype)
+        for d in shape:
+            p.tensor_shape.dim.add(size=d)
+        for k, v in fields.items():
+            if k == "tensor_content":
+                p.tensor_content = v
+            else:
+                getattr(p, k).extend(v)
+        return p
+
+    assert tp.to_numpy(proto(1, [2, 2], float_val=[1, 2])).tolist() == [[1, 2], [2, 2]]
+    assert tp.to_numpy(proto(9, [3])).tolist() == [0, 0, 0]
+    assert tp.to_numpy(proto(9, [2], int64_val=[5, 6, 7])).tolist() == [5, 6]
+    assert tp.to_numpy(proto(4, [2], int_val=[255, 256])).tolist() == [255, 0]  # int_val cast to uint8
+    assert tp.to_numpy(proto(7, [3], string_val=[b"a"])).tolist() == [b"a", b"a", b"a"]
+    assert tp.to_numpy(proto(7, [2], tensor_content=b"\x01\x02a\xff\xfe")).tolist() == [b"a", b"\xff\xfe"]
+    assert tp.to_numpy(proto(1, [], float_val=[3])).shape == ()
+    for bad in (proto(1, [2], tensor_content=b"\0" * 7), proto(1, [-1], float_val=[1]),
+                proto(7, [2], tensor_content=b"\x05a"), proto(0, [1]), proto(1, [10**6], float_val=[1])):
+        with pytest.raises(tp.TensorProtoError):
+            tp.to_numpy(bad, max_elements=1000)
+    unknown = proto(1, [], float_val=[1])
+    unknown.tensor_shape.unknown_rank = True
+    with pytest.raises(tp.TensorProtoError):
+        tp.to_numpy(unknown)
+
+
+@pytest.mark.parametrize("arr", [
+    np.arange(6, dtype=np.float32).reshape(2, 3), np.array([-(2**63), 2**63 - 1], np.int64),
+    np.arange(24, dtype=np.uint8).reshape(1, 2, 4, 3), np.array([b"\x89PNG\0", b""], dtype=object),
+    np.array([True, False]), np.array([1.5, -2.25], np.float16), np.array(2.5, np.float64),
+], ids=lambda a: str(a.dtype))
+def test_tensor_proto_round_trip(arr):
+    """AsProtoField (typed field) and AsProtoTensorContent both read back to the same array and dtype."""
+    for write in (tp.from_numpy, tp.from_numpy_content):
+        back = tp.to_numpy(write(arr))
+        assert back.dtype == arr.dtype and back.shape == arr.shape and back.tolist() == arr.tolist()
