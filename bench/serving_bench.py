@@ -5,10 +5,13 @@
 Exports an untrained ``DCGANGenerator(64)`` once (cached in the workdir), measures
 offline ONNX Runtime throughput (``serving_default``: z -> uint8 images; and
 ``generate_png``: seeds -> latents -> ONNX -> PNG) in this process, then starts
-``nebula serve`` on 127.0.0.1 and drives it with 1, 8 and 32 concurrent clients
-(asyncio, keep-alive HTTP/1.1 connections), single-image and 16-image requests, for both
-signatures. Prints images/s, p50/p99 latency and the ratio to offline throughput.
-Bounded: every cell runs ``--seconds`` (default 3), about 1-2 minutes in all.
+``nebula serve`` on 127.0.0.1 and drives it with 1, 8 and 32 concurrent clients,
+single-image and 16-image requests, for both signatures, over REST (asyncio,
+keep-alive HTTP/1.1 connections, JSON) and gRPC (``grpc.aio``, one channel,
+``tensorflow-serving-api``'s PredictionService stub, inputs as ``tensor_content``
+like ``tf.make_tensor_proto``). Prints images/s, p50/p99 latency and the ratio to
+offline throughput. Bounded: every cell runs ``--seconds`` (default 3), about
+2-3 minutes in all.
 The client runs on the same machine and takes CPU from the server: the ratios
 are a lower bound of what a separate client machine would see.
 """
@@ -82,6 +85,62 @@ class _Conn:
             self.writer.close()
 
 
+def _summary(latencies: list[float], errors: int, per_request: int, elapsed: float) -> dict:
+    lat = np.asarray(latencies) * 1000
+    return {
+        "requests": len(latencies), "errors": errors,
+        "images_per_s": len(latencies) * per_request / elapsed,
+        "p50_ms": float(np.percentile(lat, 50)) if lat.size else float("nan"),
+        "p99_ms": float(np.percentile(lat, 99)) if lat.size else float("nan"),
+    }
+
+
+async def drive_grpc(target: str, concurrency: int, per_request: int, signature: str, latent_dim: int,
+                     seconds: float) -> dict:
+    """Like :func:`drive`, over gRPC Predict: ``concurrency`` callers sharing one channel."""
+    import grpc
+
+    from nebula_keras3.serving import tensor_proto
+    from nebula_keras3.serving.protos import predict_pb2, prediction_service_pb2_grpc
+
+    rng = np.random.default_rng(concurrency * 100 + per_request)
+    requests = []
+    for k in range(8):
+        req = predict_pb2.PredictRequest()
+        req.model_spec.name = "nebula"
+        if signature == SERVING_DEFAULT:
+            tensor_proto.from_numpy_content(rng.standard_normal((per_request, latent_dim)).astype(np.float32),
+                                            req.inputs[Z])
+        else:
+            req.model_spec.signature_name = signature
+            tensor_proto.from_numpy_content(np.arange(k * per_request, (k + 1) * per_request, dtype=np.int64),
+                                            req.inputs[SEED])
+        requests.append(req)
+    latencies: list[float] = []
+    errors = 0
+    async with grpc.aio.insecure_channel(target, options=[("grpc.max_receive_message_length", -1)]) as channel:
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        await asyncio.gather(*(stub.Predict(requests[0], timeout=60) for _ in range(concurrency)))  # warm-up
+        t_end = time.perf_counter() + seconds
+
+        async def worker(w: int):
+            nonlocal errors
+            k = w
+            while time.perf_counter() < t_end:
+                t0 = time.perf_counter()
+                try:
+                    await stub.Predict(requests[k % len(requests)], timeout=60)
+                    latencies.append(time.perf_counter() - t0)
+                except grpc.aio.AioRpcError:
+                    errors += 1
+                k += 1
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*(worker(w) for w in range(concurrency)))
+        elapsed = time.perf_counter() - t0
+    return _summary(latencies, errors, per_request, elapsed)
+
+
 async def drive(url: str, concurrency: int, per_request: int, signature: str, latent_dim: int,
                 seconds: float) -> dict:
     from urllib.parse import urlsplit
@@ -120,13 +179,7 @@ async def drive(url: str, concurrency: int, per_request: int, signature: str, la
     elapsed = time.perf_counter() - t0
     for c in conns:
         c.close()
-    lat = np.asarray(latencies) * 1000
-    return {
-        "requests": len(latencies), "errors": errors,
-        "images_per_s": len(latencies) * per_request / elapsed,
-        "p50_ms": float(np.percentile(lat, 50)) if lat.size else float("nan"),
-        "p99_ms": float(np.percentile(lat, 99)) if lat.size else float("nan"),
-    }
+    return _summary(latencies, errors, per_request, elapsed)
 
 
 def main(argv=None) -> int:
@@ -135,6 +188,7 @@ def main(argv=None) -> int:
     ap.add_argument("--workdir", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "nebula-serving-bench")
     ap.add_argument("--concurrency", default="1,8,32")
     ap.add_argument("--sizes", default="1,16")
+    ap.add_argument("--apis", default="rest,grpc", help="which APIs to drive: rest, grpc or both")
     ap.add_argument("--server-args", default="", help="extra nebula serve flags, e.g. '--max-batch-size 64'")
     ap.add_argument("--json", type=Path, help="also write the results here")
     args = ap.parse_args(argv)
@@ -148,38 +202,48 @@ def main(argv=None) -> int:
     print(f"offline ONNX Runtime (batch 32, this process): serving_default {offline[SERVING_DEFAULT]:.0f} img/s, "
           f"generate_png {offline[GENERATE_PNG]:.0f} img/s", flush=True)
 
+    apis = [a.strip() for a in args.apis.split(",") if a.strip()]
     srv = st.ServerProcess(["--model-base-path", str(model_dir), *args.server_args.split()],
-                           log_path=args.workdir / "server.log")
+                           log_path=args.workdir / "server.log", grpc="grpc" in apis)
     rows = []
     try:
-        for signature in (SERVING_DEFAULT, GENERATE_PNG):
-            for per_request in [int(x) for x in args.sizes.split(",")]:
-                for conc in [int(x) for x in args.concurrency.split(",")]:
-                    res = asyncio.run(drive(srv.url, conc, per_request, signature, 100, args.seconds))
-                    res.update(signature=signature, concurrency=conc, per_request=per_request,
-                               ratio=res["images_per_s"] / offline[signature])
-                    rows.append(res)
-                    print(f"{signature:16s} {per_request:3d} img/req  c={conc:<3d} "
-                          f"{res['images_per_s']:8.1f} img/s  p50 {res['p50_ms']:7.1f} ms  "
-                          f"p99 {res['p99_ms']:7.1f} ms  {res['ratio'] * 100:5.1f}% of offline"
-                          f"{'  errors=' + str(res['errors']) if res['errors'] else ''}", flush=True)
+        for api in apis:
+            for signature in (SERVING_DEFAULT, GENERATE_PNG):
+                for per_request in [int(x) for x in args.sizes.split(",")]:
+                    for conc in [int(x) for x in args.concurrency.split(",")]:
+                        if api == "grpc":
+                            res = asyncio.run(drive_grpc(srv.grpc_target, conc, per_request, signature, 100,
+                                                         args.seconds))
+                        else:
+                            res = asyncio.run(drive(srv.url, conc, per_request, signature, 100, args.seconds))
+                        res.update(api=api, signature=signature, concurrency=conc, per_request=per_request,
+                                   ratio=res["images_per_s"] / offline[signature])
+                        rows.append(res)
+                        print(f"{api:4s} {signature:16s} {per_request:3d} img/req  c={conc:<3d} "
+                              f"{res['images_per_s']:8.1f} img/s  p50 {res['p50_ms']:7.1f} ms  "
+                              f"p99 {res['p99_ms']:7.1f} ms  {res['ratio'] * 100:5.1f}% of offline"
+                              f"{'  errors=' + str(res['errors']) if res['errors'] else ''}", flush=True)
         rss = srv.rss_kib()
     finally:
         srv.stop()
 
     print()
-    print("| signature | images/request | clients | images/s | p50 ms | p99 ms | vs offline |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print("| API | signature | images/request | clients | images/s | p50 ms | p99 ms | vs offline |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
     for r in rows:
-        print(f"| {r['signature']} | {r['per_request']} | {r['concurrency']} | {r['images_per_s']:.1f} | "
+        print(f"| {r['api']} | {r['signature']} | {r['per_request']} | {r['concurrency']} | {r['images_per_s']:.1f} | "
               f"{r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r['ratio'] * 100:.0f}% |")
     print(f"\noffline ONNX Runtime: serving_default {offline[SERVING_DEFAULT]:.1f} img/s, "
           f"generate_png {offline[GENERATE_PNG]:.1f} img/s; server RSS {rss / 1024:.0f} MiB; "
           f"cpus {os.cpu_count()}; total {time.perf_counter() - t_start:.0f} s")
     single = [r for r in rows if r["per_request"] == 1]
-    loaded = [r for r in rows if r["concurrency"] == max(x["concurrency"] for x in rows) and r["per_request"] > 1]
+    top = max(x["concurrency"] for x in rows)
+    loaded = [r for r in rows if r["concurrency"] == top and r["per_request"] > 1]
     print("aim: single-image p99 <= 100 ms -> worst " + (f"{max(r['p99_ms'] for r in single):.1f} ms" if single else "n/a")
-          + "; under load >= 80% of offline -> " + ", ".join(f"{r['signature']} {r['ratio'] * 100:.0f}%" for r in loaded))
+          + "; under load >= 80% of offline -> " + ", ".join(f"{r['api']} {r['signature']} {r['ratio'] * 100:.0f}%" for r in loaded))
+    print(f"aim: {top} concurrent single-image clients >= 80% of offline -> "
+          + ", ".join(f"{r['api']} {r['signature']} {r['ratio'] * 100:.0f}%"
+                      for r in single if r["concurrency"] == top))
     if args.json:
         args.json.write_text(json.dumps({"offline": offline, "rows": rows}, indent=2))
     return 0
