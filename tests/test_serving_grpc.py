@@ -437,6 +437,38 @@ def test_server_never_imports_tensorflow(model_dir):
     assert result["tensorflow_modules"] == []
 
 
+def test_sigterm_finishes_rpcs_in_flight(model_dir, tmp_path):
+    """SIGTERM: the gRPC server stops with the REST one and lets Predict calls in flight finish (exit 0)."""
+    import threading
+    import time
+
+    srv = st.ServerProcess(["--model-base-path", str(model_dir)], log_path=tmp_path / "server.log", grpc=True)
+    results: dict[int, object] = {}
+    try:
+        with grpc.insecure_channel(srv.grpc_target) as ch:
+            grpc.channel_ready_future(ch).result(timeout=30)  # connected: the calls go out at once
+            stub = prediction_service_pb2_grpc.PredictionServiceStub(ch)
+
+            def call(i):
+                req = predict_request(layout.GENERATE_PNG, seed=np.arange(i * 200, (i + 1) * 200))
+                try:
+                    results[i] = len(stub.Predict(req, timeout=120).outputs[layout.PNG_BYTES].string_val)
+                except grpc.RpcError as e:
+                    results[i] = e.code()
+
+            threads = [threading.Thread(target=call, args=(i,)) for i in range(3)]
+            for t in threads:
+                t.start()
+            time.sleep(0.3)  # the calls are on the wire / running (200 PNGs each take a while)
+            srv.terminate()
+            for t in threads:
+                t.join(120)
+    finally:
+        code = srv.stop()
+    assert results == {0: 200, 1: 200, 2: 200}
+    assert code == 0, srv.log_tail()
+
+
 # --------------------------------------------------------------------------- TensorProto codec (no server)
 
 
