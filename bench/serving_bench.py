@@ -68,6 +68,10 @@ class _Conn:
         self.writer.write(head + body)
         await self.writer.drain()
         status_line = await self.reader.readline()
+        if not status_line:  # the server closed the connection: count an error, reconnect next time
+            self.close()
+            self.reader = self.writer = None
+            return 0, b""
         status = int(status_line.split()[1])
         length = 0
         while True:
