@@ -14,7 +14,7 @@ DEMO_BACKEND ?= torch
 $(STAMP): pyproject.toml constraints-cpu.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -c constraints-cpu.txt -e '.[tensorflow,jax,torch,export,serve,dev]'
+	$(PY) -m pip install -q -c constraints-cpu.txt -e '.[tensorflow,jax,torch,export,serve,grpc,dev]'
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -81,6 +81,13 @@ def serve_command(model_base_path, model_name, model_config_file, host, port, gr
     except cf.ConfigError as e:
         _fail(str(e))
     if grpc_port:
+        missing = _grpc_missing()
+        if missing and click.get_current_context().get_parameter_source("grpc_port").name == "DEFAULT":
+            click.echo(f"nebula serve: gRPC off ({missing}; pip install 'nebula-keras3[grpc]')", err=True)
+            grpc_port = 0
+        elif missing:
+            _fail(f"--grpc-port {grpc_port}: {missing} (pip install 'nebula-keras3[grpc]'; --grpc-port 0 turns gRPC off)")
+    if grpc_port:
         if grpc_port == port:
             _fail(f"--grpc-port and --port are both {port}; give two ports (or --grpc-port 0)")
         reason = _port_in_use(host, grpc_port)
@@ -122,6 +129,17 @@ def serve_command(model_base_path, model_name, model_config_file, host, port, gr
     if not server.started:
         sys.exit(1)
     click.echo("nebula serve: stopped (in-flight requests finished, batch queues drained)", err=True)
+
+
+def _grpc_missing() -> str | None:
+    """What the gRPC server lacks (grpcio, tensorflow-serving-api's protos), found without importing them."""
+    from importlib.util import find_spec
+
+    for module, package in (("grpc", "grpcio"), ("tensorflow_serving", "tensorflow-serving-api"),
+                            ("tensorflow", "the tensorflow wheel's generated protos")):
+        if find_spec(module) is None:
+            return f"{package} is not installed"
+    return None
 
 
 def _port_in_use(host: str, port: int) -> str | None:
