@@ -437,6 +437,33 @@ def test_server_never_imports_tensorflow(model_dir):
     assert result["tensorflow_modules"] == []
 
 
+def test_concurrency_limit_is_resource_exhausted(model_dir, tmp_path):
+    """More than --max-concurrent-requests RPCs at once: the extra ones are refused at once with
+    RESOURCE_EXHAUSTED (the REST side answers 429); the admitted ones are answered."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    srv = st.ServerProcess(["--model-base-path", str(model_dir), "--max-concurrent-requests", "2",
+                            "--max-batch-size", "64", "--batch-timeout-micros", "2500000"],
+                           log_path=tmp_path / "server.log", grpc=True)
+    try:
+        with grpc.insecure_channel(srv.grpc_target) as ch:
+            grpc.channel_ready_future(ch).result(timeout=30)
+            stub = prediction_service_pb2_grpc.PredictionServiceStub(ch)
+
+            def call(i):  # each waits ~2.5 s in the batch queue
+                try:
+                    stub.Predict(predict_request(layout.GENERATE_PNG, seed=np.array([i])), timeout=60)
+                    return "OK"
+                except grpc.RpcError as e:
+                    return e.code().name
+
+            with ThreadPoolExecutor(6) as ex:
+                codes = list(ex.map(call, range(6)))
+    finally:
+        assert srv.stop() == 0, srv.log_tail()
+    assert sorted(codes) == ["OK"] * 2 + ["RESOURCE_EXHAUSTED"] * 4, codes
+
+
 def test_sigterm_finishes_rpcs_in_flight(model_dir, tmp_path):
     """SIGTERM: the gRPC server stops with the REST one and lets Predict calls in flight finish (exit 0)."""
     import threading
