@@ -152,6 +152,7 @@ def _port_in_use(host: str, port: int) -> str | None:
         return str(e.strerror or e)
     family, kind, proto, _, addr = infos[0]
     with socket.socket(family, kind, proto) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the servers bind: TIME_WAIT is no obstacle
         try:
             s.bind(addr)
         except OSError as e:
