@@ -1,6 +1,8 @@
 """Serving exported generators: TF Serving configs, and ``nebula serve`` / ``nebula client``.
 
-Modules: ``app`` (Starlette server), ``rest_api`` (TF Serving REST v1 JSON), ``errors``, ``types``,
+Modules: ``app`` (Starlette server), ``rest_api`` (TF Serving REST v1 JSON), ``grpc_api`` (TF Serving's
+gRPC services), ``tensor_proto`` (TensorProto <-> numpy), ``protos`` (tensorflow-serving-api's protos
+without TensorFlow), ``errors``, ``types``,
 ``options`` (server defaults), ``runtimes``
 (ONNX Runtime / SavedModel runners), ``registry`` (versions, labels, hot pickup),
 ``batching``, ``metrics``, ``config_files``, ``signatures``, ``client``, ``cli``, ``testing``.

@@ -77,13 +77,12 @@ class ServingApp:
 
     @contextlib.asynccontextmanager
     async def lifespan(self, app):
+        grpc_api = None
+        if self.options.grpc_port:  # imported before any version loads: its protos must not race a TF import
+            from nebula_keras3.serving import grpc_api
         await self.registry.start()
         log.info("models: %s", self.registry.summary())
-        grpc_server = None
-        if self.options.grpc_port:
-            from nebula_keras3.serving.grpc_api import start_grpc_server
-
-            grpc_server = await start_grpc_server(self.registry, self.options)
+        grpc_server = await grpc_api.start_grpc_server(self.registry, self.options) if grpc_api else None
         try:
             yield
         finally:

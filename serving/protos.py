@@ -11,7 +11,10 @@ it, ``"tensorflow" not in sys.modules``, and a later real ``import tensorflow``
 (e.g. a SavedModel-only version) starts from scratch and gets the same message
 classes (the descriptors are already in protobuf's default pool).
 
-When TensorFlow is already imported, the modules are imported plainly.
+When TensorFlow is already imported, the modules are imported plainly. Import
+this module before any other thread may import TensorFlow (``nebula serve``
+does so before it loads a version): while it runs, ``tensorflow`` packages
+found by another thread would be the empty ones.
 """
 
 from __future__ import annotations
