@@ -86,13 +86,15 @@ def serve_command(model_base_path, model_name, model_config_file, host, port, gr
             click.echo(f"nebula serve: gRPC off ({missing}; pip install 'nebula-keras3[grpc]')", err=True)
             grpc_port = 0
         elif missing:
-            _fail(f"--grpc-port {grpc_port}: {missing} (pip install 'nebula-keras3[grpc]'; --grpc-port 0 turns gRPC off)")
+            _fail(f"--grpc-port {grpc_port}: {missing} "
+                  "(pip install 'nebula-keras3[grpc]'; --grpc-port 0 turns gRPC off)")
     if grpc_port:
         if grpc_port == port:
             _fail(f"--grpc-port and --port are both {port}; give two ports (or --grpc-port 0)")
         reason = _port_in_use(host, grpc_port)
         if reason:
-            _fail(f"cannot listen for gRPC on {host}:{grpc_port}: {reason} (another server? --grpc-port 0 turns gRPC off)")
+            _fail(f"cannot listen for gRPC on {host}:{grpc_port}: {reason} "
+                  "(another server? --grpc-port 0 turns gRPC off)")
 
     import uvicorn
 
@@ -181,7 +183,8 @@ def _GracefulServer(config):  # noqa: N802 - reads like the class it builds
 
 
 @click.command("client")
-@click.option("--url", help=f"Server base URL (default {DEFAULT_URL}); with --grpc host:port (default {DEFAULT_GRPC_TARGET}).")
+@click.option("--url", help=f"Server base URL (default {DEFAULT_URL}); "
+                           f"with --grpc host:port (default {DEFAULT_GRPC_TARGET}).")
 @click.option("--grpc", "use_grpc", is_flag=True, help="Call the gRPC API (PredictionService.Predict) instead of REST.")
 @click.option("--model", default=DEFAULT_MODEL_NAME, show_default=True)
 @click.option("-n", "n", default=16, show_default=True, type=click.IntRange(1, 4096), help="Images.")

@@ -408,7 +408,7 @@ _NO_TF_SCRIPT = textwrap.dedent(
             md.model_spec.name = "nebula"
             md.metadata_field.append("signature_def")
             stub.GetModelMetadata(md, timeout=30)
-        result["tensorflow_modules"] = sorted(m for m in sys.modules if m == "tensorflow" or m.startswith("tensorflow."))
+        result["tensorflow_modules"] = sorted(m for m in sys.modules if m.split(".")[0] == "tensorflow")
         os.kill(os.getpid(), signal.SIGTERM)
 
     threading.Thread(target=client, daemon=True).start()
