@@ -138,7 +138,7 @@ def _grpc_missing() -> str | None:
     from importlib.util import find_spec
 
     for module, package in (("grpc", "grpcio"), ("tensorflow_serving", "tensorflow-serving-api"),
-                            ("tensorflow", "the tensorflow wheel's generated protos")):
+                            ("tensorflow", "tensorflow (its generated *_pb2 files)")):
         if find_spec(module) is None:
             return f"{package} is not installed"
     return None
