@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from nebula_keras3.export import layout
+from nebula_keras3.serving.options import DEFAULT_HOST
 
 _EXPORT_SCRIPT = textwrap.dedent(
     """
@@ -85,7 +86,7 @@ def copy_version(src_dir, dst_model_dir, version: int, *, with_onnx: bool = True
 
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind((DEFAULT_HOST, 0))
         return s.getsockname()[1]
 
 
@@ -98,18 +99,18 @@ def http_get(url: str, timeout: float = 5.0):
 
 
 class ServerProcess:
-    """``nebula serve`` in a subprocess on a free 127.0.0.1 port."""
+    """``nebula serve`` in a subprocess on a free port of the default (loopback) host."""
 
     def __init__(self, args: list[str], *, model: str = layout.DEFAULT_MODEL_NAME, log_path=None, env=None,
                  ready_timeout: float = 90.0, wait_versions: int = 1):
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"http://{DEFAULT_HOST}:{self.port}"
         self.model = model
         self.log_path = Path(log_path) if log_path else None
         self._log = open(self.log_path, "wb") if self.log_path else subprocess.DEVNULL
         full_env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="", **(env or {}))
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "nebula_keras3", "serve", "--host", "127.0.0.1", "--port", str(self.port),
+            [sys.executable, "-m", "nebula_keras3", "serve", "--host", DEFAULT_HOST, "--port", str(self.port),
              "--log-level", "warning", *args],
             stdout=self._log, stderr=subprocess.STDOUT, env=full_env,
         )

@@ -131,33 +131,42 @@ def keras_adam_moments_as_torch(model, optimizer):
     return out
 
 
-def train_both(optimizer, *, steps, lr, stale_d=False, monkeypatch):
-    """Train our GAN and the torch reference from the same weights on the same batches."""
+def train_keras(optimizer, *, steps, lr):
+    """Train our GAN ``steps`` steps; return it, torch copies of its initial nets, the batches and z."""
     g = DCGANGenerator(SIZE, LATENT, NGF, seed=0)
     d = DCGANDiscriminator(SIZE, NDF, seed=1)
     rng = np.random.default_rng(0)
     real = rng.uniform(-1, 1, (steps * BATCH, SIZE, SIZE, 3)).astype("float32")
     z = rng.normal(size=(BATCH, LATENT)).astype("float32")
-    netG, netD = reference_nets(g, d)
+    nets = reference_nets(g, d)  # before training: the reference starts from the same weights
 
     if optimizer == "sgd":
-        keras_opt = lambda name: keras.optimizers.SGD(lr, name=name)  # noqa: E731
-        torch_opt = lambda p: torch.optim.SGD(p, lr=lr)  # noqa: E731
+        make = lambda name: keras.optimizers.SGD(lr, name=name)  # noqa: E731
     else:
-        keras_opt = lambda name: keras.optimizers.Adam(lr, beta_1=0.5, epsilon=1e-8, name=name)  # noqa: E731
-        torch_opt = lambda p: torch.optim.Adam(p, lr=lr, betas=(0.5, 0.999), eps=1e-8)  # noqa: E731
-
+        make = lambda name: keras.optimizers.Adam(lr, beta_1=0.5, epsilon=1e-8, name=name)  # noqa: E731
     gan = GAN(g, d, seed=0)
-    gan.compile(d_optimizer=keras_opt("d_opt"), g_optimizer=keras_opt("g_opt"))
-    monkeypatch.setattr(GAN, "sample_latents", lambda self, n: keras.ops.convert_to_tensor(z))
-    history = gan.fit(real, batch_size=BATCH, epochs=1, verbose=0, shuffle=False).history
+    gan.compile(d_optimizer=make("d_opt"), g_optimizer=make("g_opt"))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(GAN, "sample_latents", lambda self, n: keras.ops.convert_to_tensor(z))
+        history = gan.fit(real, batch_size=BATCH, epochs=1, verbose=0, shuffle=False).history
 
     to_torch = lambda x: torch.tensor(x.transpose(0, 3, 1, 2).astype("float64"))  # noqa: E731
     reals = [to_torch(real[i * BATCH:(i + 1) * BATCH]) for i in range(steps)]
-    optG, optD, losses = reference_steps(
-        netG, netD, reals, torch.tensor(z.astype("float64")).view(BATCH, LATENT, 1, 1), torch_opt, stale_d=stale_d
-    )
-    return gan, (netG, netD, optG, optD), history, losses
+    z_torch = torch.tensor(z.astype("float64")).view(BATCH, LATENT, 1, 1)
+    return gan, nets, reals, z_torch, history
+
+
+def run_reference(optimizer, nets, reals, z, *, lr, stale_d=False):
+    """The torch reference from (a copy of) the initial nets; ``(netG, netD, optG, optD), losses``."""
+    import copy
+
+    netG, netD = copy.deepcopy(nets)
+    if optimizer == "sgd":
+        make = lambda p: torch.optim.SGD(p, lr=lr)  # noqa: E731
+    else:
+        make = lambda p: torch.optim.Adam(p, lr=lr, betas=(0.5, 0.999), eps=1e-8)  # noqa: E731
+    optG, optD, losses = reference_steps(netG, netD, reals, z, make, stale_d=stale_d)
+    return (netG, netD, optG, optD), losses
 
 
 def mismatches(gan, reference, *, weight_atol, moment_rtol=None) -> list[str]:
@@ -189,9 +198,10 @@ def mismatches(gan, reference, *, weight_atol, moment_rtol=None) -> list[str]:
     return found
 
 
-def test_one_sgd_step_matches_pytorch_reference(monkeypatch):
+def test_one_sgd_step_matches_pytorch_reference():
     """SGD: exact gradients, so the weights agree to float32 round-off after a step."""
-    gan, reference, history, losses = train_both("sgd", steps=1, lr=0.05, monkeypatch=monkeypatch)
+    gan, nets, reals, z, history = train_keras("sgd", steps=1, lr=0.05)
+    reference, losses = run_reference("sgd", nets, reals, z, lr=0.05)
     assert history["d_loss"][0] == pytest.approx(losses[0][0], abs=1e-4)
     assert history["g_loss"][0] == pytest.approx(losses[0][1], abs=1e-4)
     assert mismatches(gan, reference, weight_atol=1e-6) == []
@@ -207,21 +217,30 @@ def test_one_sgd_step_matches_pytorch_reference(monkeypatch):
 
 # The recipe's Adam. Weights: within 10% of one step's size (Adam turns round-off in
 # near-zero gradients into whole-step sign flips, so tighter is noise). Moments: within
-# 1e-3 of each tensor's largest entry (measured: ~2e-5 here; a stale D gives ~0.5).
+# 1e-3 of each tensor's largest entry (measured: ~2e-5 here; a stale D gives ~0.5, a
+# gradient 5% too large ~0.05).
 ADAM_LR = 2e-4
 ADAM_WEIGHT_ATOL = 0.1 * ADAM_LR
 ADAM_MOMENT_RTOL = 1e-3
 
 
-def test_adam_steps_match_pytorch_reference(monkeypatch):
+@pytest.fixture(scope="module")
+def adam_run():
+    """Our GAN after STEPS Adam steps (trained once for the two tests below)."""
+    return train_keras("adam", steps=STEPS, lr=ADAM_LR)
+
+
+def test_adam_steps_match_pytorch_reference(adam_run):
     """STEPS Adam steps of both nets: weights and both Adam moments agree with torch."""
-    gan, reference, _, _ = train_both("adam", steps=STEPS, lr=ADAM_LR, monkeypatch=monkeypatch)
+    gan, nets, reals, z, _ = adam_run
+    reference, _ = run_reference("adam", nets, reals, z, lr=ADAM_LR)
     assert gan.steps_done == STEPS
     assert mismatches(gan, reference, weight_atol=ADAM_WEIGHT_ATOL, moment_rtol=ADAM_MOMENT_RTOL) == []
 
 
-def test_stale_discriminator_fails_the_comparison(monkeypatch):
+def test_stale_discriminator_fails_the_comparison(adam_run):
     """Negative control: a reference whose G step goes through the pre-update D is told apart."""
-    gan, reference, _, _ = train_both("adam", steps=STEPS, lr=ADAM_LR, stale_d=True, monkeypatch=monkeypatch)
+    gan, nets, reals, z, _ = adam_run
+    reference, _ = run_reference("adam", nets, reals, z, lr=ADAM_LR, stale_d=True)
     found = mismatches(gan, reference, weight_atol=ADAM_WEIGHT_ATOL, moment_rtol=ADAM_MOMENT_RTOL)
     assert any(f.startswith("G ") for f in found), found
