@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from nebula_keras3.export import layout
+from nebula_keras3.serving.options import DEFAULT_HOST
 
 _EXPORT_SCRIPT = textwrap.dedent(
     """
@@ -85,7 +86,7 @@ def copy_version(src_dir, dst_model_dir, version: int, *, with_onnx: bool = True
 
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind((DEFAULT_HOST, 0))
         return s.getsockname()[1]
 
 
@@ -98,23 +99,23 @@ def http_get(url: str, timeout: float = 5.0):
 
 
 class ServerProcess:
-    """``nebula serve`` in a subprocess on a free 127.0.0.1 port (and a free gRPC port with ``grpc=True``;
-    else gRPC is off, so servers never contend for 8500)."""
+    """``nebula serve`` in a subprocess on a free port of the default (loopback) host (and a free
+    gRPC port with ``grpc=True``; else gRPC is off, so servers never contend for its default port)."""
 
     def __init__(self, args: list[str], *, model: str = layout.DEFAULT_MODEL_NAME, log_path=None, env=None,
                  ready_timeout: float = 90.0, wait_versions: int = 1, grpc: bool = False):
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"http://{DEFAULT_HOST}:{self.port}"
         self.grpc_port = 0
         while grpc and self.grpc_port in (0, self.port):
             self.grpc_port = free_port()
-        self.grpc_target = f"127.0.0.1:{self.grpc_port}" if grpc else None
+        self.grpc_target = f"{DEFAULT_HOST}:{self.grpc_port}" if grpc else None
         self.model = model
         self.log_path = Path(log_path) if log_path else None
         self._log = open(self.log_path, "wb") if self.log_path else subprocess.DEVNULL
         full_env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="", **(env or {}))
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "nebula_keras3", "serve", "--host", "127.0.0.1", "--port", str(self.port),
+            [sys.executable, "-m", "nebula_keras3", "serve", "--host", DEFAULT_HOST, "--port", str(self.port),
              "--grpc-port", str(self.grpc_port), "--log-level", "warning", *args],
             stdout=self._log, stderr=subprocess.STDOUT, env=full_env,
         )

@@ -20,8 +20,10 @@ def invoke(*args):
 def test_help_lists_every_command():
     result = invoke("--help")
     assert result.exit_code == 0
-    for name in ("train", "sample", "export", "serve", "client"):
-        assert name in result.output
+    listing = result.output.split("Commands:", 1)[1].strip().splitlines()
+    rows = dict(line.split(None, 1) for line in listing)
+    assert sorted(rows) == ["client", "export", "sample", "serve", "train"]
+    assert all(help_text.strip() for help_text in rows.values())  # each command loaded and described
 
 
 def test_train_then_resume(tmp_path):

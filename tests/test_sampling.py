@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -142,15 +141,11 @@ def test_model_path_errors(tmp_path):
     _one_line_error(_invoke(["--model", broken, "-o", tmp_path / "g.png"]), "cannot load")
 
 
-def test_onnx_cold_start(onnx_file, tmp_path):
-    """`nebula sample --onnx -n 64` in a fresh process: fast, and no framework imported."""
-    env = dict(os.environ)
-    t0 = time.perf_counter()
+def test_onnx_cli_in_a_fresh_process(onnx_file, tmp_path):
+    """`nebula sample --onnx -n 64` in a fresh process writes the grid (its start-up time is
+    measured by bench/limits_bench.py, not asserted here)."""
     proc = subprocess.run([sys.executable, "-m", "nebula_keras3", "sample", "--onnx", str(onnx_file),
                            "-n", "64", "--seed", "0", "-o", str(tmp_path / "grid.png")],
-                          env=env, capture_output=True, text=True, timeout=120, cwd=REPO)
-    seconds = time.perf_counter() - t0
+                          env=dict(os.environ), capture_output=True, text=True, timeout=120, cwd=REPO)
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "grid.png").is_file()
-    print(f"cold start to a 64-image grid: {seconds:.2f} s")
-    assert seconds < 10  # generous: the machine is shared; typical is well under 1 s

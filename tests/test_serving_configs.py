@@ -115,10 +115,14 @@ def test_monitoring_config_typos_fail(typo):
         cf.parse_text(typo, cf.MonitoringConfig)
 
 
-def test_batching_config():
-    opts = cf.load_batching_parameters(SERVING / "batching.config")
-    assert opts.max_batch_size == 32 and opts.batch_timeout_micros == 2000
-    assert opts.max_enqueued_batches == 64 and opts.num_batch_threads == 2
+def test_batching_config(tmp_path):
+    # start from values the file does not hold, so an ignored file cannot pass
+    base = cf.BatchingOptions(max_batch_size=1, batch_timeout_micros=1, max_enqueued_batches=1, num_batch_threads=1)
+    opts = cf.load_batching_parameters(SERVING / "batching.config", base)
+    assert opts == cf.BatchingOptions(32, 2000, 64, 2)
+    partial = tmp_path / "partial.config"
+    partial.write_text("max_batch_size { value: 7 }\nnum_batch_threads { value: 3 }\n")
+    assert cf.load_batching_parameters(partial, base) == cf.BatchingOptions(7, 1, 1, 3)
     with pytest.raises(cf.ConfigError):
         cf.parse_text("max_batch_size: 32", cf.BatchingParameters)  # must be { value: 32 }
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -14,6 +15,7 @@ import pytest
 from nebula_keras3.serving import rest_api as ra
 from nebula_keras3.serving.batching import QUEUE_FULL, Batcher
 from nebula_keras3.serving.config_files import BatchingOptions, VersionPolicy
+from nebula_keras3.serving.errors import ServingError
 from nebula_keras3.serving.signatures import SignatureSpec, TensorSpec
 
 pytestmark = pytest.mark.backend_independent
@@ -174,18 +176,28 @@ def test_batcher_merges_and_splits_back():
     assert sum(calls) == sum(len(x) for x in xs)
 
 
-def test_batcher_bounded_queue_refuses_fast():
-    async def go(b):
-        t0 = time.monotonic()
-        res = await asyncio.gather(*(b.submit("s", {"x": np.ones(1, np.float32)}) for _ in range(30)),
-                                   return_exceptions=True)
-        return res, time.monotonic() - t0
+def test_batcher_bounded_queue_refuses_without_waiting_for_the_model():
+    release = threading.Event()
 
-    (res, elapsed), _, _ = _run_batcher(go, BatchingOptions(1, 0, 2, 1))
-    errors = [r for r in res if isinstance(r, Exception)]
-    assert errors and all(isinstance(e, ra.ServingError) and e.http_status == 503 and QUEUE_FULL in e.message
-                          for e in errors)
-    assert len(errors) < 30
+    def blocked_run(sig, inputs):
+        release.wait(30)  # the model is busy until every refusal has been answered
+        return {"y": inputs["x"] * 2}
+
+    async def go(b):
+        tasks = [asyncio.ensure_future(b.submit("s", {"x": np.ones(1, np.float32)})) for _ in range(30)]
+        for _ in range(50):
+            await asyncio.sleep(0)  # let every submit run up to its refusal or its wait
+        answered_while_busy = {i for i, t in enumerate(tasks) if t.done()}
+        release.set()
+        res = await asyncio.gather(*tasks, return_exceptions=True)
+        return answered_while_busy, res
+
+    (answered_while_busy, res), _, _ = _run_batcher(go, BatchingOptions(1, 0, 2, 1), run=blocked_run)
+    refused = {i for i, r in enumerate(res) if isinstance(r, Exception)}
+    assert refused and len(refused) < 30
+    assert all(isinstance(res[i], ServingError) and res[i].http_status == 503 and QUEUE_FULL in res[i].message
+               for i in refused)
+    assert answered_while_busy == refused  # refusals did not queue behind the model; accepted work did
 
 
 def test_batcher_large_request_is_chunked_and_errors_propagate():

@@ -144,33 +144,17 @@ def _rewrite_header(path, **changes):
 
 def test_checkpoint_variable_names_are_checked(tmp_path):
     """Same shapes in another order (BatchNorm gamma and beta swapped) are refused, not loaded."""
-    trainer.train(tiny_config(steps_per_epoch=1), tmp_path / "run", **quiet)
-    path = checkpoint_path(tmp_path / "run")
+    from nebula_keras3.training.checkpoint import save_checkpoint
+
+    gan = trainer.build_gan(tiny_config())
+    path = save_checkpoint(gan, tmp_path / "run", epoch=0)
     names = read_header(path)["names"]
     i = names.index("up0_bn/gamma")
     assert names[i + 1] == "up0_bn/beta"
     names[i], names[i + 1] = names[i + 1], names[i]
     _rewrite_header(path, names=names)
-    gan = trainer.build_gan(tiny_config(steps_per_epoch=1))
     with pytest.raises(CheckpointError, match=rf"variable {i} is 'up0_bn/beta' in the checkpoint but 'up0_bn/gamma'"):
         load_checkpoint(gan, path)
-
-
-def test_resume_removes_stale_temp_files(tmp_path):
-    run = tmp_path / "run"
-    trainer.train(tiny_config(steps_per_epoch=1), run, **quiet)
-    dead = subprocess.Popen([sys.executable, "-c", "pass"])
-    dead.wait()  # a process that no longer exists: what a SIGKILLed writer leaves
-    stale = [run / "checkpoints" / f".last.npz.tmp{dead.pid}-0123abcd",
-             run / "samples" / f".epoch_002.png.tmp{dead.pid}-89abcdef.png"]
-    live = run / "checkpoints" / f".last.npz.tmp{subprocess.os.getpid()}-0123abcd"  # a writer still running
-    for p in stale + [live]:
-        p.write_bytes(b"half a file")
-    messages = []
-    trainer.resume(run, epochs=2, progress=False, echo=messages.append)
-    assert not any(p.exists() for p in stale)
-    assert live.exists()
-    assert any("removed 2 temp file(s)" in m for m in messages)
 
 
 def _image_folder(folder, n, seed=0):
@@ -183,22 +167,32 @@ def _image_folder(folder, n, seed=0):
     return folder
 
 
-def test_resume_on_changed_data_is_refused_unless_allowed(tmp_path):
+def test_resume_cleans_temp_files_and_refuses_changed_data(tmp_path):
+    """A resume removes temp files of killed writes, and refuses a changed image folder unless allowed."""
     data = _image_folder(tmp_path / "data", 8)
     run = tmp_path / "run"
     trainer.train(tiny_config(data=str(data), steps_per_epoch=1), run, **quiet)
-    stored = (run / "data.json").read_text()
-    assert '"images": 8' in stored
+    assert '"image_count": 8' in (run / "data.json").read_text()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()  # a process that no longer exists: what a SIGKILLed writer leaves
+    stale = [run / "checkpoints" / f".last.npz.tmp{dead.pid}-0123abcd",
+             run / "samples" / f".epoch_002.png.tmp{dead.pid}-89abcdef.png"]
+    live = run / "checkpoints" / f".last.npz.tmp{subprocess.os.getpid()}-0123abcd"  # a writer still running
+    for p in stale + [live]:
+        p.write_bytes(b"half a file")
     _image_folder(tmp_path / "extra", 1, seed=1)
     (tmp_path / "extra" / "im00.png").rename(data / "new.png")
+    messages = []
     with pytest.raises(trainer.RunError, match=r"training data of .* changed: 8 images .* 9 images .*--allow-data-change"):
-        trainer.resume(run, epochs=2, **quiet)
+        trainer.resume(run, epochs=2, progress=False, echo=messages.append)
+    assert not any(p.exists() for p in stale) and live.exists()
+    assert any("removed 2 temp file(s)" in m for m in messages)
     assert read_header(checkpoint_path(run))["epoch"] == 1  # nothing trained, nothing lost
     messages = []
     result = trainer.resume(run, epochs=2, allow_data_change=True, progress=False, echo=messages.append)
     assert result.epochs_done == 2
     assert any("warning: continuing on changed training data" in m for m in messages)
-    assert '"images": 9' in (run / "data.json").read_text()
+    assert '"image_count": 9' in (run / "data.json").read_text()
 
 
 def test_deterministic_flag_turns_on_deterministic_kernels(tmp_path):

@@ -74,7 +74,7 @@ def data_fingerprint(images: np.ndarray) -> dict:
     digest = hashlib.sha256()
     digest.update(repr((images.dtype.str, images.shape)).encode())
     digest.update(memoryview(images).cast("B"))
-    return {"images": int(images.shape[0]), "shape": list(images.shape[1:]), "sha256": digest.hexdigest()}
+    return {"image_count": int(images.shape[0]), "shape": list(images.shape[1:]), "sha256": digest.hexdigest()}
 
 
 def __getattr__(name: str):

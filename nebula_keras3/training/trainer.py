@@ -167,8 +167,8 @@ def check_data(run_dir: Path, fingerprint: dict, *, resume: bool, allow_change: 
         except ValueError:
             stored = None
     if stored is not None and stored != fingerprint:
-        change = (f"{stored.get('images')} images (sha256 {str(stored.get('sha256'))[:12]}) when the run started, "
-                  f"{fingerprint['images']} images (sha256 {fingerprint['sha256'][:12]}) now")
+        change = (f"{stored.get('image_count')} images (sha256 {str(stored.get('sha256'))[:12]}) when the run started, "
+                  f"{fingerprint['image_count']} images (sha256 {fingerprint['sha256'][:12]}) now")
         if not allow_change:
             raise RunError(f"the training data of {run_dir} changed: {change}; "
                            "pass --allow-data-change to continue on the new data")
