@@ -48,10 +48,12 @@ def evaluate_command(data, model_path, onnx_path, images_path, n, seed, metrics,
         load_generated_images,
         load_real_images,
     )
-    from nebula_keras3.metrics.inception import InceptionWeightsError
+    from nebula_keras3.metrics.inception import InceptionWeightsError, check_weights_file
 
     t0 = time.perf_counter()
     try:
+        if inception_weights is not None:
+            check_weights_file(inception_weights)  # before any slow work
         fake, fake_text = load_generated_images(model=model_path, onnx=onnx_path, images=images_path, n=n, seed=seed)
         real, real_text = load_real_images(data, fake.shape[1], n=n, seed=seed)
         result = evaluate_images(real, fake, metrics=metrics, seed=seed, inception_weights=inception_weights)

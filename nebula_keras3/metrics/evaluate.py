@@ -80,20 +80,21 @@ def evaluate_images(real: np.ndarray, fake: np.ndarray, *, metrics=METRICS, seed
             f"{fake.shape[0]} of {fake.shape[1]} px"
         )
     result: dict = {"n": int(real.shape[0]), "image_size": int(real.shape[1])}
+    inception = None
+    if inception_weights is not None and {"fid", "kid"} & set(metrics):
+        from nebula_keras3.metrics.inception import INCEPTION_SIZE, InceptionFeatures
+
+        # First, so that a bad file fails before minutes of other work.
+        inception = InceptionFeatures(inception_weights, image_size=inception_size or INCEPTION_SIZE)
     try:
         if "swd" in metrics:
             result.update(sliced_wasserstein_distance(real, fake, seed=seed))
         if {"fid", "kid", "prdc"} & set(metrics):
             extractor = RandomCNNFeatures()
             result.update(_feature_metrics(extractor(real), extractor(fake), "randcnn", metrics, seed))
-        if inception_weights is not None and {"fid", "kid"} & set(metrics):
-            from nebula_keras3.metrics.inception import INCEPTION_SIZE, InceptionFeatures
-
-            inception = InceptionFeatures(inception_weights, image_size=inception_size or INCEPTION_SIZE)
-            feats = _feature_metrics(inception(real), inception(fake), "inception", set(metrics) - {"prdc"}, seed)
-            result.update(feats)
-    except EvaluationError:
-        raise
+        if inception is not None:
+            only = set(metrics) - {"prdc"}
+            result.update(_feature_metrics(inception(real), inception(fake), "inception", only, seed))
     except ValueError as e:
         raise EvaluationError(str(e)) from None
     return result

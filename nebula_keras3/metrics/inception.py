@@ -26,15 +26,21 @@ class InceptionWeightsError(ValueError):
     """A weights file that is missing or does not fit InceptionV3 without its top."""
 
 
+def check_weights_file(weights: str | os.PathLike) -> Path:
+    """The weights path, or a one-line error when it is missing or not a file."""
+    path = Path(weights).expanduser()
+    if not path.exists():
+        raise InceptionWeightsError(f"InceptionV3 weights file {path} does not exist")
+    if not path.is_file():
+        raise InceptionWeightsError(f"InceptionV3 weights {path} is not a file")
+    return path
+
+
 class InceptionFeatures:
     """uint8 ``[n, S, S, 3]`` -> float64 ``[n, 2048]`` InceptionV3 pool features."""
 
     def __init__(self, weights: str | os.PathLike, image_size: int = INCEPTION_SIZE, batch_size: int = 32):
-        path = Path(weights).expanduser()
-        if not path.exists():
-            raise InceptionWeightsError(f"InceptionV3 weights file {path} does not exist")
-        if not path.is_file():
-            raise InceptionWeightsError(f"InceptionV3 weights {path} is not a file")
+        path = check_weights_file(weights)
         if image_size < MIN_INCEPTION_SIZE:
             raise InceptionWeightsError(f"InceptionV3 needs inputs of at least {MIN_INCEPTION_SIZE} px")
         import keras
@@ -44,6 +50,11 @@ class InceptionFeatures:
         self.model = keras.applications.InceptionV3(
             weights=None, include_top=False, pooling="avg", input_shape=(self.image_size, self.image_size, 3)
         )
+        self.load_weights(path)
+
+    def load_weights(self, weights: str | os.PathLike) -> None:
+        """Fill the network from ``weights``; any layer left unfilled is an error."""
+        path = check_weights_file(weights)
         # Keras warns (once per layer) instead of raising when parts of a file do not match;
         # any such warning means some layers kept random weights, which is an error here.
         with warnings.catch_warnings(record=True) as caught:
