@@ -24,6 +24,10 @@ RUN_OPTIONS = [
     click.option("--steps-per-epoch", type=click.IntRange(min=1), default=None,
                  help="Cap the steps of each epoch (quick runs)."),
     click.option("--augment/--no-augment", default=None, help="Random flips and 90-degree rotations (on)."),
+    click.option("--holdout", type=click.FloatRange(0, 1, max_open=True), default=None,
+                 help="Keep this fraction of the images out of training (seeded split; 0: none)."),
+    click.option("--eval-every", type=click.IntRange(min=0), default=None, metavar="K",
+                 help="Every K epochs, score against the held-out images (epochs.csv, checkpoints/best.npz)."),
     click.option("--jit-compile/--no-jit-compile", default=None,
                  help="Force XLA/jit on or off (default: Keras' choice per backend)."),
 ]
