@@ -102,12 +102,15 @@ def _positions(rng: np.random.Generator, n_images: int, size: int):
 
 def descriptors(level: np.ndarray, y: np.ndarray, x: np.ndarray) -> np.ndarray:
     """[n, S, S, C] level -> normalised descriptors [n*128, 7*7*C] (float32)."""
+    n, size, _, c = level.shape
     half = NHOOD_SIZE // 2
     offsets = np.arange(-half, half + 1)
     img = np.arange(len(y)) // NHOODS_PER_IMAGE
-    # [N, 7, 7, C]: neighbourhood k is image img[k] around (y[k], x[k])
-    desc = level[img[:, None, None], (y[:, None] + offsets)[:, :, None], (x[:, None] + offsets)[:, None, :]]
-    desc = desc - desc.mean(axis=(0, 1, 2), keepdims=True)  # per channel, over the whole set
+    # Flat index of pixel (img, y + dy, x + dx) -> [N, 7, 7]; np.take of whole pixels (C values each).
+    rows = (img * size + y)[:, None] + offsets[None, :]  # [N, 7]
+    pixel = (rows * size)[:, :, None] + (x[:, None] + offsets[None, :])[:, None, :]  # [N, 7, 7]
+    desc = np.take(level.reshape(-1, c), pixel.reshape(-1), axis=0).reshape(len(y), NHOOD_SIZE, NHOOD_SIZE, c)
+    desc -= desc.mean(axis=(0, 1, 2), keepdims=True)  # per channel, over the whole set
     desc /= desc.std(axis=(0, 1, 2), keepdims=True)
     return desc.reshape(desc.shape[0], -1)
 
