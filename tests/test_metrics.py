@@ -144,6 +144,22 @@ def test_fid_and_kid_on_gaussian_features():
 
 
 @pytest.mark.backend_independent
+def test_kid_is_the_unbiased_mmd_with_the_cubic_kernel():
+    rng = np.random.default_rng(2)
+    a, b = rng.normal(size=(7, 3)), rng.normal(0.3, 1.0, size=(7, 3))
+
+    def k(x, y):
+        return (x @ y / 3 + 1) ** 3
+
+    m = 7
+    xx = sum(k(a[i], a[j]) for i in range(m) for j in range(m) if i != j) / (m * (m - 1))
+    yy = sum(k(b[i], b[j]) for i in range(m) for j in range(m) if i != j) / (m * (m - 1))
+    xy = sum(k(a[i], b[j]) for i in range(m) for j in range(m)) / (m * m)
+    mean, std = kernel_distance(a, b)  # 7 < subset size: one subset, all rows
+    assert mean == pytest.approx(xx + yy - 2 * xy, rel=1e-10) and std == 0.0
+
+
+@pytest.mark.backend_independent
 def test_prdc_identical_and_disjoint_sets():
     rng = np.random.default_rng(1)
     a = rng.normal(size=(300, 8))
@@ -154,6 +170,35 @@ def test_prdc_identical_and_disjoint_sets():
     # Half the fakes on the real manifold: precision about 1/2.
     half = prdc(a, np.concatenate([rng.normal(size=(150, 8)), rng.normal(size=(150, 8)) + 20.0]))
     assert 0.35 < half["precision"] < 0.65
+    # Mode collapse: every fake near one real point. Faithful (precision ~1), not diverse.
+    collapsed = prdc(a, a[:1] + rng.normal(scale=0.01, size=(300, 8)))
+    assert collapsed["precision"] > 0.9
+    assert collapsed["recall"] < 0.1 and collapsed["coverage"] < 0.1
+    # Fakes spread far wider than the reals: their big k-NN balls hold every real (recall ~1),
+    # but few fakes land in the reals' small balls (low precision and coverage).
+    spread = prdc(a * 0.1, rng.normal(size=(300, 8)) * 3.0)
+    assert spread["recall"] > 0.9
+    assert spread["precision"] < 0.1 and spread["coverage"] < 0.3
+
+
+@pytest.mark.backend_independent
+def test_prdc_follows_the_definitions_of_naeem_et_al():
+    rng = np.random.default_rng(3)
+    real, fake, k = rng.normal(size=(20, 2)), rng.normal(0.5, 1.2, size=(25, 2)), 3
+
+    def radius(points, i):  # distance to the k-th nearest other point
+        return sorted(np.linalg.norm(points - points[i], axis=1))[k]
+
+    r_real = [radius(real, i) for i in range(20)]
+    r_fake = [radius(fake, j) for j in range(25)]
+    d = [[np.linalg.norm(real[i] - fake[j]) for j in range(25)] for i in range(20)]
+    expected = {
+        "precision": np.mean([any(d[i][j] < r_real[i] for i in range(20)) for j in range(25)]),
+        "recall": np.mean([any(d[i][j] < r_fake[j] for j in range(25)) for i in range(20)]),
+        "density": np.mean([sum(d[i][j] < r_real[i] for i in range(20)) for j in range(25)]) / k,
+        "coverage": np.mean([min(d[i]) < r_real[i] for i in range(20)]),
+    }
+    assert prdc(real, fake, k=k) == pytest.approx(expected)
 
 
 @pytest.mark.backend_independent
