@@ -268,6 +268,8 @@ def test_evaluate_missing_inception_weights_is_one_line(tmp_path):
 # --- nebula evaluate: sources and bad input ------------------------------------------------------
 
 
+# Sampling itself is tested per backend in test_sampling.py; this checks evaluate's plumbing.
+@pytest.mark.backend_independent
 def test_evaluate_a_model_against_a_folder_resized_like_training(tmp_path):
     from PIL import Image
 
@@ -312,6 +314,7 @@ def test_evaluate_bad_inputs_are_one_line_errors(tmp_path):
         assert sum(line.startswith("Error") for line in out.splitlines()) == 1, out  # one error line
 
 
+@pytest.mark.backend_independent
 def test_evaluate_model_size_must_match_npy_images(tmp_path):
     run = make_generator_run(tmp_path / "run", image_size=32)
     np.save(tmp_path / "real64.npy", procedural_nebulae(8, 64, seed=0))
