@@ -17,6 +17,7 @@ COMMANDS = {
     "export": "nebula_keras3.export.cli:export_command",
     "serve": "nebula_keras3.serving.cli:serve_command",
     "client": "nebula_keras3.serving.cli:client_command",
+    "evaluate": "nebula_keras3.metrics.cli:evaluate_command",
 }
 
 

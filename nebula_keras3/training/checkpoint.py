@@ -21,6 +21,7 @@ from nebula_keras3.artifacts import atomic_path
 
 CHECKPOINT_DIR = "checkpoints"
 CHECKPOINT_FILE = "last.npz"
+BEST_FILE = "best.npz"  # --eval-every: the state with the best held-out score
 FORMAT_VERSION = 1
 
 
@@ -28,17 +29,18 @@ class CheckpointError(RuntimeError):
     """A checkpoint that is missing or does not fit the model."""
 
 
-def checkpoint_path(run_dir: str | Path) -> Path:
-    return Path(run_dir) / CHECKPOINT_DIR / CHECKPOINT_FILE
+def checkpoint_path(run_dir: str | Path, name: str = CHECKPOINT_FILE) -> Path:
+    return Path(run_dir) / CHECKPOINT_DIR / name
 
 
 def _state_variables(gan):
     return list(gan.variables) + list(gan.optimizer.variables)
 
 
-def save_checkpoint(gan, run_dir: str | Path, *, epoch: int, extra: dict | None = None) -> Path:
+def save_checkpoint(gan, run_dir: str | Path, *, epoch: int, extra: dict | None = None,
+                    name: str = CHECKPOINT_FILE) -> Path:
     """Save after ``epoch`` finished epochs (so a resume starts at epoch index ``epoch``)."""
-    path = checkpoint_path(run_dir)
+    path = checkpoint_path(run_dir, name)
     path.parent.mkdir(parents=True, exist_ok=True)
     variables = _state_variables(gan)
     arrays = {f"v{i:06d}": ops.convert_to_numpy(v.value) for i, v in enumerate(variables)}

@@ -42,6 +42,8 @@ class TrainConfig:
     sample_count: int = 64  # images in samples/epoch_NNN.png (fixed latents, seeds 0..n-1)
     jit_compile: str | bool = "auto"
     deterministic: bool = False  # deterministic GPU kernels (training/determinism.py); CPU always is
+    holdout: float = 0.0  # fraction of the images kept out of training (seeded split); 0: none
+    eval_every: int = 0  # score against the held-out images every K epochs; 0: never
     extra: dict = field(default_factory=dict)
 
     @classmethod
@@ -63,6 +65,12 @@ class TrainConfig:
                 raise ValueError(f"{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
         if self.steps_per_epoch is not None and self.steps_per_epoch <= 0:
             raise ValueError(f"steps-per-epoch must be positive, got {self.steps_per_epoch}")
+        if not 0.0 <= self.holdout < 1.0:
+            raise ValueError(f"holdout must be a fraction in [0, 1), got {self.holdout}")
+        if self.eval_every < 0:
+            raise ValueError(f"eval-every must be positive, got {self.eval_every}")
+        if self.eval_every and not self.holdout:
+            raise ValueError("--eval-every scores against held-out images: give --holdout FRACTION too")
         if not self.learning_rate > 0:
             raise ValueError(f"learning rate must be positive, got {self.learning_rate}")
         return self

@@ -16,6 +16,7 @@ from nebula_keras3.artifacts import atomic_path, write_bytes_atomic
 from nebula_keras3.sampling.grid import make_grid, save_png, to_uint8
 from nebula_keras3.sampling.latents import batch_seeds, latents_from_seeds
 from nebula_keras3.training.checkpoint import save_checkpoint
+from nebula_keras3.training.evaluation import EVAL_SECONDS
 
 LOSS_COLUMNS = ("epoch", "step", "d_loss", "g_loss", "d_real", "d_fake")
 EPOCH_COLUMNS = ("epoch", "step", "seconds", "images_per_second", "d_loss", "g_loss", "d_real", "d_fake")
@@ -37,15 +38,19 @@ def write_csv_atomic(path: Path, columns, rows) -> None:
     write_bytes_atomic(buf.getvalue().encode(), path)
 
 
-def plot_losses(rows: list[dict], path: Path) -> None:
-    """losses.png: D and G losses per step (raw and smoothed), D(x) and D(G(z))."""
+def plot_losses(rows: list[dict], path: Path, epoch_rows=(), metric_columns=()) -> None:
+    """losses.png: D and G losses per step (raw and smoothed), D(x) and D(G(z));
+    plus a panel of the held-out figures per epoch when ``metric_columns`` has any."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     steps = np.array([int(r["step"]) for r in rows])
-    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(9, 6), sharex=True)
+    scored = [r for r in epoch_rows if metric_columns and r.get(metric_columns[0]) not in (None, "")]
+    panels = 3 if scored else 2
+    fig, axes = plt.subplots(panels, 1, figsize=(9, 3 * panels), sharex=True)
+    ax1, ax2 = axes[0], axes[1]
     window = max(1, len(rows) // 50)
     for key, color in (("d_loss", "tab:blue"), ("g_loss", "tab:orange")):
         y = np.array([float(r[key]) for r in rows])
@@ -59,6 +64,15 @@ def plot_losses(rows: list[dict], path: Path) -> None:
     ax2.set_ylim(0, 1)
     ax2.set_xlabel("step")
     ax2.legend()
+    if scored:
+        ax3 = axes[2]
+        x = [int(r["step"]) for r in scored]
+        for key in metric_columns:
+            ax3.plot(x, [max(float(r[key]), 1e-6) for r in scored], marker="o", label=key)
+        ax3.set_yscale("log")
+        ax3.set_ylabel("held-out")
+        ax3.set_xlabel("step")
+        ax3.legend()
     fig.tight_layout()
     with atomic_path(path, suffix=".png") as tmp:
         fig.savefig(tmp, dpi=100)
@@ -71,8 +85,10 @@ class TrainingMonitor(keras.callbacks.Callback):
     A diverged epoch writes nothing, so the last checkpoint stays the last good one.
     """
 
-    def __init__(self, run_dir, *, sample_count, batch_size, loss_rows, epoch_rows, echo=print):
+    def __init__(self, run_dir, *, sample_count, batch_size, loss_rows, epoch_rows, echo=print,
+                 extra_columns=()):
         super().__init__()
+        self.extra_columns = tuple(extra_columns)  # epochs.csv columns taken from the epoch's logs
         self.run_dir = Path(run_dir)
         self.batch_size = batch_size
         self.loss_rows = loss_rows
@@ -100,7 +116,7 @@ class TrainingMonitor(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if self.diverged is not None:
             return
-        seconds = time.perf_counter() - self._epoch_start
+        seconds = time.perf_counter() - self._epoch_start - (logs or {}).get(EVAL_SECONDS, 0.0)
         n_steps = len(self._epoch_rows)
         done = epoch + 1
         means = {k: float(np.mean([r[k] for r in self._epoch_rows])) for k in LOSS_COLUMNS[2:]}
@@ -112,6 +128,7 @@ class TrainingMonitor(keras.callbacks.Callback):
                 "seconds": round(seconds, 3),
                 "images_per_second": round(n_steps * self.batch_size / seconds, 2),
                 **{k: round(v, 5) for k, v in means.items()},
+                **{k: (logs or {}).get(k, "") for k in self.extra_columns},
             }
         )
         self.write_epoch_files(done)
@@ -130,6 +147,6 @@ class TrainingMonitor(keras.callbacks.Callback):
         images = to_uint8(ops.convert_to_numpy(gen(self._fixed_z, training=False)))
         save_png(make_grid(images), self.run_dir / "samples" / f"epoch_{done:03d}.png")
         write_csv_atomic(self.run_dir / "losses.csv", LOSS_COLUMNS, self.loss_rows)
-        write_csv_atomic(self.run_dir / "epochs.csv", EPOCH_COLUMNS, self.epoch_rows)
-        plot_losses(self.loss_rows, self.run_dir / "losses.png")
+        write_csv_atomic(self.run_dir / "epochs.csv", EPOCH_COLUMNS + self.extra_columns, self.epoch_rows)
+        plot_losses(self.loss_rows, self.run_dir / "losses.png", self.epoch_rows, self.extra_columns)
 

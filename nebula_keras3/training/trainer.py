@@ -25,6 +25,7 @@ from nebula_keras3.artifacts import (
 from nebula_keras3.models import DCGANDiscriminator, DCGANGenerator
 from nebula_keras3.training.checkpoint import checkpoint_path, load_checkpoint
 from nebula_keras3.training.config import TrainConfig
+from nebula_keras3.training.evaluation import EVAL_COLUMNS, HoldoutEvaluation
 from nebula_keras3.training.gan import GAN, reference_adam
 from nebula_keras3.training.monitor import EPOCH_COLUMNS, LOSS_COLUMNS, TrainingMonitor, read_csv_rows
 
@@ -196,6 +197,12 @@ def _run(config: TrainConfig, run_dir: Path, *, resume: bool, progress: bool, ec
         progress=progress,
     )
     check_data(run_dir, data_fingerprint(images), resume=resume, allow_change=allow_data_change, echo=echo)
+    held_out = None
+    if config.holdout:
+        from nebula_keras3.data.split import split_holdout
+
+        images, held_out = split_holdout(images, config.holdout, config.seed)
+        data_description += f" ({len(held_out)} held out)"
     gan = build_gan(config)
     start_epoch = 0
     if resume and checkpoint_path(run_dir).exists():
@@ -217,7 +224,12 @@ def _run(config: TrainConfig, run_dir: Path, *, resume: bool, progress: bool, ec
         loss_rows=read_csv_rows(run_dir / "losses.csv", start_epoch),
         epoch_rows=read_csv_rows(run_dir / "epochs.csv", start_epoch),
         echo=echo,
+        extra_columns=EVAL_COLUMNS if config.eval_every else (),
     )
+    callbacks = [_DataEpoch(batches)]
+    if config.eval_every:  # before the monitor: it puts its figures into the epoch's logs
+        callbacks.append(HoldoutEvaluation(run_dir, held_out, config.eval_every,
+                                           previous_rows=monitor.epoch_rows, seed=config.seed, echo=echo))
     if start_epoch < config.epochs:
         echo(
             f"training {config.model} {config.image_size}px on {data_description} with "
@@ -228,7 +240,7 @@ def _run(config: TrainConfig, run_dir: Path, *, resume: bool, progress: bool, ec
             batches,
             epochs=config.epochs,
             initial_epoch=start_epoch,
-            callbacks=[_DataEpoch(batches), monitor],
+            callbacks=[*callbacks, monitor],
             shuffle=False,  # ImageBatches shuffles per (seed, epoch); Keras would reorder batches at random
             verbose=1 if progress and sys.stdout.isatty() else 0,  # our own line per epoch otherwise
         )

@@ -1,0 +1,223 @@
+"""Score generated images against real ones: the Python API under ``nebula evaluate``.
+
+``evaluate_images(real, fake)`` takes two uint8 ``[n, S, S, 3]`` arrays and returns
+a flat dict of figures (see ``DESCRIPTIONS``). The loaders produce those arrays:
+the real side from an image folder (centre-cropped and resized exactly as
+training reads it, ``data.folder.load_image_folder``) or a ``.npy``; the generated
+side from a run folder / ``.keras`` file (Keras), an ``.onnx`` file (ONNX Runtime)
+or a folder / ``.npy`` of images. Keras is imported only for ``--model`` and
+InceptionV3.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from nebula_keras3.metrics.features import (
+    PRDC_K,
+    RandomCNNFeatures,
+    frechet_distance,
+    kernel_distance,
+    prdc,
+)
+from nebula_keras3.metrics.swd import sliced_wasserstein_distance
+
+METRICS = ("swd", "fid", "kid", "prdc")
+DEFAULT_NUM = 1000
+
+# Every figure evaluate_images can return, with the one-line meaning the table prints.
+DESCRIPTIONS = {
+    "swd": "sliced Wasserstein distance x1e3, mean over pyramid levels (ProGAN; lower is better)",
+    "swd_{res}": "SWD x1e3 of the {res} px Laplacian level",
+    "fid_randcnn": "FID on fixed random-CNN features (not comparable with published FID; lower is better)",
+    "kid_randcnn": "KID x1e3 on random-CNN features: unbiased MMD^2, cubic kernel (lower is better)",
+    "kid_randcnn_std": "std of kid_randcnn over subsets",
+    "precision": f"share of generated images inside the real manifold (k={PRDC_K}; random-CNN features)",
+    "recall": "share of real images inside the generated manifold",
+    "density": "how many real neighbourhoods hold each generated image, / k (about 1 when matched)",
+    "coverage": "share of real images with a generated image in their neighbourhood",
+    "fid_inception": "FID on InceptionV3 pool features (the published recipe, with your weights)",
+    "kid_inception": "KID x1e3 on InceptionV3 pool features",
+    "kid_inception_std": "std of kid_inception over subsets",
+}
+
+
+class EvaluationError(ValueError):
+    """Inputs that cannot be scored; the message names the problem in one line."""
+
+
+def _describe(key: str) -> str:
+    if key.startswith("swd_"):
+        return DESCRIPTIONS["swd_{res}"].format(res=key[4:])
+    return DESCRIPTIONS.get(key, "")
+
+
+def evaluate_images(real: np.ndarray, fake: np.ndarray, *, metrics=METRICS, seed: int = 0,
+                    inception_weights: str | os.PathLike | None = None,
+                    inception_size: int | None = None) -> dict:
+    """Figures for generated images ``fake`` against ``real`` (uint8 ``[n, S, S, 3]``, same shape).
+
+    Args:
+        metrics: any of ``METRICS``; ``fid``/``kid``/``prdc`` use the random-CNN features
+            (and ``fid``/``kid`` also InceptionV3 when ``inception_weights`` is given).
+        seed: seeds SWD's neighbourhoods and directions and KID's subsets.
+        inception_weights: an InceptionV3 (no top) weights file; nothing is downloaded.
+        inception_size: InceptionV3 input side (default 299; tests use smaller).
+    """
+    unknown = set(metrics) - set(METRICS)
+    if unknown:
+        raise EvaluationError(f"unknown metric(s) {', '.join(sorted(unknown))}; choose from {', '.join(METRICS)}")
+    real, fake = np.asarray(real), np.asarray(fake)
+    for name, x in (("real", real), ("generated", fake)):
+        if x.dtype != np.uint8 or x.ndim != 4 or x.shape[-1] != 3 or x.shape[1] != x.shape[2]:
+            raise EvaluationError(f"{name} images must be uint8 [n, S, S, 3], got {x.dtype} {list(x.shape)}")
+    if real.shape != fake.shape:
+        raise EvaluationError(
+            f"real and generated sets differ: {real.shape[0]} images of {real.shape[1]} px vs "
+            f"{fake.shape[0]} of {fake.shape[1]} px"
+        )
+    result: dict = {"n": int(real.shape[0]), "image_size": int(real.shape[1])}
+    inception = None
+    if inception_weights is not None and {"fid", "kid"} & set(metrics):
+        from nebula_keras3.metrics.inception import INCEPTION_SIZE, InceptionFeatures
+
+        # First, so that a bad file fails before minutes of other work.
+        inception = InceptionFeatures(inception_weights, image_size=inception_size or INCEPTION_SIZE)
+    try:
+        if "swd" in metrics:
+            result.update(sliced_wasserstein_distance(real, fake, seed=seed))
+        if {"fid", "kid", "prdc"} & set(metrics):
+            extractor = RandomCNNFeatures()
+            result.update(_feature_metrics(extractor(real), extractor(fake), "randcnn", metrics, seed))
+        if inception is not None:
+            only = set(metrics) - {"prdc"}
+            result.update(_feature_metrics(inception(real), inception(fake), "inception", only, seed))
+    except ValueError as e:
+        raise EvaluationError(str(e)) from None
+    return result
+
+
+def _feature_metrics(real_f, fake_f, tag, metrics, seed) -> dict:
+    out = {}
+    if "fid" in metrics:
+        out[f"fid_{tag}"] = frechet_distance(real_f, fake_f)
+    if "kid" in metrics:
+        mean, std = kernel_distance(real_f, fake_f, seed=seed)
+        out[f"kid_{tag}"], out[f"kid_{tag}_std"] = mean * 1e3, std * 1e3
+    if "prdc" in metrics:
+        out.update(prdc(real_f, fake_f))
+    return out
+
+
+def format_table(result: dict) -> str:
+    """The figures as an aligned text table: name, value, meaning."""
+    rows = [(k, f"{v:.4f}", _describe(k)) for k, v in result.items() if k not in ("n", "image_size")]
+    head = f"{result.get('n', '?')} real vs {result.get('n', '?')} generated images at {result.get('image_size', '?')} px"
+    width = max([len(k) for k, _, _ in rows] + [6])
+    vwidth = max([len(v) for _, v, _ in rows] + [5])
+    lines = [head, f"{'metric':<{width}}  {'value':>{vwidth}}  meaning"]
+    lines += [f"{k:<{width}}  {v:>{vwidth}}  {d}" for k, v, d in rows]
+    return "\n".join(lines)
+
+
+# --- loaders ----------------------------------------------------------------------------
+
+
+def _take(images: np.ndarray, n: int, what: str, seed: int | None) -> np.ndarray:
+    """``n`` of ``images``: the first n, or a seeded random subset when ``seed`` is given."""
+    if len(images) < n:
+        raise EvaluationError(f"{what} holds {len(images)} images, fewer than -n {n}")
+    if seed is None or len(images) == n:
+        return images[:n]
+    idx = np.sort(np.random.default_rng(seed).choice(len(images), n, replace=False))
+    return images[idx]
+
+
+def _load_npy(path: Path, what: str) -> np.ndarray:
+    try:
+        images = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as e:
+        raise EvaluationError(f"cannot read {what} {path}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3 or images.shape[1] != images.shape[2]:
+        raise EvaluationError(f"{path} must hold uint8 images [n, S, S, 3], it holds {images.dtype} {list(images.shape)}")
+    return images
+
+
+def _load_folder(path: Path, image_size: int) -> np.ndarray:
+    from nebula_keras3.data.folder import DataError, load_image_folder
+
+    try:
+        return load_image_folder(path, image_size, progress=False).images
+    except DataError as e:
+        raise EvaluationError(str(e)) from None
+
+
+def _folder_image_size(path: Path) -> int:
+    """Shorter side of the first (sorted) readable image under ``path``."""
+    from PIL import Image
+
+    for file in sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".")):
+        try:
+            with Image.open(file) as im:
+                return min(im.size)
+        except Exception:  # noqa: BLE001 - not an image: try the next file
+            continue
+    raise EvaluationError(f"no usable images in {path}")
+
+
+def load_generated_images(*, model=None, onnx=None, images=None, n: int = DEFAULT_NUM,
+                          seed: int = 0) -> tuple[np.ndarray, str]:
+    """``(uint8 [n, S, S, 3], description)`` from exactly one of a model, an ONNX file or images.
+
+    Models render image seeds ``seed .. seed+n-1`` (the ``nebula sample`` recipe); a
+    folder or ``.npy`` gives its first ``n`` images (a folder at its first image's size).
+    """
+    if sum(x is not None for x in (model, onnx, images)) != 1:
+        raise EvaluationError("give exactly one of --model RUN_OR_KERAS, --onnx FILE or --images DIR_OR_NPY")
+    if images is not None:
+        path = Path(images)
+        if path.is_dir():
+            out = _take(_load_folder(path, _folder_image_size(path)), n, f"generated folder {path}", None)
+        elif path.is_file():
+            out = _take(_load_npy(path, "generated images"), n, f"{path}", None)
+        else:
+            raise EvaluationError(f"generated images {path} do not exist")
+        return out, f"{n} images from {path}"
+    from nebula_keras3.sampling.onnx_sampler import SamplerError
+
+    try:
+        if onnx is not None:
+            from nebula_keras3.sampling.onnx_sampler import OnnxSampler
+
+            sampler = OnnxSampler(onnx)
+        else:
+            from nebula_keras3.sampling.keras_sampler import KerasSampler
+
+            sampler = KerasSampler(model)
+        out = sampler.sample(seed, n)
+    except SamplerError as e:
+        raise EvaluationError(str(e)) from None
+    return out, f"{n} images from {sampler.path} (seeds {seed}..{seed + n - 1})"
+
+
+def load_real_images(data, image_size: int, *, n: int = DEFAULT_NUM, seed: int = 0) -> tuple[np.ndarray, str]:
+    """``(uint8 [n, S, S, 3], description)``: a seeded subset of ``n`` images of a folder or ``.npy``.
+
+    A folder is read as training reads it (centre crop, LANCZOS resize to ``image_size``);
+    a ``.npy`` must already hold images of ``image_size``.
+    """
+    path = Path(data)
+    if path.is_dir():
+        images = _load_folder(path, image_size)
+    elif path.is_file():
+        images = _load_npy(path, "real images")
+        if images.shape[1] != image_size:
+            raise EvaluationError(
+                f"the generated images are {image_size} px but {path} holds {images.shape[1]} px images"
+            )
+    else:
+        raise EvaluationError(f"real images {path} do not exist")
+    return _take(images, n, f"{path}", seed), f"{n} of {len(images)} images from {path} at {image_size} px"

@@ -1,0 +1,85 @@
+"""Score the generator against held-out images during training (``--eval-every K``).
+
+``HoldoutEvaluation`` is a Keras callback: every K epochs it renders as many images
+as are held out (image seeds 0..n-1, the ``nebula sample`` recipe), scores them with
+``metrics.evaluate.evaluate_images`` and puts the figures (``EVAL_COLUMNS``) into the
+epoch's logs, where ``TrainingMonitor`` writes them to ``epochs.csv`` and the loss
+plot. When SWD improves it writes ``checkpoints/best.npz`` (same format and atomic
+write as ``last.npz``). It draws no random number the training uses, so resuming
+stays exact.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import keras
+import numpy as np
+from keras import ops
+
+from nebula_keras3.metrics.evaluate import evaluate_images
+from nebula_keras3.sampling.grid import to_uint8
+from nebula_keras3.sampling.latents import batch_seeds, latents_from_seeds
+from nebula_keras3.training.checkpoint import BEST_FILE, save_checkpoint
+
+# Columns added to epochs.csv; the first one picks checkpoints/best.npz (lower is better).
+EVAL_COLUMNS = ("swd", "fid_randcnn", "kid_randcnn")
+EVAL_METRICS = ("swd", "fid", "kid")
+# Put into the logs too: TrainingMonitor leaves the scoring time out of the epoch's img/s.
+EVAL_SECONDS = "eval_seconds"
+MAX_EVAL_IMAGES = 512  # SWD/FID on more held-out images would cost more than an epoch
+
+
+def generator_to_score(gan):
+    """The generator that sampling and export use: the EMA copy when the GAN has one."""
+    return getattr(gan, "inference_generator", gan.generator)
+
+
+def score_generator(gan, held_out: np.ndarray, *, seed: int = 0, batch_size: int = 128) -> dict:
+    """``EVAL_COLUMNS`` figures of the GAN's generator against uint8 ``held_out`` images."""
+    generator = generator_to_score(gan)
+    held_out = held_out[:MAX_EVAL_IMAGES]
+    z = latents_from_seeds(batch_seeds(0, len(held_out)), gan.latent_dim)  # [n, latent]
+    fake = np.concatenate([
+        to_uint8(ops.convert_to_numpy(generator(z[i : i + batch_size], training=False)))
+        for i in range(0, len(z), batch_size)
+    ])  # uint8 [n, S, S, 3]
+    figures = evaluate_images(held_out, fake, metrics=EVAL_METRICS, seed=seed)
+    return {k: round(float(figures[k]), 5) for k in EVAL_COLUMNS}
+
+
+class HoldoutEvaluation(keras.callbacks.Callback):
+    """Every ``every`` epochs: score against ``held_out``, log the figures, keep the best checkpoint.
+
+    ``previous_rows`` are the epoch rows of the checkpointed epochs (on resume), from which
+    the best score so far is recovered.
+    """
+
+    def __init__(self, run_dir, held_out: np.ndarray, every: int, *, previous_rows=(), seed: int = 0, echo=print):
+        super().__init__()
+        self.run_dir = run_dir
+        self.held_out = held_out
+        self.every = int(every)
+        self.seed = seed
+        self.echo = echo
+        key = EVAL_COLUMNS[0]
+        done = [float(r[key]) for r in previous_rows if r.get(key) not in (None, "")]
+        self.best = min(done, default=math.inf)
+
+    def on_epoch_end(self, epoch, logs=None):
+        done = epoch + 1
+        if done % self.every or self.model.stop_training:  # not due, or diverged: nothing to score
+            return
+        t0 = time.perf_counter()
+        figures = score_generator(self.model, self.held_out, seed=self.seed)
+        if logs is not None:
+            logs.update(figures, **{EVAL_SECONDS: time.perf_counter() - t0})  # the same dict reaches TrainingMonitor.on_epoch_end next
+        key = EVAL_COLUMNS[0]
+        note = ""
+        if figures[key] < self.best:
+            self.best = figures[key]
+            save_checkpoint(self.model, self.run_dir, epoch=done, name=BEST_FILE, extra={key: figures[key]})
+            note = f" (best: {BEST_FILE})"
+        shown = "  ".join(f"{k} {v:.3f}" for k, v in figures.items())
+        self.echo(f"epoch {done}: held-out {len(self.held_out[:MAX_EVAL_IMAGES])} images: {shown}{note}")

@@ -1,0 +1,82 @@
+"""--holdout and --eval-every: a seeded held-out split, figures in epochs.csv, checkpoints/best.npz."""
+
+import csv
+import types
+
+import numpy as np
+import pytest
+from conftest import tiny_config
+from PIL import Image
+
+from nebula_keras3.data.split import holdout_indices, split_holdout
+from nebula_keras3.training import trainer
+from nebula_keras3.training.checkpoint import BEST_FILE, checkpoint_path, read_header
+from nebula_keras3.training.evaluation import EVAL_COLUMNS, generator_to_score
+
+quiet = dict(progress=False, echo=lambda *_: None)
+
+
+@pytest.mark.backend_independent
+def test_holdout_split_is_seeded_disjoint_and_complete():
+    train, held = holdout_indices(100, 0.2, seed=0)
+    assert len(held) == 20 and len(train) == 80
+    assert not set(train) & set(held)
+    assert sorted(set(train) | set(held)) == list(range(100))
+    again = holdout_indices(100, 0.2, seed=0)
+    np.testing.assert_array_equal(held, again[1])  # same seed, same split (resume relies on it)
+    assert not np.array_equal(held, holdout_indices(100, 0.2, seed=1)[1])
+    images = np.arange(10, dtype=np.uint8).reshape(10, 1, 1, 1) * np.ones((1, 2, 2, 3), np.uint8)
+    kept, out = split_holdout(images, 0.3, seed=0)
+    assert len(kept) == 7 and len(out) == 3
+    assert not set(kept[:, 0, 0, 0]) & set(out[:, 0, 0, 0])
+    for bad in (0.0, 1.0, 0.001):
+        with pytest.raises(ValueError, match="holdout"):
+            holdout_indices(100, bad, seed=0)
+
+
+@pytest.mark.backend_independent
+def test_eval_every_needs_a_holdout():
+    with pytest.raises(ValueError, match="give --holdout"):
+        tiny_config(eval_every=1).validate()
+
+
+@pytest.mark.backend_independent
+def test_the_scored_generator_is_the_inference_one_when_there_is_one():
+    plain = types.SimpleNamespace(generator="raw")
+    assert generator_to_score(plain) == "raw"
+    with_ema = types.SimpleNamespace(generator="raw", inference_generator="ema")
+    assert generator_to_score(with_ema) == "ema"
+
+
+def epoch_rows(run):
+    with open(run / "epochs.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_eval_every_writes_figures_best_checkpoint_and_resumes_exactly(tmp_path):
+    # tiny: 32 images, batch 8; holding out 8 leaves 24 = 3 steps per epoch.
+    config = dict(epochs=2, holdout=0.25, eval_every=1)
+    straight = trainer.train(tiny_config(**config), tmp_path / "straight", **quiet)
+    assert straight.steps_done == 6  # the held-out images were not trained on
+    rows = epoch_rows(tmp_path / "straight")
+    assert [r["epoch"] for r in rows] == ["1", "2"]
+    for r in rows:
+        for key in EVAL_COLUMNS:
+            assert float(r[key]) > 0, (key, r)
+    swd = [float(r["swd"]) for r in rows]
+    best = read_header(checkpoint_path(tmp_path / "straight", BEST_FILE))
+    assert best["epoch"] == 1 + int(np.argmin(swd)) and best["swd"] == pytest.approx(min(swd))
+    with Image.open(tmp_path / "straight" / "losses.png") as im:
+        assert im.size[1] == 900  # three panels: losses, D outputs, held-out figures
+
+    trainer.train(tiny_config(**{**config, "epochs": 1}), tmp_path / "split", **quiet)
+    trainer.resume(tmp_path / "split", epochs=2, **quiet)
+    for name in ("last.npz", BEST_FILE):
+        with np.load(checkpoint_path(tmp_path / "straight", name)) as a, \
+                np.load(checkpoint_path(tmp_path / "split", name)) as b:
+            assert a.files == b.files
+            for k in a.files:
+                if k != "header":
+                    np.testing.assert_array_equal(a[k], b[k], err_msg=f"{name} {k}")
+    resumed = epoch_rows(tmp_path / "split")
+    assert [r[k] for r in resumed for k in EVAL_COLUMNS] == [r[k] for r in rows for k in EVAL_COLUMNS]
