@@ -43,8 +43,11 @@ class ImageBatches(keras.utils.PyDataset):
 
     ``__getitem__`` returns only ``x`` (a GAN needs no targets).
 
+    The images are never copied as a whole: a ``np.memmap`` (the data cache of
+    ``load_image_folder``) stays on disk and each batch reads only its own images.
+
     Args:
-        images_uint8: uint8 array ``[N, S, S, 3]`` (square images).
+        images_uint8: uint8 array ``[N, S, S, 3]`` (square images), in memory or a memmap.
         batch_size: images per batch.
         seed: seeds every epoch's shuffle and every batch's augmentation.
         shuffle: reshuffle each epoch (else the stored order, every epoch).
@@ -71,7 +74,7 @@ class ImageBatches(keras.utils.PyDataset):
         **pydataset_kwargs,
     ):
         super().__init__(**pydataset_kwargs)
-        images = np.asarray(images_uint8)
+        images = images_uint8 if isinstance(images_uint8, np.ndarray) else np.asarray(images_uint8)
         if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
             raise DataError(
                 f"expected uint8 images [N, S, S, 3], got {images.dtype} {list(images.shape)}"
@@ -120,7 +123,11 @@ class ImageBatches(keras.utils.PyDataset):
         if not 0 <= i < n_batches:
             raise IndexError(f"batch {i} out of range: this dataset has {n_batches} batches")
         idx = self.order(epoch)[i * self.batch_size : (i + 1) * self.batch_size]
-        x = self.images[idx]
+        # Gather in ascending index order (sequential reads when `images` is a memmap of
+        # the data cache), then put the images back in batch order: [B, S, S, 3] uint8.
+        ascending = np.argsort(idx, kind="stable")
+        x = np.empty((len(idx),) + self.images.shape[1:], np.uint8)
+        x[ascending] = self.images[idx[ascending]]
         if self.augment:
             x = augment_batch(x, np.random.default_rng([self.seed, int(epoch), i]))
         return x.astype(np.float32) / np.float32(127.5) - np.float32(1.0)
