@@ -17,7 +17,14 @@ from nebula_keras3.models import DCGANDiscriminator, DCGANGenerator
 from nebula_keras3.training.checkpoint import checkpoint_path, load_checkpoint
 from nebula_keras3.training.config import TrainConfig
 from nebula_keras3.training.gan import GAN, reference_adam
-from nebula_keras3.training.monitor import EPOCH_COLUMNS, LOSS_COLUMNS, TrainingMonitor, read_csv_rows
+from nebula_keras3.training.monitor import (
+    EPOCH_COLUMNS,
+    LOSS_COLUMNS,
+    TrainingMonitor,
+    read_csv_rows,
+    sample_grid_path,
+)
+from nebula_keras3.training.tensorboard import TensorBoardLogger
 
 
 class RunError(RuntimeError):
@@ -184,7 +191,12 @@ def _run(config: TrainConfig, run_dir: Path, *, resume: bool, progress: bool, ec
             batches,
             epochs=config.epochs,
             initial_epoch=start_epoch,
-            callbacks=[_DataEpoch(batches), monitor],
+            callbacks=[
+                _DataEpoch(batches),
+                monitor,
+                # Last: it logs the epoch row the callbacks before it completed.
+                TensorBoardLogger(run_dir, monitor.epoch_rows, lambda e: sample_grid_path(run_dir, e)),
+            ],
             shuffle=False,  # ImageBatches shuffles per (seed, epoch); Keras would reorder batches at random
             verbose=1 if progress and sys.stdout.isatty() else 0,  # our own line per epoch otherwise
         )
