@@ -16,6 +16,7 @@ from nebula_keras3.artifacts import CONFIG_FILE, FACTS_FILE, GENERATOR_FILE, ato
 from nebula_keras3.models import DCGANDiscriminator, DCGANGenerator
 from nebula_keras3.training.checkpoint import checkpoint_path, load_checkpoint
 from nebula_keras3.training.config import TrainConfig
+from nebula_keras3.training.distribute import check_global_batch, data_shard
 from nebula_keras3.training.gan import GAN, reference_adam
 from nebula_keras3.training.monitor import (
     EPOCH_COLUMNS,
@@ -149,6 +150,7 @@ def resume(run_dir: str | Path, *, epochs: int | None = None, progress: bool = T
 def _run(config: TrainConfig, run_dir: Path, *, resume: bool, progress: bool, echo) -> TrainResult:
     from nebula_keras3.data import ImageBatches, load_training_images
 
+    check_global_batch(config.batch_size)  # under --distribute: the batch splits over the devices
     t0 = time.perf_counter()
     # Every random draw is seeded explicitly (initialisers, latent SeedGenerator, data order
     # from (seed, epoch)); seed Python's and numpy's global RNGs too for user callbacks.
@@ -169,7 +171,8 @@ def _run(config: TrainConfig, run_dir: Path, *, resume: bool, progress: bool, ec
         echo(f"{run_dir} has no checkpoint yet: starting it from epoch 1")
 
     batches = ImageBatches(
-        images, config.batch_size, seed=config.seed, augment=config.augment, start_epoch=start_epoch
+        images, config.batch_size, seed=config.seed, augment=config.augment, start_epoch=start_epoch,
+        shard=data_shard(),  # multi-host: this process's slice of each global batch
     )
     if config.steps_per_epoch is not None:
         batches = _FirstBatches(batches, config.steps_per_epoch)
