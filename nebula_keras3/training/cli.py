@@ -6,6 +6,7 @@ import click
 
 from nebula_keras3.training.config import PRESETS
 from nebula_keras3.training.distribute import MODES as DISTRIBUTE_MODES
+from nebula_keras3.training.precision import POLICIES as PRECISION_POLICIES
 
 # Options that shape a new run; each maps to a TrainConfig field. None = preset's value.
 RUN_OPTIONS = [
@@ -25,6 +26,8 @@ RUN_OPTIONS = [
     click.option("--steps-per-epoch", type=click.IntRange(min=1), default=None,
                  help="Cap the steps of each epoch (quick runs)."),
     click.option("--augment/--no-augment", default=None, help="Random flips and 90-degree rotations (on)."),
+    click.option("--mixed-precision", type=click.Choice(list(PRECISION_POLICIES)), default=None,
+                 help="16-bit compute, float32 weights (fp16 adds loss scaling); default: none."),
     click.option("--jit-compile/--no-jit-compile", default=None,
                  help="Force XLA/jit on or off (default: Keras' choice per backend)."),
 ]

@@ -41,6 +41,7 @@ class TrainConfig:
     num_procedural: int = 1024
     sample_count: int = 64  # images in samples/epoch_NNN.png (fixed latents, seeds 0..n-1)
     jit_compile: str | bool = "auto"
+    mixed_precision: str = "none"  # "bf16" / "fp16": see nebula_keras3.training.precision
     extra: dict = field(default_factory=dict)
 
     @classmethod
@@ -62,6 +63,10 @@ class TrainConfig:
                 raise ValueError(f"{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
         if self.steps_per_epoch is not None and self.steps_per_epoch <= 0:
             raise ValueError(f"steps-per-epoch must be positive, got {self.steps_per_epoch}")
+        from nebula_keras3.training.precision import POLICIES
+
+        if self.mixed_precision not in POLICIES:
+            raise ValueError(f"mixed precision must be one of {', '.join(POLICIES)}, got {self.mixed_precision!r}")
         if not self.learning_rate > 0:
             raise ValueError(f"learning rate must be positive, got {self.learning_rate}")
         return self

@@ -18,6 +18,7 @@ from nebula_keras3.training.checkpoint import checkpoint_path, load_checkpoint
 from nebula_keras3.training.config import TrainConfig
 from nebula_keras3.training.distribute import check_global_batch, data_shard
 from nebula_keras3.training.gan import GAN, reference_adam
+from nebula_keras3.training.precision import dtype_policy, float32_copy, wrap_optimizer
 from nebula_keras3.training.monitor import (
     EPOCH_COLUMNS,
     LOSS_COLUMNS,
@@ -49,12 +50,14 @@ class TrainResult:
 
 def build_gan(config: TrainConfig) -> GAN:
     """Generator, discriminator and GAN for a config, compiled with the recipe's two Adams."""
-    generator = DCGANGenerator(config.image_size, config.latent_dim, config.ngf, seed=config.seed)
-    discriminator = DCGANDiscriminator(config.image_size, config.ndf, seed=config.seed + 1)
+    with dtype_policy(config.mixed_precision):  # bf16/fp16 compute, float32 variables
+        generator = DCGANGenerator(config.image_size, config.latent_dim, config.ngf, seed=config.seed)
+        discriminator = DCGANDiscriminator(config.image_size, config.ndf, seed=config.seed + 1)
     gan = GAN(generator, discriminator, seed=config.seed)
 
-    def adam(name):
-        return reference_adam(config.learning_rate, config.beta_1, config.beta_2, name=name)
+    def adam(name):  # fp16: inside a LossScaleOptimizer
+        adam = reference_adam(config.learning_rate, config.beta_1, config.beta_2, name=name)
+        return wrap_optimizer(adam, config.mixed_precision)
 
     gan.compile(d_optimizer=adam("d_adam"), g_optimizer=adam("g_adam"), jit_compile=config.jit_compile)
     return gan
@@ -100,7 +103,7 @@ def save_generator(gan: GAN, config: TrainConfig, run_dir: Path, epochs_done: in
     """Write ``generator.keras`` and ``generator.json`` (the model facts) atomically."""
     path = run_dir / GENERATOR_FILE
     with atomic_path(path, suffix=".keras") as tmp:
-        gan.generator.save(tmp)
+        float32_copy(gan.generator).save(tmp)  # no 16-bit policy in the saved model
     write_json_atomic(
         {
             "model": config.model,
