@@ -79,7 +79,11 @@ def setup_distribution(
         if not jax.distributed.is_initialized():
             keras.distribution.initialize(coordinator_address, num_processes, process_id)
     devices = keras.distribution.list_devices()
-    keras.distribution.set_distribution(keras.distribution.DataParallel(devices=devices))
+    # auto_shard_dataset=False: ImageBatches feeds each process its own slice (data_shard);
+    # Keras would otherwise insist on a tf.data.Dataset to shard across processes.
+    keras.distribution.set_distribution(
+        keras.distribution.DataParallel(devices=devices, auto_shard_dataset=False)
+    )
     import jax
 
     return (
