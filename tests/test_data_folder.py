@@ -212,16 +212,70 @@ def test_truncated_jpeg_skipped_even_if_pillow_flag_was_on(zoo, monkeypatch):
     assert ImageFile.LOAD_TRUNCATED_IMAGES is True  # restored afterwards
 
 
-def test_decompression_bomb_is_skipped(tmp_path, monkeypatch):
+def test_pixel_limit_skips_with_a_reason_instead_of_pillows_bomb_check(tmp_path, monkeypatch):
     _save(_rgb(40, 40), tmp_path / "d" / "ok.png", "PNG")
     _save(_rgb(100, 100), tmp_path / "d" / "bomb.png", "PNG")
-    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 2000)  # 100x100 > 2 * limit
-    result, msgs = _load(tmp_path / "d")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 2000)  # Pillow's check would raise: ours decides
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        result, msgs = _load(tmp_path / "d", max_pixels=5000)
     assert result.files == ["ok.png"]
-    assert dict(result.skipped)["bomb.png"].startswith("too large")
-    assert len(msgs) == 1
+    assert dict(result.skipped)["bomb.png"] == "too large: 100x100 px = 10000 px > max_pixels 5000"
+    assert len(msgs) == 1 and Image.MAX_IMAGE_PIXELS == 2000  # restored afterwards
+    assert _load(tmp_path / "d", max_pixels=10000)[0].files == ["bomb.png", "ok.png"]
 
 
+def test_large_jpeg_is_judged_and_decoded_at_draft_size(tmp_path, monkeypatch):
+    """A JPEG over the limit loads when draft decoding brings it under; a PNG cannot."""
+    big = _rgb(400, 400, seed=3).resize((800, 800))  # smooth enough for JPEG
+    _save(big, tmp_path / "d" / "big.jpg", "JPEG", quality=95)
+    _save(big, tmp_path / "e" / "big.png", "PNG")
+    sizes = []
+    real_load = Image.Image.load
+
+    def spy(im):
+        sizes.append(im.size)
+        return real_load(im)
+
+    monkeypatch.setattr(Image.Image, "load", spy)
+    result, _ = _load(tmp_path / "d", 32, max_pixels=300 * 300)
+    assert result.files == ["big.jpg"]
+    assert sizes[0] == (100, 100)  # 1/8 scale: still >= 2 x 32 px, 64x fewer pixels
+    reference = np.asarray(big.resize((32, 32), Image.Resampling.LANCZOS)).astype(int)
+    assert np.abs(result.images[0].astype(int) - reference).mean() < 6  # same picture
+    with pytest.raises(DataError, match=r"big.png \(too large: 800x800 px = 640000 px > max_pixels"):
+        _load(tmp_path / "e", 32, max_pixels=300 * 300)
+
+
+@pytest.mark.parametrize("mode", ["I;16", "I;16B", "I", "F", "F-nan", "RGBA", "LA"])
+def test_deep_and_alpha_images_are_mapped_at_output_size(mode, monkeypatch):
+    """Same picture as converting the full image first, but only S x S pixels go through numpy."""
+    from nebula_keras3.data import folder
+
+    rng = np.random.default_rng(0)
+    smooth = np.asarray(_rgb(30, 20).resize((300, 200), Image.Resampling.BICUBIC))[..., 0].astype(float)
+    if mode.startswith("I;16"):
+        a = (smooth * 257).astype(np.uint16)
+        im = Image.fromarray(a).convert("I").convert(mode) if mode != "I;16" else Image.fromarray(a)
+    elif mode == "I":
+        im = Image.fromarray((smooth * 1000 - 50_000).astype(np.int32), "I")  # stretched
+    elif mode.startswith("F"):
+        f = (smooth / 255).astype(np.float32)
+        if mode == "F-nan":
+            f[0, 0] = np.nan
+        im = Image.fromarray(f, "F")
+    else:
+        rgba = np.dstack([_rgb(300, 200)] + [rng.integers(0, 256, (200, 300), dtype=np.uint8)])
+        im = Image.fromarray(rgba, "RGBA").convert(mode)
+    reference = folder._crop_resize(to_rgb(im), 32).astype(int)
+    shapes = []
+    real = folder._gray_array
+    monkeypatch.setattr(folder, "_gray_array", lambda a: shapes.append(a.shape) or real(a))
+    out = folder.square_rgb(im, 32)
+    assert out.shape == (32, 32, 3) and out.dtype == np.uint8
+    assert np.abs(out.astype(int) - reference).max() <= 2  # rounding of the 8-bit step moved
+    if mode in folder._DEEP_MODES or mode == "F-nan":
+        assert shapes == [(32, 32)]  # no full-size float64 copy
 def test_sequential_and_threaded_decoding_agree(zoo):
     a, _ = _load(zoo, workers=1)
     b, _ = _load(zoo, workers=4)
@@ -281,8 +335,10 @@ def test_cache_hit_invalidation_and_corruption(zoo, tmp_path):
     assert not np.array_equal(_by_name(changed, "rgb.jpg"), _by_name(first, "rgb.jpg"))
     assert _load(zoo, cache_dir=cache, use_cache=True)[0].from_cache
 
-    # A corrupt cache file is ignored and rebuilt.
+    # A corrupt cache file is ignored and rebuilt. (Replaced, not truncated in place:
+    # results above still memory-map the old files, as a running training would.)
     for npy in _cache_files(cache):
+        npy.unlink()
         npy.write_bytes(b"\x93NUMPY garbage")
     rebuilt, _ = _load(zoo, cache_dir=cache, use_cache=True)
     assert not rebuilt.from_cache
@@ -330,3 +386,49 @@ def test_real_nebula_folder(tmp_path):
     assert warm.from_cache and not cold.from_cache
     np.testing.assert_array_equal(warm.images, cold.images)
     assert 20 < cold.images.mean() < 150  # photos, not black or washed-out frames
+
+
+# --- data larger than RAM: the cache is streamed to disk and memory-mapped ------------------
+
+
+def test_cache_is_a_memmap_streamed_in_chunks_equal_to_the_in_memory_path(zoo, tmp_path, monkeypatch):
+    from nebula_keras3.data import folder
+
+    monkeypatch.setattr(folder, "_CHUNK", 3)  # 13 images: four full chunks and a partial one
+    memory, _ = _load(zoo, use_cache=False)
+    assert not isinstance(memory.images, np.memmap)
+    for attempt in ("written", "read back"):
+        cached, _ = _load(zoo, cache_dir=tmp_path / "cache", use_cache=True)
+        assert cached.from_cache == (attempt == "read back")
+        assert isinstance(cached.images, np.memmap) and not cached.images.flags.writeable
+        assert cached.files == memory.files and cached.skipped == memory.skipped
+        np.testing.assert_array_equal(cached.images, memory.images)
+
+
+def test_killed_cache_write_leaves_no_half_cache(zoo, tmp_path):
+    """SIGKILL in the middle of decoding: no cache entry appears; the next load rebuilds it."""
+    import subprocess
+    import sys
+
+    cache = tmp_path / "cache"
+    script = f"""
+import os, signal
+from nebula_keras3.data import folder
+folder._CHUNK = 2
+real, calls = folder._decode_one, []
+def dying(*args):
+    calls.append(1)
+    if len(calls) == 7:  # three chunks already written to the temp file
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real(*args)
+folder._decode_one = dying
+folder.load_image_folder({str(zoo)!r}, 32, cache_dir={str(cache)!r}, workers=1, progress=False)
+"""
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == -9, proc.stderr
+    leftovers = list(cache.rglob("*"))
+    assert any(p.name.startswith(".images-") for p in leftovers)  # the killed temp file
+    assert not _cache_files(cache) and not list(cache.rglob("images-*.json"))
+    rebuilt, _ = _load(zoo, cache_dir=cache, use_cache=True)
+    assert not rebuilt.from_cache
+    np.testing.assert_array_equal(rebuilt.images, _load(zoo)[0].images)

@@ -215,3 +215,23 @@ def test_folder_and_procedural_modules_do_not_import_keras():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False"
+
+
+def test_a_memmap_is_read_batch_by_batch_not_copied(images, tmp_path):
+    path = tmp_path / "images.npy"
+    np.save(path, images)
+    mapped = np.load(path, mmap_mode="r")
+    on_disk, in_memory = ImageBatches(mapped, 8, seed=3), ImageBatches(images, 8, seed=3)
+    assert isinstance(on_disk.images, np.memmap)  # kept on disk, not loaded
+    for a, b in zip(_epoch(on_disk), _epoch(in_memory)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_shards_are_slices_of_the_unsharded_batch(images):
+    whole = ImageBatches(images, 8, seed=5)
+    parts = [ImageBatches(images, 8, seed=5, shard=(k, 2)) for k in range(2)]
+    assert len(parts[0]) == len(whole)
+    for i in range(len(whole)):
+        np.testing.assert_array_equal(np.concatenate([p[i] for p in parts]), whole[i])
+    with pytest.raises(DataError, match="divisible by 3"):
+        ImageBatches(images, 8, shard=(0, 3))

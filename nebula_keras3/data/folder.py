@@ -5,13 +5,25 @@ recursively and by content, not by extension: JPEG, PNG, WebP, BMP, GIF (first
 frame), TIFF and anything else Pillow opens. Each image is converted to RGB
 (transparency composited on black; 16-bit and float images scaled, not clipped),
 centre-cropped to a square and resized with Pillow's LANCZOS filter. Files that
-cannot be used (empty, truncated, not an image, decompression bomb, shorter side
-below ``min_side``) are skipped and reported in one ``SkippedImagesWarning``.
+cannot be used (empty, truncated, not an image, more than ``max_pixels`` decoded
+pixels, shorter side below ``min_side``) are skipped and reported in one
+``SkippedImagesWarning``.
 
-The result is cached as ``.npy`` + ``.json`` under ``cache_dir``, keyed by the
-folder's resolved path, every file's (relative path, size, mtime_ns), the image
-size, ``min_side`` and ``LOADER_VERSION``: a rerun on an unchanged folder is a
-single ``np.load``. This module imports numpy, Pillow and tqdm only (no Keras).
+Very large images stay bounded: JPEGs are decoded at 1/2, 1/4 or 1/8 scale when
+that still leaves twice the output size (``draft``); 16-bit, 32-bit and float images
+are cropped and resized in their own mode and only the ``[S, S]`` result is mapped
+to 8 bits; transparency is composited with 8-bit premultiplication (no float64 or
+uint16 copy of the full image).
+
+Data larger than RAM: the decoded images are streamed, one at a time and in file
+order, into a uint8 ``.npy`` file under ``cache_dir`` (temp file renamed when
+complete, so a killed run leaves no half cache) and returned as a read-only
+``np.load(..., mmap_mode="r")`` memmap; ``ImageBatches`` then copies one batch at a
+time out of it. The cache is keyed by the folder's resolved path, every file's
+(relative path, size, mtime_ns), the image size, ``min_side``, ``max_pixels`` and
+``LOADER_VERSION``: a rerun on an unchanged folder maps the file without decoding.
+With ``use_cache=False`` the images are decoded into one preallocated array in
+memory. This module imports numpy, Pillow and tqdm only (no Keras).
 """
 
 from __future__ import annotations
@@ -23,7 +35,7 @@ import os
 import stat
 import sys
 import warnings
-from collections import Counter
+from collections import Counter, deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,7 +46,11 @@ from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 from nebula_keras3.artifacts import atomic_path
 
 # Bump when decoding, conversion or resizing changes: old cache entries then miss.
-LOADER_VERSION = 1
+LOADER_VERSION = 2
+# Images that would decode to more pixels than this (after JPEG draft reduction) are
+# skipped as "too large"; it replaces Pillow's DecompressionBombWarning/Error, which
+# would judge a JPEG by its undrafted size. 2**28 px is 16384 x 16384 (768 MiB as RGB).
+MAX_PIXELS = 2**28
 CACHE_ENV = "NEBULA_CACHE_DIR"
 # How many skipped files a warning or error message names.
 _SHOW = 5
@@ -53,7 +69,8 @@ class FolderImages:
     """What ``load_image_folder`` returns.
 
     Attributes:
-        images: uint8 ``[N, S, S, 3]``, in the order of ``files``.
+        images: uint8 ``[N, S, S, 3]``, in the order of ``files``: a read-only memmap
+            of the cache file when the cache is used, else an in-memory array.
         files: relative (POSIX) paths of the images used, sorted.
         skipped: ``(relative path, reason)`` for every file not used.
         from_cache: True when the array came from the on-disk cache.
@@ -63,6 +80,10 @@ class FolderImages:
     files: list[str] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
     from_cache: bool = False
+
+
+# Decoded images written to the cache per write() call (bounds the writer's buffer).
+_CHUNK = 64
 
 
 def default_cache_dir() -> Path:
@@ -80,6 +101,7 @@ def load_image_folder(
     progress: bool = True,
     min_side: int | None = None,
     workers: int | None = None,
+    max_pixels: int = MAX_PIXELS,
 ) -> FolderImages:
     """Decode every usable image under ``folder`` to uint8 ``[N, S, S, 3]``.
 
@@ -91,6 +113,8 @@ def load_image_folder(
         progress: show a tqdm bar on stderr while decoding (only on a terminal).
         min_side: skip images whose shorter side is below this (default ``image_size // 2``).
         workers: decoding threads (default: up to 4, one per CPU).
+        max_pixels: skip images that would decode to more pixels than this
+            (JPEGs are judged after draft reduction; default ``MAX_PIXELS``).
 
     Raises:
         DataError: ``folder`` is missing or not a directory, or holds no usable image.
@@ -99,6 +123,9 @@ def load_image_folder(
     if image_size < 1:
         raise DataError(f"image_size must be positive, got {image_size}")
     min_side = max(1, image_size // 2) if min_side is None else int(min_side)
+    max_pixels = int(max_pixels)
+    if max_pixels < 1:
+        raise DataError(f"max_pixels must be positive, got {max_pixels}")
     root = Path(folder).expanduser()
     if not root.exists():
         raise DataError(f"image folder {root} does not exist")
@@ -107,27 +134,95 @@ def load_image_folder(
     root = root.resolve()
 
     entries, unreadable = _list_files(root)
-    cache = None
-    if use_cache:
-        cache = _cache_paths(
-            Path(cache_dir).expanduser() if cache_dir else default_cache_dir(),
-            _cache_key(root, entries, unreadable, image_size, min_side),
-        )
-        hit = _read_cache(*cache, image_size)
-        if hit is not None:
-            _warn_skipped(root, hit.skipped, len(hit.files) + len(hit.skipped))
-            return hit
-
-    images, files, skipped = _decode_all(root, entries, image_size, min_side, progress, workers)
-    skipped = sorted(skipped + unreadable)
     total = len(entries) + len(unreadable)
-    if not files:
-        raise DataError(_empty_message(root, total, skipped))
-    result = FolderImages(np.stack(images), files, skipped, from_cache=False)
-    if cache is not None:
-        _write_cache(result, *cache)
-    _warn_skipped(root, skipped, total)
+    decode = dict(image_size=image_size, min_side=min_side, max_pixels=max_pixels,
+                  progress=progress, workers=workers)
+    if use_cache:
+        npy, meta = _cache_paths(
+            Path(cache_dir).expanduser() if cache_dir else default_cache_dir(),
+            _cache_key(root, entries, unreadable, image_size, min_side, max_pixels),
+        )
+        hit = _read_cache(npy, meta, image_size)
+        if hit is not None:
+            _warn_skipped(root, hit.skipped, total)
+            return hit
+        try:
+            result = _decode_to_cache(root, entries, unreadable, npy, meta, **decode)
+        except OSError as e:  # no room / read-only cache: decode into memory instead
+            warnings.warn(f"could not write image cache in {npy.parent}: {e}", RuntimeWarning, 2)
+        else:
+            _warn_skipped(root, result.skipped, total)
+            return result
+    result = _decode_to_memory(root, entries, unreadable, **decode)
+    _warn_skipped(root, result.skipped, total)
     return result
+
+
+def _decode_to_memory(root, entries, unreadable, **decode) -> FolderImages:
+    """Decode into one preallocated ``[len(entries), S, S, 3]`` array, shrunk in place."""
+    s = decode["image_size"]
+    images = np.empty((len(entries), s, s, 3), np.uint8)
+    n = 0
+
+    def put(img):
+        nonlocal n
+        images[n] = img
+        n += 1
+
+    files, skipped = _decode_all(root, entries, put, **decode)
+    skipped = sorted(skipped + unreadable)
+    if not files:
+        raise DataError(_empty_message(root, len(entries) + len(unreadable), skipped))
+    images.resize((n, s, s, 3), refcheck=False)  # drop skipped rows without a copy
+    return FolderImages(images, files, skipped, from_cache=False)
+
+
+def _decode_to_cache(root, entries, unreadable, npy: Path, meta: Path, **decode) -> FolderImages:
+    """Stream decoded images into ``npy`` (temp file + rename), then memory-map it.
+
+    Holds at most ``_CHUNK`` decoded images (plus the pool's in-flight ones) at a time.
+    """
+    s = decode["image_size"]
+    npy.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(npy) as tmp, open(tmp, "wb") as f:
+        f.write(_npy_header((len(entries), s, s, 3)))  # placeholder; rewritten below
+        chunk = []
+
+        def put(img):
+            chunk.append(img)
+            if len(chunk) == _CHUNK:
+                f.write(np.stack(chunk).tobytes())
+                chunk.clear()
+
+        files, skipped = _decode_all(root, entries, put, **decode)
+        if chunk:
+            f.write(np.stack(chunk).tobytes())
+        skipped = sorted(skipped + unreadable)
+        if not files:  # atomic_path removes the temp file
+            raise DataError(_empty_message(root, len(entries) + len(unreadable), skipped))
+        f.seek(0)
+        f.write(_npy_header((len(files), s, s, 3)))
+        f.flush()
+        os.fsync(f.fileno())
+    info = {"files": files, "skipped": [list(x) for x in skipped]}
+    _atomic(meta, lambda f: f.write(json.dumps(info).encode()))
+    images = np.load(npy, mmap_mode="r", allow_pickle=False)
+    return FolderImages(images, files, skipped, from_cache=False)
+
+
+# A fixed-size .npy v1.0 header: the shape (count of usable images) is only known at the
+# end, so the file starts with a header for the maximum count and is rewritten in place.
+_NPY_HEADER_BYTES = 128
+
+
+def _npy_header(shape: tuple[int, ...]) -> bytes:
+    """``.npy`` format 1.0 header for C-order uint8 ``shape``, exactly 128 bytes."""
+    text = f"{{'descr': '|u1', 'fortran_order': False, 'shape': {tuple(shape)!r}, }}"
+    body_len = _NPY_HEADER_BYTES - 10  # magic (6) + version (2) + length (2)
+    if len(text) + 1 > body_len:
+        raise ValueError(f"shape {shape} does not fit a {_NPY_HEADER_BYTES}-byte .npy header")
+    body = text.ljust(body_len - 1) + "\n"
+    return b"\x93NUMPY\x01\x00" + body_len.to_bytes(2, "little") + body.encode("latin1")
 
 
 # --- listing ---------------------------------------------------------------------------
@@ -159,16 +254,29 @@ def _list_files(root: Path) -> tuple[list[tuple[str, int, int]], list[tuple[str,
 # --- decoding --------------------------------------------------------------------------
 
 
-def _decode_all(root, entries, image_size, min_side, progress, workers):
-    """Decode in a small thread pool (Pillow releases the GIL); order stays sorted."""
+def _decode_all(root, entries, put, *, image_size, min_side, max_pixels, progress, workers):
+    """Decode ``entries`` in a small thread pool (Pillow releases the GIL).
+
+    Calls ``put(uint8 [S, S, 3])`` for each usable image in sorted file order and
+    returns ``(files, skipped)``. At most ``4 * workers`` decodes are in flight, so
+    memory stays bounded however large the folder is.
+    """
     from tqdm.auto import tqdm
 
     workers = workers or min(4, os.cpu_count() or 1)
-    images, files, skipped = [], [], []
+    files, skipped = [], []
 
     def job(entry):
         rel, size, _ = entry
-        return rel, _decode_one(root / rel, size, image_size, min_side)
+        return rel, _decode_one(root / rel, size, image_size, min_side, max_pixels)
+
+    def collect(rel, img, reason):
+        if img is None:
+            skipped.append((rel, reason))
+        else:
+            put(img)
+            files.append(rel)
+        bar.update()
 
     bar = tqdm(
         total=len(entries),
@@ -178,41 +286,39 @@ def _decode_all(root, entries, image_size, min_side, progress, workers):
         disable=None if progress else True,  # None: only on a terminal
         leave=False,
     )
-    with _strict_truncation(), bar:
+    with _pillow_limits(), bar:
         if workers > 1 and len(entries) > 1:
             with ThreadPoolExecutor(workers, thread_name_prefix="nebula-decode") as pool:
-                results = pool.map(job, entries)
-                for rel, (img, reason) in results:
-                    _collect(rel, img, reason, images, files, skipped)
-                    bar.update()
+                pending = deque()
+                for entry in entries:
+                    pending.append(pool.submit(job, entry))
+                    if len(pending) >= 4 * workers:
+                        rel, (img, reason) = pending.popleft().result()
+                        collect(rel, img, reason)
+                while pending:
+                    rel, (img, reason) = pending.popleft().result()
+                    collect(rel, img, reason)
         else:
             for entry in entries:
                 rel, (img, reason) = job(entry)
-                _collect(rel, img, reason, images, files, skipped)
-                bar.update()
-    return images, files, skipped
-
-
-def _collect(rel, img, reason, images, files, skipped):
-    if img is None:
-        skipped.append((rel, reason))
-    else:
-        images.append(img)
-        files.append(rel)
+                collect(rel, img, reason)
+    return files, skipped
 
 
 @contextlib.contextmanager
-def _strict_truncation():
-    """Make sure truncated files raise on ``.load()`` even if someone enabled the opposite."""
-    before = ImageFile.LOAD_TRUNCATED_IMAGES
+def _pillow_limits():
+    """Truncated files must raise on ``.load()`` (even if someone enabled the opposite),
+    and Pillow's own decompression-bomb check is off: ``max_pixels`` replaces it."""
+    before = ImageFile.LOAD_TRUNCATED_IMAGES, Image.MAX_IMAGE_PIXELS
     ImageFile.LOAD_TRUNCATED_IMAGES = False
+    Image.MAX_IMAGE_PIXELS = None
     try:
         yield
     finally:
-        ImageFile.LOAD_TRUNCATED_IMAGES = before
+        ImageFile.LOAD_TRUNCATED_IMAGES, Image.MAX_IMAGE_PIXELS = before
 
 
-def _decode_one(path: Path, size: int, image_size: int, min_side: int):
+def _decode_one(path: Path, size: int, image_size: int, min_side: int, max_pixels: int = MAX_PIXELS):
     """``(uint8 [S, S, 3], None)`` or ``(None, reason)``; never raises for a bad file."""
     if size == 0:
         return None, "empty file"
@@ -224,13 +330,18 @@ def _decode_one(path: Path, size: int, image_size: int, min_side: int):
             if getattr(im, "n_frames", 1) > 1:
                 im.seek(0)  # first frame of a GIF / multi-page TIFF
             _draft(im, image_size)
+            dw, dh = im.size  # what .load() will allocate
+            if dw * dh > max_pixels:
+                drafted = f" (decoded at {dw}x{dh})" if (dw, dh) != (w, h) else ""
+                return None, (
+                    f"too large: {w}x{h} px{drafted} = {dw * dh} px > max_pixels {max_pixels}"
+                )
             im.load()  # decode now: truncated data raises here
             im = ImageOps.exif_transpose(im)
-            rgb = to_rgb(im)
-            return _crop_resize(rgb, image_size), None
+            return square_rgb(im, image_size), None
     except UnidentifiedImageError:
         return None, "not an image"
-    except Image.DecompressionBombError as e:
+    except Image.DecompressionBombError as e:  # only if a plugin checks on its own
         return None, f"too large: {e}"
     except (OSError, SyntaxError, ValueError, EOFError) as e:
         msg = str(e) or type(e).__name__
@@ -242,15 +353,36 @@ def _decode_one(path: Path, size: int, image_size: int, min_side: int):
 
 
 def _draft(im: Image.Image, image_size: int) -> None:
-    """Let JPEG decode big images at 1/2, 1/4 or 1/8 scale (still >= 2x the target)."""
-    if im.format != "JPEG":
-        return
-    w, h = im.size
-    short = min(w, h)
-    want = 2 * image_size
-    if short >= 2 * want:
-        scale = want / short
-        im.draft(None, (max(1, int(w * scale) + 1), max(1, int(h * scale) + 1)))
+    """Let JPEG decode big images at 1/2, 1/4 or 1/8 scale, keeping both sides >= 2x the target.
+
+    Pillow picks the largest such scale; twice the target keeps LANCZOS's antialiasing.
+    ``"RGB"`` also lets the decoder skip YCbCr -> RGB work it would otherwise do at full size.
+    """
+    if im.format == "JPEG":
+        im.draft("RGB", (2 * image_size, 2 * image_size))
+
+
+# Modes with more than 8 bits per channel: resampled in their own mode, then mapped to 8 bits.
+_DEEP_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
+
+
+def square_rgb(im: Image.Image, image_size: int) -> np.ndarray:
+    """Any (loaded) image -> uint8 ``[S, S, 3]``: centre square crop, LANCZOS resize, RGB.
+
+    Deep images (16/32-bit integer, float) are cropped and resized in their own mode,
+    so the 8-bit mapping (see ``to_rgb``) touches only ``S * S`` pixels.
+    """
+    if im.mode not in _DEEP_MODES:
+        return _crop_resize(to_rgb(im), image_size)
+    scale, offset, im = _deep_mapping(im)
+    if im.mode not in ("I;16", "I", "F"):  # byte-swapped 16-bit: Pillow resamples native order only
+        im = im.convert("I")
+    box = _square_box(im.size)
+    if box[2] - box[0] == image_size:
+        small = im.crop(box)
+    else:
+        small = im.resize((image_size, image_size), Image.Resampling.LANCZOS, box=box)
+    return np.asarray(_gray_array((np.asarray(small, dtype=np.float64) - offset) * scale))
 
 
 def to_rgb(im: Image.Image) -> Image.Image:
@@ -264,36 +396,43 @@ def to_rgb(im: Image.Image) -> Image.Image:
     mode = im.mode
     if mode == "RGB":
         return im
-    if mode.startswith("I;16"):
-        return _gray_array(np.asarray(im, dtype=np.float64) / 257.0)
-    if mode == "I":
-        a = np.asarray(im, dtype=np.float64)
-        lo, hi = float(a.min()), float(a.max())
-        if lo >= 0 and hi <= 255:
-            return _gray_array(a)
-        if lo >= 0 and hi <= 65535:
-            return _gray_array(a / 257.0)
-        return _gray_array(_stretch(a))
-    if mode == "F":
-        a = np.nan_to_num(np.asarray(im, dtype=np.float64))
-        if a.min() >= 0 and a.max() <= 1:
-            return _gray_array(a * 255.0)
-        return _gray_array(_stretch(a))
+    if mode in _DEEP_MODES:
+        scale, offset, im = _deep_mapping(im)
+        return _gray_array((np.asarray(im, dtype=np.float64) - offset) * scale)
     if mode == "1":
         return im.convert("L").convert("RGB")
     has_alpha = mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in im.info
     if not has_alpha:
         return im.convert("RGB")
-    if mode == "RGBa":  # premultiplied already: dropping alpha is the black composite
-        return im.convert("RGB")
-    rgba = np.asarray(im.convert("RGBA"), dtype=np.uint16)
-    rgb = (rgba[..., :3] * rgba[..., 3:4] + 127) // 255  # over black, rounded
-    return Image.fromarray(rgb.astype(np.uint8), "RGB")
+    # Over black = colour premultiplied by alpha (8-bit, rounded), alpha dropped. (Pillow's
+    # RGBa -> RGB conversion un-premultiplies, so take the raw bands.)
+    if mode == "La":
+        return Image.merge("RGB", im.split()[:1] * 3)
+    if mode != "RGBa":
+        im = im.convert("RGBA").convert("RGBa")
+    return Image.merge("RGB", im.split()[:3])
 
 
-def _stretch(a: np.ndarray) -> np.ndarray:
-    lo, hi = float(a.min()), float(a.max())
-    return (a - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(a)
+def _deep_mapping(im: Image.Image) -> tuple[float, float, Image.Image]:
+    """``(scale, offset, image)`` with 8-bit value = ``(x - offset) * scale``, from the extrema.
+
+    The image comes back unchanged, except a float image holding NaN/inf, whose
+    non-finite values are replaced by 0 (finite extrema) first.
+    """
+    if im.mode.startswith("I;16"):
+        return 1 / 257, 0.0, im
+    lo, hi = (float(v) for v in im.getextrema())
+    if im.mode == "F":
+        if not (np.isfinite(lo) and np.isfinite(hi)):
+            im = Image.fromarray(np.nan_to_num(np.asarray(im, np.float32), posinf=0, neginf=0), "F")
+            lo, hi = (float(v) for v in im.getextrema())
+        if lo >= 0 and hi <= 1:
+            return 255.0, 0.0, im
+    elif lo >= 0 and hi <= 255:
+        return 1.0, 0.0, im
+    elif lo >= 0 and hi <= 65535:
+        return 1 / 257, 0.0, im
+    return (255.0 / (hi - lo) if hi > lo else 0.0), lo, im
 
 
 def _gray_array(a: np.ndarray) -> Image.Image:
@@ -301,13 +440,17 @@ def _gray_array(a: np.ndarray) -> Image.Image:
     return Image.fromarray(np.repeat(g[..., None], 3, axis=-1), "RGB")
 
 
-def _crop_resize(im: Image.Image, image_size: int) -> np.ndarray:
-    """Centre square crop, then LANCZOS resize (the crop is the resize's source box)."""
-    w, h = im.size
+def _square_box(size: tuple[int, int]) -> tuple[int, int, int, int]:
+    w, h = size
     s = min(w, h)
     left, top = (w - s) // 2, (h - s) // 2
-    box = (left, top, left + s, top + s)
-    if s == image_size:
+    return left, top, left + s, top + s
+
+
+def _crop_resize(im: Image.Image, image_size: int) -> np.ndarray:
+    """Centre square crop, then LANCZOS resize (the crop is the resize's source box)."""
+    box = _square_box(im.size)
+    if box[2] - box[0] == image_size:
         out = im.crop(box)
     else:
         out = im.resize((image_size, image_size), Image.Resampling.LANCZOS, box=box)
@@ -361,7 +504,7 @@ def _warn_skipped(root: Path, skipped: list[tuple[str, str]], total: int) -> Non
 # --- cache -----------------------------------------------------------------------------
 
 
-def _cache_key(root, entries, unreadable, image_size, min_side) -> str:
+def _cache_key(root, entries, unreadable, image_size, min_side, max_pixels) -> str:
     blob = json.dumps(
         {
             "version": LOADER_VERSION,
@@ -370,6 +513,7 @@ def _cache_key(root, entries, unreadable, image_size, min_side) -> str:
             "unreadable": sorted(unreadable),
             "image_size": image_size,
             "min_side": min_side,
+            "max_pixels": max_pixels,
         },
         sort_keys=True,
     )
@@ -387,7 +531,7 @@ def _read_cache(npy: Path, meta: Path, image_size: int) -> FolderImages | None:
         info = json.loads(meta.read_text())
         files = [str(f) for f in info["files"]]
         skipped = [(str(r), str(why)) for r, why in info["skipped"]]
-        images = np.load(npy, allow_pickle=False)
+        images = np.load(npy, mmap_mode="r", allow_pickle=False)
     except (OSError, ValueError, KeyError, TypeError, EOFError):
         return None
     if (
@@ -397,17 +541,6 @@ def _read_cache(npy: Path, meta: Path, image_size: int) -> FolderImages | None:
     ):
         return None
     return FolderImages(images, files, skipped, from_cache=True)
-
-
-def _write_cache(result: FolderImages, npy: Path, meta: Path) -> None:
-    """Write array then metadata, each via temp file + ``os.replace``; failures only warn."""
-    try:
-        npy.parent.mkdir(parents=True, exist_ok=True)
-        _atomic(npy, lambda f: np.save(f, result.images, allow_pickle=False))
-        info = {"files": result.files, "skipped": [list(s) for s in result.skipped]}
-        _atomic(meta, lambda f: f.write(json.dumps(info).encode()))
-    except OSError as e:
-        warnings.warn(f"could not write image cache in {npy.parent}: {e}", RuntimeWarning, 3)
 
 
 def _atomic(path: Path, write) -> None:

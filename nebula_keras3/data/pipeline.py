@@ -43,14 +43,20 @@ class ImageBatches(keras.utils.PyDataset):
 
     ``__getitem__`` returns only ``x`` (a GAN needs no targets).
 
+    The images are never copied as a whole: a ``np.memmap`` (the data cache of
+    ``load_image_folder``) stays on disk and each batch reads only its own images.
+
     Args:
-        images_uint8: uint8 array ``[N, S, S, 3]`` (square images).
+        images_uint8: uint8 array ``[N, S, S, 3]`` (square images), in memory or a memmap.
         batch_size: images per batch.
         seed: seeds every epoch's shuffle and every batch's augmentation.
         shuffle: reshuffle each epoch (else the stored order, every epoch).
         augment: random flips and 90-degree rotations, per image.
         start_epoch: the epoch the first batches belong to (for resuming).
         drop_remainder: drop the last partial batch (True: every batch is full).
+        shard: ``(index, count)``: return only slice ``index`` of ``count`` equal slices of
+            every batch (one per process in multi-host data-parallel training; the union
+            of the slices is the unsharded batch, augmentation included).
         **pydataset_kwargs: ``workers``, ``use_multiprocessing``, ``max_queue_size``.
 
     Raises:
@@ -68,10 +74,11 @@ class ImageBatches(keras.utils.PyDataset):
         augment: bool = True,
         start_epoch: int = 0,
         drop_remainder: bool = True,
+        shard: tuple[int, int] = (0, 1),
         **pydataset_kwargs,
     ):
         super().__init__(**pydataset_kwargs)
-        images = np.asarray(images_uint8)
+        images = images_uint8 if isinstance(images_uint8, np.ndarray) else np.asarray(images_uint8)
         if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
             raise DataError(
                 f"expected uint8 images [N, S, S, 3], got {images.dtype} {list(images.shape)}"
@@ -81,6 +88,12 @@ class ImageBatches(keras.utils.PyDataset):
         batch_size = int(batch_size)
         if batch_size < 1:
             raise DataError(f"batch size must be at least 1, got {batch_size}")
+        index, count = (int(v) for v in shard)
+        if not (0 <= index < count and (count == 1 or (batch_size % count == 0 and drop_remainder))):
+            raise DataError(
+                f"shard {index} of {count} needs 0 <= index < count, full batches and a batch size "
+                f"divisible by {count} (got {batch_size})"
+            )
         n = len(images)
         if n == 0 or (drop_remainder and n < batch_size):
             raise DataError(
@@ -95,6 +108,7 @@ class ImageBatches(keras.utils.PyDataset):
         self.shuffle = bool(shuffle)
         self.augment = bool(augment)
         self.drop_remainder = bool(drop_remainder)
+        self.shard = (index, count)
         self.epoch = int(start_epoch)
         self._anchor = self.epoch  # start_epoch or the last set_epoch
         self._driven = False  # has Keras called on_epoch_begin?
@@ -120,9 +134,20 @@ class ImageBatches(keras.utils.PyDataset):
         if not 0 <= i < n_batches:
             raise IndexError(f"batch {i} out of range: this dataset has {n_batches} batches")
         idx = self.order(epoch)[i * self.batch_size : (i + 1) * self.batch_size]
-        x = self.images[idx]
+        if self.augment:  # drawn for the whole batch, so shards agree with the unsharded batch
+            transforms = draw_transforms(np.random.default_rng([self.seed, int(epoch), i]), len(idx))
+        index, count = self.shard
+        if count > 1:
+            local = slice(index * len(idx) // count, (index + 1) * len(idx) // count)
+            idx = idx[local]
+            transforms = transforms[local] if self.augment else None
+        # Gather in ascending index order (sequential reads when `images` is a memmap of
+        # the data cache), then put the images back in batch order: [B, S, S, 3] uint8.
+        ascending = np.argsort(idx, kind="stable")
+        x = np.empty((len(idx),) + self.images.shape[1:], np.uint8)
+        x[ascending] = self.images[idx[ascending]]
         if self.augment:
-            x = augment_batch(x, np.random.default_rng([self.seed, int(epoch), i]))
+            x = apply_transforms(x, transforms)
         return x.astype(np.float32) / np.float32(127.5) - np.float32(1.0)
 
     def order(self, epoch: int) -> np.ndarray:
@@ -174,7 +199,16 @@ class ImageBatches(keras.utils.PyDataset):
 
 def augment_batch(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Apply one of the square's 8 symmetries, drawn per image, to ``[B, S, S, C]``."""
-    t = rng.integers(0, NUM_TRANSFORMS, size=len(x))
+    return apply_transforms(x, draw_transforms(rng, len(x)))
+
+
+def draw_transforms(rng: np.random.Generator, n: int) -> np.ndarray:
+    """``n`` symmetry indices in ``[0, NUM_TRANSFORMS)``."""
+    return rng.integers(0, NUM_TRANSFORMS, size=n)
+
+
+def apply_transforms(x: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """Image ``j`` of ``[B, S, S, C]`` -> symmetry ``t[j]`` of it."""
     out = np.empty_like(x)
     for k in range(NUM_TRANSFORMS):
         sel = np.flatnonzero(t == k)

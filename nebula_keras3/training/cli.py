@@ -5,6 +5,8 @@ from __future__ import annotations
 import click
 
 from nebula_keras3.training.config import PRESETS
+from nebula_keras3.training.distribute import MODES as DISTRIBUTE_MODES
+from nebula_keras3.training.precision import POLICIES as PRECISION_POLICIES
 
 # Options that shape a new run; each maps to a TrainConfig field. None = preset's value.
 RUN_OPTIONS = [
@@ -28,6 +30,8 @@ RUN_OPTIONS = [
                  help="Keep this fraction of the images out of training (seeded split; 0: none)."),
     click.option("--eval-every", type=click.IntRange(min=0), default=None, metavar="K",
                  help="Every K epochs, score against the held-out images (epochs.csv, checkpoints/best.npz)."),
+    click.option("--mixed-precision", type=click.Choice(list(PRECISION_POLICIES)), default=None,
+                 help="16-bit compute, float32 weights (fp16 adds loss scaling); default: none."),
     click.option("--jit-compile/--no-jit-compile", default=None,
                  help="Force XLA/jit on or off (default: Keras' choice per backend)."),
     click.option("--deterministic/--no-deterministic", default=None,
@@ -50,7 +54,16 @@ def run_options(func):
 @click.option("--allow-data-change", is_flag=True,
               help="With --resume: continue even though the training images changed.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-def train_command(out, resume_dir, allow_data_change, quiet, **options):
+@click.option("--distribute", type=click.Choice(DISTRIBUTE_MODES), default="none", show_default=True,
+              help="data-parallel: split each batch over all devices (JAX; keras.distribution.DataParallel).")
+@click.option("--coordinator-address", default=None,
+              help="Multi-host data-parallel: host:port of process 0 (or KERAS_DISTRIBUTION_JOB_ADDRESSES).")
+@click.option("--num-processes", type=click.IntRange(min=1), default=None,
+              help="Multi-host data-parallel: number of processes (or KERAS_DISTRIBUTION_NUM_PROCESSES).")
+@click.option("--process-id", type=click.IntRange(min=0), default=None,
+              help="Multi-host data-parallel: this process, 0..N-1 (or KERAS_DISTRIBUTION_PROCESS_ID).")
+def train_command(out, resume_dir, allow_data_change, quiet, distribute, coordinator_address, num_processes,
+                  process_id, **options):
     """Train a GAN on KERAS_BACKEND (tensorflow, jax or torch) and write a run folder.
 
     The run folder gets config.json, a checkpoint every epoch (checkpoints/last.npz),
@@ -61,6 +74,17 @@ def train_command(out, resume_dir, allow_data_change, quiet, **options):
     from nebula_keras3.training import trainer
     from nebula_keras3.training.checkpoint import CheckpointError
     from nebula_keras3.training.config import TrainConfig
+    from nebula_keras3.training.distribute import DistributeError, setup_distribution
+
+    cluster = {"coordinator_address": coordinator_address, "num_processes": num_processes,
+               "process_id": process_id}
+    if distribute == "none" and any(v is not None for v in cluster.values()):
+        raise click.UsageError("--coordinator-address/--num-processes/--process-id need --distribute data-parallel")
+    try:
+        if distribute != "none":  # before any model is built
+            click.echo(setup_distribution(distribute, **cluster))
+    except DistributeError as e:
+        raise click.ClickException(str(e)) from None
 
     preset = options.pop("preset")
     if options["image_size"] is not None:

@@ -44,6 +44,7 @@ class TrainConfig:
     deterministic: bool = False  # deterministic GPU kernels (training/determinism.py); CPU always is
     holdout: float = 0.0  # fraction of the images kept out of training (seeded split); 0: none
     eval_every: int = 0  # score against the held-out images every K epochs; 0: never
+    mixed_precision: str = "none"  # "bf16" / "fp16": see nebula_keras3.training.precision
     extra: dict = field(default_factory=dict)
 
     @classmethod
@@ -71,6 +72,10 @@ class TrainConfig:
             raise ValueError(f"eval-every must be positive, got {self.eval_every}")
         if self.eval_every and not self.holdout:
             raise ValueError("--eval-every scores against held-out images: give --holdout FRACTION too")
+        from nebula_keras3.training.precision import POLICIES
+
+        if self.mixed_precision not in POLICIES:
+            raise ValueError(f"mixed precision must be one of {', '.join(POLICIES)}, got {self.mixed_precision!r}")
         if not self.learning_rate > 0:
             raise ValueError(f"learning rate must be positive, got {self.learning_rate}")
         return self

@@ -21,6 +21,35 @@ def reference_adam(learning_rate=2e-4, beta_1=0.5, beta_2=0.999, name=None):
     return keras.optimizers.Adam(learning_rate, beta_1=beta_1, beta_2=beta_2, epsilon=1e-8, name=name)
 
 
+def _unwrapped(optimizer):
+    """The optimizer a LossScaleOptimizer wraps (fp16), else the optimizer itself."""
+    if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+        return optimizer.inner_optimizer
+    return optimizer
+
+
+class _OptimizerHolder(keras.optimizers.MultiOptimizer):
+    """Holds D's and G's optimizers and counts GAN steps; the train steps apply them.
+
+    ``variables``: its step counter, both Adams' slots, then the loss scale and its
+    counter of each ``LossScaleOptimizer`` (fp16) — everything JAX's ``fit`` must
+    thread through the step and a checkpoint must hold. (``MultiOptimizer`` itself
+    refuses a LossScaleOptimizer, so it is given the inner Adams.)
+    """
+
+    def __init__(self, selector, loss_scalers, name=None):
+        super().__init__(selector, name=name)
+        self._loss_scalers = list(loss_scalers)
+
+    @property
+    def variables(self):
+        held = super().variables
+        for scaler in self._loss_scalers:
+            inner = {id(v) for v in scaler.inner_optimizer.variables}
+            held.extend(v for v in scaler.variables if id(v) not in inner)
+        return held
+
+
 class _SubModelSelector:
     """MultiOptimizer map: D's variables -> d_optimizer, everything else -> g_optimizer."""
 
@@ -84,12 +113,22 @@ class GAN(keras.Model):
         self.gan_loss = keras.losses.get(loss) if loss is not None else (
             keras.losses.BinaryCrossentropy(from_logits=True)
         )
-        holder = keras.optimizers.MultiOptimizer(
-            _SubModelSelector(self.discriminator.trainable_variables, self.d_optimizer, self.g_optimizer),
+        loss_scalers = [
+            o for o in (self.d_optimizer, self.g_optimizer) if o is not _unwrapped(o)
+        ]
+        holder = _OptimizerHolder(
+            _SubModelSelector(
+                self.discriminator.trainable_variables,
+                _unwrapped(self.d_optimizer),
+                _unwrapped(self.g_optimizer),
+            ),
+            loss_scalers,
             name="gan_optimizers",
         )
         super().compile(optimizer=holder, **kwargs)
-        # Build both Adams now so checkpoints can be restored before fit().
+        # Build both optimizers now so checkpoints can be restored before fit().
+        for optimizer, model in ((self.d_optimizer, self.discriminator), (self.g_optimizer, self.generator)):
+            optimizer.build(model.trainable_variables)
         self.optimizer.build(self.trainable_variables)
 
     def get_compile_config(self):

@@ -22,6 +22,11 @@ LOSS_COLUMNS = ("epoch", "step", "d_loss", "g_loss", "d_real", "d_fake")
 EPOCH_COLUMNS = ("epoch", "step", "seconds", "images_per_second", "d_loss", "g_loss", "d_real", "d_fake")
 
 
+def sample_grid_path(run_dir: Path, epoch: int) -> Path:
+    """The grid of fixed-noise samples written after ``epoch`` (1-based)."""
+    return Path(run_dir) / "samples" / f"epoch_{epoch:03d}.png"
+
+
 def read_csv_rows(path: Path, keep_epochs_upto: int) -> list[dict]:
     """Rows of a run's CSV that belong to finished, checkpointed epochs."""
     if not path.is_file():
@@ -145,7 +150,7 @@ class TrainingMonitor(keras.callbacks.Callback):
         if self._fixed_z is None:
             self._fixed_z = latents_from_seeds(batch_seeds(0, self.sample_count), self.model.latent_dim)
         images = to_uint8(ops.convert_to_numpy(gen(self._fixed_z, training=False)))
-        save_png(make_grid(images), self.run_dir / "samples" / f"epoch_{done:03d}.png")
+        save_png(make_grid(images), sample_grid_path(self.run_dir, done))
         write_csv_atomic(self.run_dir / "losses.csv", LOSS_COLUMNS, self.loss_rows)
         write_csv_atomic(self.run_dir / "epochs.csv", EPOCH_COLUMNS + self.extra_columns, self.epoch_rows)
         plot_losses(self.loss_rows, self.run_dir / "losses.png", self.epoch_rows, self.extra_columns)

@@ -26,8 +26,17 @@ from nebula_keras3.models import DCGANDiscriminator, DCGANGenerator
 from nebula_keras3.training.checkpoint import checkpoint_path, load_checkpoint
 from nebula_keras3.training.config import TrainConfig
 from nebula_keras3.training.evaluation import EVAL_COLUMNS, HoldoutEvaluation
+from nebula_keras3.training.distribute import check_global_batch, data_shard
 from nebula_keras3.training.gan import GAN, reference_adam
-from nebula_keras3.training.monitor import EPOCH_COLUMNS, LOSS_COLUMNS, TrainingMonitor, read_csv_rows
+from nebula_keras3.training.precision import dtype_policy, float32_copy, wrap_optimizer
+from nebula_keras3.training.monitor import (
+    EPOCH_COLUMNS,
+    LOSS_COLUMNS,
+    TrainingMonitor,
+    read_csv_rows,
+    sample_grid_path,
+)
+from nebula_keras3.training.tensorboard import TensorBoardLogger
 
 
 class RunError(RuntimeError):
@@ -51,12 +60,14 @@ class TrainResult:
 
 def build_gan(config: TrainConfig) -> GAN:
     """Generator, discriminator and GAN for a config, compiled with the recipe's two Adams."""
-    generator = DCGANGenerator(config.image_size, config.latent_dim, config.ngf, seed=config.seed)
-    discriminator = DCGANDiscriminator(config.image_size, config.ndf, seed=config.seed + 1)
+    with dtype_policy(config.mixed_precision):  # bf16/fp16 compute, float32 variables
+        generator = DCGANGenerator(config.image_size, config.latent_dim, config.ngf, seed=config.seed)
+        discriminator = DCGANDiscriminator(config.image_size, config.ndf, seed=config.seed + 1)
     gan = GAN(generator, discriminator, seed=config.seed)
 
-    def adam(name):
-        return reference_adam(config.learning_rate, config.beta_1, config.beta_2, name=name)
+    def adam(name):  # fp16: inside a LossScaleOptimizer
+        adam = reference_adam(config.learning_rate, config.beta_1, config.beta_2, name=name)
+        return wrap_optimizer(adam, config.mixed_precision)
 
     gan.compile(d_optimizer=adam("d_adam"), g_optimizer=adam("g_adam"), jit_compile=config.jit_compile)
     return gan
@@ -102,7 +113,7 @@ def save_generator(gan: GAN, config: TrainConfig, run_dir: Path, epochs_done: in
     """Write ``generator.keras`` and ``generator.json`` (the model facts) atomically."""
     path = run_dir / GENERATOR_FILE
     with atomic_path(path, suffix=".keras") as tmp:
-        gan.generator.save(tmp)
+        float32_copy(gan.generator).save(tmp)  # no 16-bit policy in the saved model
     write_json_atomic(
         {
             "model": config.model,
@@ -182,6 +193,7 @@ def _run(config: TrainConfig, run_dir: Path, *, resume: bool, progress: bool, ec
          allow_data_change: bool = False) -> TrainResult:
     from nebula_keras3.data import ImageBatches, data_fingerprint, load_training_images
 
+    check_global_batch(config.batch_size)  # under --distribute: the batch splits over the devices
     t0 = time.perf_counter()
     if config.deterministic:
         from nebula_keras3.training.determinism import enable_deterministic_ops
@@ -213,7 +225,8 @@ def _run(config: TrainConfig, run_dir: Path, *, resume: bool, progress: bool, ec
         echo(f"{run_dir} has no checkpoint yet: starting it from epoch 1")
 
     batches = ImageBatches(
-        images, config.batch_size, seed=config.seed, augment=config.augment, start_epoch=start_epoch
+        images, config.batch_size, seed=config.seed, augment=config.augment, start_epoch=start_epoch,
+        shard=data_shard(),  # multi-host: this process's slice of each global batch
     )
     if config.steps_per_epoch is not None:
         batches = _FirstBatches(batches, config.steps_per_epoch)
@@ -240,7 +253,12 @@ def _run(config: TrainConfig, run_dir: Path, *, resume: bool, progress: bool, ec
             batches,
             epochs=config.epochs,
             initial_epoch=start_epoch,
-            callbacks=[*callbacks, monitor],
+            callbacks=[
+                *callbacks,
+                monitor,
+                # Last: it logs the epoch row the callbacks before it completed.
+                TensorBoardLogger(run_dir, monitor.epoch_rows, lambda e: sample_grid_path(run_dir, e)),
+            ],
             shuffle=False,  # ImageBatches shuffles per (seed, epoch); Keras would reorder batches at random
             verbose=1 if progress and sys.stdout.isatty() else 0,  # our own line per epoch otherwise
         )

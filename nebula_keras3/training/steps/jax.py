@@ -11,6 +11,8 @@ the G step, as torch does implicitly.
 import jax
 from keras import StatelessScope, ops
 
+from nebula_keras3.training.precision import scale_loss
+
 
 def _pick(variables, lookup):
     return [lookup[id(v)] for v in variables]
@@ -46,9 +48,11 @@ def train_step(self, state, data):
         fake_logits, d_state = D.stateless_call(
             d_train, d_state, jax.lax.stop_gradient(fake), training=True
         )
-        return self.real_fake_loss(real_logits, fake_logits), (d_state, real_logits, fake_logits)
+        d_loss = self.real_fake_loss(real_logits, fake_logits)
+        # fp16: differentiate d_loss x loss scale; the LossScaleOptimizer unscales.
+        return scale_loss(self.d_optimizer, d_loss, values), (d_loss, d_state, real_logits, fake_logits)
 
-    (d_loss, (d_state, real_logits, fake_logits)), d_grads = jax.value_and_grad(
+    (_, (d_loss, d_state, real_logits, fake_logits)), d_grads = jax.value_and_grad(
         d_objective, has_aux=True
     )(d_train, d_state)
     d_opt = _pick(self.d_optimizer.variables, values)
@@ -57,9 +61,10 @@ def train_step(self, state, data):
     # G: BCE(1, D(G(z))) through the updated D; gradient w.r.t. fake, then G's VJP.
     def g_objective(fake, d_state):
         gen_logits, d_state = D.stateless_call(d_train, d_state, fake, training=True)
-        return self.generator_loss(gen_logits), d_state
+        g_loss = self.generator_loss(gen_logits)
+        return scale_loss(self.g_optimizer, g_loss, values), (g_loss, d_state)
 
-    (g_loss, d_state), fake_grad = jax.value_and_grad(g_objective, has_aux=True)(fake, d_state)
+    (_, (g_loss, d_state)), fake_grad = jax.value_and_grad(g_objective, has_aux=True)(fake, d_state)
     (g_grads,) = g_vjp(fake_grad)
     g_opt = _pick(self.g_optimizer.variables, values)
     g_train, g_opt = self.g_optimizer.stateless_apply(g_opt, g_grads, g_train)

@@ -3,6 +3,8 @@
 import tensorflow as tf
 from keras import ops
 
+from nebula_keras3.training.precision import scale_loss
+
 
 def train_step(self, data):
     real = data[0] if isinstance(data, (tuple, list)) else data  # [B, S, S, 3] in [-1, 1]
@@ -18,13 +20,15 @@ def train_step(self, data):
             real_logits = D(real, training=True)  # [B, 1]
             fake_logits = D(tf.stop_gradient(fake), training=True)
             d_loss = self.real_fake_loss(real_logits, fake_logits)
-        d_grads = d_tape.gradient(d_loss, D.trainable_variables)
+            scaled_d_loss = scale_loss(self.d_optimizer, d_loss)  # fp16: x loss scale
+        d_grads = d_tape.gradient(scaled_d_loss, D.trainable_variables)
         self.d_optimizer.apply(d_grads, D.trainable_variables)
 
         # G: BCE(1, D(G(z))) through the updated D.
         gen_logits = D(fake, training=True)
         g_loss = self.generator_loss(gen_logits)
-    g_grads = g_tape.gradient(g_loss, G.trainable_variables)
+        scaled_g_loss = scale_loss(self.g_optimizer, g_loss)
+    g_grads = g_tape.gradient(scaled_g_loss, G.trainable_variables)
     self.g_optimizer.apply(g_grads, G.trainable_variables)
     self.optimizer.iterations.assign_add(1)
 

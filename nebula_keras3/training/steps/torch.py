@@ -3,6 +3,8 @@
 import torch
 from keras import ops
 
+from nebula_keras3.training.precision import scale_loss
+
 
 def train_step(self, data):
     real = data[0] if isinstance(data, (tuple, list)) else data  # [B, S, S, 3] in [-1, 1]
@@ -15,7 +17,7 @@ def train_step(self, data):
     real_logits = D(real, training=True)  # [B, 1]
     fake_logits = D(fake.detach(), training=True)
     d_loss = self.real_fake_loss(real_logits, fake_logits)
-    d_loss.backward()
+    scale_loss(self.d_optimizer, d_loss).backward()  # fp16: x loss scale, unscaled by the optimizer
     with torch.no_grad():
         self.d_optimizer.apply([v.value.grad for v in D.trainable_variables], D.trainable_variables)
 
@@ -24,7 +26,7 @@ def train_step(self, data):
     G.zero_grad()
     gen_logits = D(fake, training=True)
     g_loss = self.generator_loss(gen_logits)
-    g_loss.backward()
+    scale_loss(self.g_optimizer, g_loss).backward()
     with torch.no_grad():
         self.g_optimizer.apply([v.value.grad for v in G.trainable_variables], G.trainable_variables)
         self.optimizer.iterations.assign_add(1)
