@@ -22,7 +22,7 @@ def test_help_lists_every_command():
     assert result.exit_code == 0
     listing = result.output.split("Commands:", 1)[1].strip().splitlines()
     rows = dict(line.split(None, 1) for line in listing)
-    assert sorted(rows) == ["client", "export", "sample", "serve", "train"]
+    assert sorted(rows) == ["client", "evaluate", "export", "sample", "serve", "train"]
     assert all(help_text.strip() for help_text in rows.values())  # each command loaded and described
 
 
