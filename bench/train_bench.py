@@ -1,15 +1,21 @@
-"""Training-step throughput per Keras backend vs a plain-PyTorch DCGAN in the same run.
+"""Training-step throughput per Keras backend vs a plain-PyTorch reference in the same run.
 
-    .venv/bin/python bench/train_bench.py [--image-size 64] [--batch-size 64] [--steps 10]
-                                          [--backends torch,tensorflow,jax] [--rounds 2]
+    .venv/bin/python bench/train_bench.py [--family dcgan64] [--image-size 64] [--batch-size 64]
+        [--steps 8] [--rounds 2] [--backends torch,tensorflow,jax]
 
-The reference is pytorch/examples ``dcgan/main.py``'s step (netD on real and fake,
-then netG through the updated netD; Adam 2e-4 / 0.5) on the same image size and
-batch. Each Keras backend runs ``GAN.fit`` in its own subprocess (the backend is
-fixed per process) on random data for ``--steps`` steps after one warm-up epoch
-(compile). Rounds alternate reference and backends so drift on this noisy machine
-hits both; the table prints the median img/s and the ratio to the reference.
-Not a test: it measures.
+Each family (``FAMILIES``) names a preset and a plain-PyTorch transcription of its
+training step: for ``dcgan64`` pytorch/examples ``dcgan/main.py`` (netD on real and
+fake, then netG through the updated netD; Adam 2e-4 / 0.5). Each Keras backend runs
+``GAN.fit`` in its own subprocess (the backend is fixed per process) on random data for
+``--steps`` steps after a warm-up fit (compile), with the package's defaults for that
+backend. A backend entry may carry variants, ``jax:subpixel=off`` or
+``tensorflow:jit=off``, to measure an alternative against the default in the same run.
+
+Rounds alternate the reference and the backends so drift on a shared machine hits both;
+the table prints median img/s, the ratio to the reference, and the roofline ratio: the
+achieved FLOP rate (training FLOPs per image x img/s, counted as 3x the forward
+convolution FLOPs of every G and D pass) divided by a float32 matmul peak (torch, all
+cores) measured just before that entry, so load from other jobs hits both. Not a test: it measures.
 """
 
 from __future__ import annotations
@@ -23,22 +29,50 @@ import sys
 import time
 
 WORKER = r"""
-import json, sys, time, numpy as np, keras
+import json, sys, time
+spec = json.loads(sys.argv[1])
+import numpy as np, keras
+import nebula_keras3.models.dcgan.layers as dcgan_layers
 from nebula_keras3.training.config import TrainConfig
 from nebula_keras3.training.trainer import build_gan
-size, batch, steps, jit = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
-cfg = TrainConfig.from_preset("dcgan64", image_size=size, batch_size=batch,
-                              jit_compile={"auto": "auto", "on": True, "off": False}[jit])
+opts = spec["options"]
+if "subpixel" in opts:  # measure the other form of the stride-2 transposed convolutions
+    on = opts["subpixel"] == "on"
+    dcgan_layers.SUBPIXEL_BACKENDS = frozenset({keras.backend.backend()} if on else ())
+overrides = {}
+if "jit" in opts:
+    overrides["jit_compile"] = {"auto": "auto", "on": True, "off": False}[opts["jit"]]
+cfg = TrainConfig.from_preset(spec["preset"], image_size=spec["size"], batch_size=spec["batch"], **overrides)
 gan = build_gan(cfg)
+batch, steps, size = spec["batch"], spec["steps"], spec["size"]
 x = np.random.default_rng(0).uniform(-1, 1, (batch * steps, size, size, 3)).astype("float32")
 gan.fit(x[: batch * 2], batch_size=batch, epochs=1, verbose=0, shuffle=False)  # compile
 t = time.perf_counter()
 gan.fit(x, batch_size=batch, epochs=1, verbose=0, shuffle=False)
-print(json.dumps({"images_per_second": batch * steps / (time.perf_counter() - t)}))
+ips = batch * steps / (time.perf_counter() - t)
+
+def conv_flops(model):  # forward multiply-adds x 2 per image, for Conv2D / Conv2DTranspose layers
+    total = 0
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.Conv2DTranspose):
+            h, w, cin = layer.input.shape[1:]
+        elif isinstance(layer, keras.layers.Conv2D):
+            h, w = layer.output.shape[1:3]
+            cin = layer.input.shape[-1]
+        else:
+            continue
+        kh, kw = layer.kernel_size
+        total += 2 * h * w * kh * kw * cin * layer.filters
+    return total
+
+g, d = conv_flops(gan.generator), conv_flops(gan.discriminator)
+# one G pass and three D passes (real, fake, fake for G), each forward + backward ~ 3x forward
+print(json.dumps({"images_per_second": ips, "train_flops_per_image": 3 * (g + 3 * d)}))
 """
 
 
-def torch_reference(size: int, batch: int, steps: int) -> float:
+def dcgan_reference(size: int, batch: int):
+    """pytorch/examples dcgan/main.py's networks and step; returns ``step()``."""
     import torch
     from torch import nn
 
@@ -78,6 +112,17 @@ def torch_reference(size: int, batch: int, steps: int) -> float:
         criterion(out, torch.ones_like(out)).backward()
         optG.step()
 
+    return step
+
+
+# One entry per model family: the preset the Keras workers train and the PyTorch reference step.
+FAMILIES = {
+    "dcgan64": {"preset": "dcgan64", "reference": dcgan_reference},
+}
+
+
+def time_reference(make_step, size: int, batch: int, steps: int) -> float:
+    step = make_step(size, batch)
     for _ in range(2):
         step()
     t = time.perf_counter()
@@ -86,39 +131,74 @@ def torch_reference(size: int, batch: int, steps: int) -> float:
     return batch * steps / (time.perf_counter() - t)
 
 
-def keras_backend(backend: str, size: int, batch: int, steps: int, jit: str) -> float:
+def matmul_peak_gflops(n: int = 1024, seconds: float = 1.0) -> float:
+    """float32 matmul GFLOP/s (torch, all intra-op threads), best of a few timed runs."""
+    import torch
+
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    best, t_end = 0.0, time.perf_counter() + seconds
+    while time.perf_counter() < t_end:
+        t = time.perf_counter()
+        for _ in range(4):
+            a @ b
+        best = max(best, 4 * 2 * n**3 / (time.perf_counter() - t) / 1e9)
+    return best
+
+
+def parse_entry(entry: str) -> tuple[str, dict]:
+    """``jax:subpixel=off,jit=on`` -> ("jax", {"subpixel": "off", "jit": "on"})."""
+    backend, _, rest = entry.partition(":")
+    options = dict(kv.split("=", 1) for kv in rest.split(",") if kv) if rest else {}
+    return backend, options
+
+
+def keras_worker(entry: str, preset: str, size: int, batch: int, steps: int) -> dict:
+    backend, options = parse_entry(entry)
     env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    out = subprocess.run([sys.executable, "-c", WORKER, str(size), str(batch), str(steps), jit],
-                         env=env, capture_output=True, text=True)
+    spec = {"preset": preset, "size": size, "batch": batch, "steps": steps, "options": options}
+    out = subprocess.run([sys.executable, "-c", WORKER, json.dumps(spec)], env=env, capture_output=True, text=True)
     if out.returncode != 0:
-        raise SystemExit(f"{backend} worker failed:\n{out.stderr[-2000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])["images_per_second"]
+        raise SystemExit(f"{entry} worker failed:\n{out.stderr[-2000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--family", choices=sorted(FAMILIES), default="dcgan64")
     ap.add_argument("--image-size", type=int, default=64)
     ap.add_argument("--batch-size", type=int, default=64)
-    ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--steps", type=int, default=8)
     ap.add_argument("--rounds", type=int, default=2)
-    ap.add_argument("--backends", default="torch,tensorflow,jax")
-    ap.add_argument("--tf-jit", choices=["auto", "on", "off"], default="auto",
-                    help="jit_compile for the tensorflow backend")
+    ap.add_argument("--backends", default="torch,tensorflow,jax",
+                    help="comma-separated; ';' separates entries with variants, e.g. 'jax;jax:subpixel=off'")
     args = ap.parse_args()
-    backends = [b.strip() for b in args.backends.split(",") if b.strip()]
-    results: dict[str, list[float]] = {"pytorch reference": [], **{b: [] for b in backends}}
+    family = FAMILIES[args.family]
+    sep = ";" if ";" in args.backends else ","
+    entries = [b.strip() for b in args.backends.split(sep) if b.strip()]
+    ref_name = "pytorch reference"
+    ips: dict[str, list[float]] = {ref_name: [], **{e: [] for e in entries}}
+    flops: dict[str, int] = {}
+    peaks: dict[str, list[float]] = {k: [] for k in ips}  # measured just before each entry
     for r in range(args.rounds):
-        results["pytorch reference"].append(torch_reference(args.image_size, args.batch_size, args.steps))
-        for b in backends:
-            jit = args.tf_jit if b == "tensorflow" else "auto"
-            results[b].append(keras_backend(b, args.image_size, args.batch_size, args.steps, jit))
-        print(f"round {r + 1}: " + ", ".join(f"{k} {v[-1]:.1f}" for k, v in results.items()), flush=True)
-    ref = statistics.median(results["pytorch reference"])
-    print(f"\nDCGAN-{args.image_size} GAN step, batch {args.batch_size}, {args.steps} steps x {args.rounds} rounds")
-    print(f"{'':24s}{'img/s (median)':>16s}{'vs reference':>14s}")
-    for k, v in results.items():
+        peaks[ref_name].append(matmul_peak_gflops())
+        ips[ref_name].append(time_reference(family["reference"], args.image_size, args.batch_size, args.steps))
+        for e in entries:
+            peaks[e].append(matmul_peak_gflops())
+            res = keras_worker(e, family["preset"], args.image_size, args.batch_size, args.steps)
+            ips[e].append(res["images_per_second"])
+            flops[e] = res["train_flops_per_image"]
+        print(f"round {r + 1}: " + ", ".join(f"{k} {v[-1]:.1f} (peak {peaks[k][-1]:.0f})" for k, v in ips.items()),
+              flush=True)
+    flops[ref_name] = next(iter(flops.values()), 0)
+    ref = statistics.median(ips[ref_name])
+    print(f"\n{args.family} ({args.image_size} px) GAN step, batch {args.batch_size}, "
+          f"{args.steps} steps x {args.rounds} rounds; {flops[ref_name] / 1e9:.2f} training GFLOP per image")
+    print(f"{'':28s}{'img/s (median)':>16s}{'vs reference':>14s}{'matmul GFLOP/s':>16s}{'of peak':>10s}")
+    for k, v in ips.items():
         m = statistics.median(v)
-        print(f"{k:24s}{m:16.1f}{m / ref:13.2f}x")
+        roof = statistics.median(x * flops[k] / 1e9 / p for x, p in zip(v, peaks[k]))
+        print(f"{k:28s}{m:16.1f}{m / ref:13.2f}x{statistics.median(peaks[k]):16.0f}{roof:9.0%}")
 
 
 if __name__ == "__main__":

@@ -50,7 +50,8 @@ def test_unsupported_size_is_a_clear_error():
 
 def test_get_config_is_the_constructor_arguments():
     g = DCGANGenerator(32, latent_dim=7, ngf=3, seed=5)
-    assert g.get_config() == {"image_size": 32, "latent_dim": 7, "ngf": 3, "seed": 5, "name": "generator"}
+    assert g.get_config() == {"image_size": 32, "latent_dim": 7, "ngf": 3, "seed": 5, "upsample": "auto",
+                              "name": "generator"}
     clone = DCGANGenerator.from_config(g.get_config())
     assert clone.output_shape == g.output_shape
     d = DCGANDiscriminator(32, ndf=3, seed=5)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import sys
@@ -33,7 +34,6 @@ from nebula_keras3.training.monitor import (
     EPOCH_COLUMNS,
     LOSS_COLUMNS,
     TrainingMonitor,
-    read_csv_rows,
     sample_grid_path,
 )
 from nebula_keras3.training.tensorboard import TensorBoardLogger
@@ -109,10 +109,34 @@ class _DataEpoch(keras.callbacks.Callback):
         self.batches.set_epoch(epoch)
 
 
+@contextlib.contextmanager
+def _tensorflow_left_unimported():
+    """Keep Keras' ``save`` from importing TensorFlow under JAX/torch (~6 s and CUDA warnings).
+
+    Keras' serializer asks its lazy ``tensorflow`` module whether TF is *available* (which
+    imports it) only to test ``isinstance(obj, tf.TensorShape / tf.DType / tf.TypeSpec)``;
+    while TensorFlow is not imported no object can be one, so the answer "unavailable" is
+    exact. Nothing changes once TensorFlow is imported (the TensorFlow backend).
+    """
+    try:
+        from keras.src.utils.module_utils import tensorflow as lazy_tf
+    except ImportError:  # pragma: no cover - a Keras without the lazy module
+        lazy_tf = None
+    if lazy_tf is None or "tensorflow" in sys.modules or getattr(lazy_tf, "_available", True) is not None:
+        yield
+        return
+    lazy_tf._available = False
+    try:
+        yield
+    finally:
+        if "tensorflow" not in sys.modules:
+            lazy_tf._available = None
+
+
 def save_generator(gan: GAN, config: TrainConfig, run_dir: Path, epochs_done: int, data: str) -> Path:
     """Write ``generator.keras`` and ``generator.json`` (the model facts) atomically."""
     path = run_dir / GENERATOR_FILE
-    with atomic_path(path, suffix=".keras") as tmp:
+    with atomic_path(path, suffix=".keras") as tmp, _tensorflow_left_unimported():
         float32_copy(gan.generator).save(tmp)  # no 16-bit policy in the saved model
     write_json_atomic(
         {
@@ -234,8 +258,7 @@ def _run(config: TrainConfig, run_dir: Path, *, resume: bool, progress: bool, ec
         run_dir,
         sample_count=config.sample_count,
         batch_size=config.batch_size,
-        loss_rows=read_csv_rows(run_dir / "losses.csv", start_epoch),
-        epoch_rows=read_csv_rows(run_dir / "epochs.csv", start_epoch),
+        start_epoch=start_epoch,
         echo=echo,
         extra_columns=EVAL_COLUMNS if config.eval_every else (),
     )

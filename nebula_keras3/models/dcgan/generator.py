@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import keras
 
-from nebula_keras3.models.dcgan.layers import batch_norm, channel_mults, conv_init
+from nebula_keras3.models.dcgan.layers import SubPixelConv2DTranspose, batch_norm, channel_mults, conv_init
 
 
 @keras.saving.register_keras_serializable(package="nebula_keras3")
@@ -24,31 +24,34 @@ class DCGANGenerator(keras.Model):
         image_size: 32, 64, 128 or 256.
         latent_dim: length of the latent vector z.
         ngf: width of the last hidden stage.
+        upsample: how the stride-2 transposed convolutions run: "auto" (the backend's
+            faster form, see ``SUBPIXEL_BACKENDS``), "transpose" or "subpixel". Every form has
+            the same variables and output, so it is not part of the trained weights.
         seed: seed for the weight initialisers (None: Keras' global RNG).
     """
 
-    def __init__(self, image_size=64, latent_dim=100, ngf=64, seed=None, **kwargs):
+    def __init__(self, image_size=64, latent_dim=100, ngf=64, seed=None, upsample="auto", **kwargs):
         mults = channel_mults(image_size)
         z = keras.Input(shape=(latent_dim,), name="z")
         x = keras.layers.Reshape((1, 1, latent_dim), name="z_as_map")(z)
         for i, mult in enumerate(mults):
             first = i == 0
-            x = keras.layers.Conv2DTranspose(
-                ngf * mult,
-                4,
-                strides=1 if first else 2,
-                padding="valid" if first else "same",
-                use_bias=False,
-                kernel_initializer=conv_init(None if seed is None else seed + i),
-                name=f"up{i}_convt",
-            )(x)
+            init = conv_init(None if seed is None else seed + i)
+            if first:  # [B, 1, 1, latent] -> [B, 4, 4, C]
+                x = keras.layers.Conv2DTranspose(
+                    ngf * mult, 4, strides=1, padding="valid", use_bias=False,
+                    kernel_initializer=init, name=f"up{i}_convt",
+                )(x)
+            else:  # [B, H, W, 2C] -> [B, 2H, 2W, C]
+                x = SubPixelConv2DTranspose(
+                    ngf * mult, implementation=upsample, use_bias=False, kernel_initializer=init,
+                    name=f"up{i}_convt",
+                )(x)
             x = batch_norm(f"up{i}_bn", None if seed is None else seed + 100 + i)(x)
             x = keras.layers.ReLU(name=f"up{i}_relu")(x)
-        x = keras.layers.Conv2DTranspose(
+        x = SubPixelConv2DTranspose(
             3,
-            4,
-            strides=2,
-            padding="same",
+            implementation=upsample,
             use_bias=False,
             kernel_initializer=conv_init(None if seed is None else seed + 99),
             name="to_rgb_convt",
@@ -60,6 +63,7 @@ class DCGANGenerator(keras.Model):
         self.latent_dim = latent_dim
         self.ngf = ngf
         self.seed = seed
+        self.upsample = upsample
 
     def get_config(self):
         return {
@@ -67,6 +71,7 @@ class DCGANGenerator(keras.Model):
             "latent_dim": self.latent_dim,
             "ngf": self.ngf,
             "seed": self.seed,
+            "upsample": self.upsample,
             "name": self.name,
         }
 
