@@ -46,12 +46,16 @@ def _fail(msg: str):
               help="auto: ONNX Runtime where model.onnx exists, else TensorFlow; savedmodel: always TensorFlow.")
 @click.option("--graceful-timeout", default=30.0, show_default=True, type=click.FloatRange(0),
               help="Seconds to finish in-flight requests on shutdown.")
+@click.option("--rest-api-enable-cors-support", "--rest_api_enable_cors_support", "cors", is_flag=True,
+              help="Add CORS headers to REST responses (tensorflow_model_server's flag).")
+@click.option("--enable-signature-method-name-check", "--enable_signature_method_name_check", "method_check",
+              is_flag=True, help=":classify/:regress/:predict check the signature's method_name, as TF Serving's flag.")
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["critical", "error", "warning", "info", "debug"]))
 def serve_command(model_base_path, model_name, model_config_file, host, port, max_batch_size,
                   batch_timeout_micros, max_enqueued_batches, num_batch_threads, batching_parameters_file,
                   monitoring_config_file, poll_seconds, max_body_bytes, max_instances, max_concurrent_requests,
-                  intra_op_threads, runtime, graceful_timeout, log_level):
+                  intra_op_threads, runtime, graceful_timeout, cors, method_check, log_level):
     """Serve exported generators over TF Serving's REST API v1 (ONNX Runtime or TensorFlow)."""
     from nebula_keras3.serving import config_files as cf
 
@@ -92,6 +96,8 @@ def serve_command(model_base_path, model_name, model_config_file, host, port, ma
         prometheus_enabled=prom_on,
         prometheus_path=prom_path,
         drain_seconds=graceful_timeout,
+        rest_api_enable_cors_support=cors,
+        enable_signature_method_name_check=method_check,
     )
     app = create_app(options)
     config = uvicorn.Config(
