@@ -317,3 +317,48 @@ def test_batcher_pads_to_allowed_batch_sizes_and_variable_lengths():
     errs, _, _ = _run_batcher(refused, BatchingOptions(8, 50_000, 10, 1), run=run)
     assert all(isinstance(e, ra.ServingError) and e.code == "FAILED_PRECONDITION" for e in errs)
     assert "padding is turned off. Set pad_variable_length_inputs to true" in errs[0].message
+
+
+def _app_client(**kw):
+    from starlette.testclient import TestClient
+
+    from nebula_keras3.serving.app import ServerOptions, create_app
+
+    return TestClient(create_app(ServerOptions(models=[], **kw)))
+
+
+@pytest.mark.parametrize("cors", [False, True])
+def test_cors_headers_follow_the_flag(cors):
+    # http_server.cc ProcessRequest: AddCORSHeaders (http_rest_api_util.cc) on every /v1 reply when
+    # --rest_api_enable_cors_support is set, preflights included
+    with _app_client(rest_api_enable_cors_support=cors) as c:
+        for r in (c.options("/v1/models/m:predict", headers={"Origin": "http://x.org"}), c.get("/v1/models/m"),
+                  c.put("/v1/models/m")):
+            assert (r.headers.get("access-control-allow-origin") == "*") == cors
+            if cors:
+                assert r.headers["access-control-allow-methods"] == "POST, GET"
+                assert r.headers["access-control-allow-headers"] == "Content-Type"
+        r = c.put("/v1/models/m", content=b"{}")
+        assert r.status_code == 400 and r.content == b'{\n    "error": "Malformed request: PUT /v1/models/m"\n}'
+        assert c.options("/v1/models/m", headers={"Origin": "file.txt"}).status_code == 400
+
+
+def test_classify_regress_signature_checks():
+    sig = SignatureSpec({"z": TensorSpec("DT_FLOAT", [-1, 4])}, {"images": TensorSpec("DT_UINT8", [-1, 2])})
+    sig_json = {"inputs": {"z": {"name": "serving_default_z:0", "dtype": "DT_FLOAT",
+                                 "tensor_shape": {"dim": [{"size": "-1", "name": ""}, {"size": "4", "name": ""}],
+                                                  "unknown_rank": False}}},
+                "outputs": {}, "method_name": "tensorflow/serving/predict"}
+    with pytest.raises(ra.ServingError) as e:
+        ra.check_classify_regress_signature("classify", "serving_default", sig, sig_json, False)
+    assert e.value.message == (
+        "No classification inputs found in SignatureDef: inputs {\n  key: \"z\"\n  value {\n"
+        "    name: \"serving_default_z:0\"\n    dtype: DT_FLOAT\n    tensor_shape {\n      dim {\n"
+        "        size: -1\n      }\n      dim {\n        size: 4\n      }\n    }\n  }\n}\n"
+        "method_name: \"tensorflow/serving/predict\"\n")
+    # --enable_signature_method_name_check (classifier.cc / regressor.cc GetSignatureMethodNameCheckFeature)
+    with pytest.raises(ra.ServingError, match="^Expected regression signature method_name to be "
+                                              "tensorflow/serving/regress. Was: tensorflow/serving/predict$"):
+        ra.check_classify_regress_signature("regress", "serving_default", sig, sig_json, True)
+    with pytest.raises(ra.ServingError, match="^No signature was found with the name: x$"):
+        ra.check_classify_regress_signature("regress", "x", None, None, False)
