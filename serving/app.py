@@ -254,7 +254,12 @@ class ServingApp:
                     f"Request has {n} instances; at most {self.options.max_instances} are allowed per request"
                 )
             try:
+                t_run = time.perf_counter()
                 outputs = await st.batcher.submit(sig_name, inputs)
+                # predict_util.cc RunPredict: RecordRuntimeLatency(model, "Predict", runtime) around
+                # Session::Run (batching wait included, as with TF's batching session)
+                self.metrics.tf.observe("/tensorflow/serving/runtime_latency", (time.perf_counter() - t_run) * 1e6,
+                                        st.model, "Predict", "TF1" if st.runner.kind == "saved_model" else "ONNX")
             except ServingError as e:
                 if e.code == "UNAVAILABLE":
                     self.metrics.rejected.labels("queue_full").inc()

@@ -83,7 +83,7 @@ class Batcher:
 
     @property
     def capacity_rows(self) -> int:
-        return self.options.max_batch_size * self.options.max_enqueued_batches
+        return self.options.execution_batch_size * self.options.max_enqueued_batches
 
     def queued_rows(self) -> int:
         return sum(q.rows for q in self._queues.values())
