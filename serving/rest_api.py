@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import json
 import math
 import re
@@ -478,11 +479,30 @@ def _value_json(v, dtype_kind: str, as_bytes: bool) -> str:
     return json.dumps(b.decode("utf-8", "replace"))
 
 
+@functools.lru_cache(maxsize=32)
+def _u8_template(item_shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """JSON of one batch item with blank tokens, and the byte offsets of its digits (cached per shape)."""
+    tpl = np.frombuffer(_encode_fixed_width(np.zeros(item_shape + (3,), np.uint8)), dtype=np.uint8)
+    return tpl, np.flatnonzero(tpl == 0)
+
+
+def _encode_u8(arr: np.ndarray) -> bytes:
+    """uint8 tensor -> nested JSON lists: a cached per-item template, digits scattered in one numpy pass."""
+    b = arr.shape[0]
+    tpl, slots = _u8_template(arr.shape[1:])
+    out = np.empty((b, tpl.size + 1), dtype=np.uint8)
+    out[:, :-1] = tpl
+    out[:, slots] = _U8_TOKENS.take(arr.reshape(b, -1), axis=0).reshape(b, -1)
+    out[:, -1] = ord(",")
+    out[-1, -1] = ord("]")
+    return b"[" + out.tobytes()
+
+
 def tensor_json(arr: np.ndarray, name: str) -> bytes:
     """One tensor as (nested) JSON, like TF Serving's AddTensorValues; ``*_bytes`` strings as b64."""
     arr = np.asarray(arr)
     if arr.dtype == np.uint8 and arr.ndim >= 1 and arr.size and 0 not in arr.shape:
-        return _encode_fixed_width(_U8_TOKENS[arr])
+        return _encode_u8(arr)
     as_bytes = arr.dtype.kind in "OSU" and name.endswith("_bytes")
     kind = arr.dtype.kind if arr.dtype.kind in "fbiu" else "O"
 

@@ -362,3 +362,16 @@ def test_classify_regress_signature_checks():
         ra.check_classify_regress_signature("regress", "serving_default", sig, sig_json, True)
     with pytest.raises(ra.ServingError, match="^No signature was found with the name: x$"):
         ra.check_classify_regress_signature("regress", "x", None, None, False)
+
+
+def test_rapidjson_port_reads_plain_json_like_the_fast_path():
+    # tf_json.parse answers most bodies through the stdlib scanner; its rapidjson port must agree
+    from nebula_keras3.serving import tf_json
+
+    rng = np.random.default_rng(0)
+    docs = [{"instances": rng.standard_normal((3, 5)).round(6).tolist(), "signature_name": "s\u00e9\n\"\\/"},
+            {"inputs": {"a": [[1, -2, 0, 2**63 - 1, -(2**63)]], "b": [{"b64": "aGk="}, "x"]}, "n": None},
+            {"deep": [[[[[]]]]], "t": True, "f": False, "e": {}, "x": [1e-7, 1.5e300, -0.0, 123.456e-3]}]
+    for doc in docs:
+        body = json.dumps(doc).encode()
+        assert tf_json._Parser(body).parse() == tf_json.parse(body) == doc
