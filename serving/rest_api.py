@@ -193,6 +193,8 @@ _INT_RANGES = {
     "DT_INT64": (-(2**63), 2**63 - 1), "DT_UINT32": (0, 2**32 - 1), "DT_UINT64": (0, 2**64 - 1),
 }
 _FLOAT_TYPES = ("DT_FLOAT", "DT_DOUBLE")
+_NUMBER_TYPES = frozenset((int, float))  # exact types: bool (an int subclass) is not a number here
+_INT_TYPE = {int}
 
 
 def _type_error(val, dtype: str) -> ServingError:
@@ -263,6 +265,16 @@ def _fill(val, shape: list[int], dtype: str, out: list, level: int = 0) -> None:
             f"Encountered list at unexpected size: {len(val)} at level: {level} expected size: {shape[level]}"
         )
     if level == rank - 1:
+        # fast path: a row of plain numbers converts exactly as _convert_leaf would, in C
+        types = set(map(type, val))
+        if dtype in _FLOAT_TYPES and types <= _NUMBER_TYPES:
+            out.extend(val)
+            return
+        if types == _INT_TYPE and dtype in _INT_RANGES and val:
+            lo, hi = _INT_RANGES[dtype]
+            if lo <= min(val) and max(val) <= hi:
+                out.extend(val)
+                return
         conv = _convert_leaf
         for v in val:
             if isinstance(v, list):
