@@ -375,3 +375,25 @@ def test_rapidjson_port_reads_plain_json_like_the_fast_path():
     for doc in docs:
         body = json.dumps(doc).encode()
         assert tf_json._Parser(body).parse() == tf_json.parse(body) == doc
+
+
+def test_tf_metric_families_print_like_tf_servings_exporter():
+    # tensorflow_serving/util/prometheus_exporter.cc SerializeScalar / SerializeHistogram
+    from nebula_keras3.serving.tf_metrics import TFMetrics, prometheus_name
+
+    assert prometheus_name("/tensorflow/serving/request_count") == ":tensorflow:serving:request_count"
+    m = TFMetrics()
+    m.inc("/tensorflow/serving/request_count", "nebula", "OK")
+    m.inc("/tensorflow/serving/request_count", "nebula", "OK")
+    m.observe("/tensorflow/serving/request_latency", 15.0, "nebula", "predict", "REST")
+    lines = m.render().splitlines()
+    assert "# TYPE :tensorflow:serving:request_count counter" in lines
+    assert ':tensorflow:serving:request_count{model_name="nebula",status="OK"} 2' in lines
+    at = lines.index("# TYPE :tensorflow:serving:request_latency histogram")
+    assert lines[at + 1:at + 3] == [
+        ':tensorflow:serving:request_latency_bucket{model_name="nebula",API="predict",entrypoint="REST",le="10"} 0',
+        ':tensorflow:serving:request_latency_bucket{model_name="nebula",API="predict",entrypoint="REST",le="18"} 1']
+    assert ':tensorflow:serving:request_latency_bucket{model_name="nebula",API="predict",entrypoint="REST",le="+Inf"} 1' \
+        in lines
+    assert ':tensorflow:serving:request_latency_sum{model_name="nebula",API="predict",entrypoint="REST"} 15' in lines
+    assert ':tensorflow:serving:request_latency_count{model_name="nebula",API="predict",entrypoint="REST"} 1' in lines
