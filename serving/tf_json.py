@@ -107,15 +107,20 @@ def parse(body: bytes):
     """The first JSON value of ``body`` (json_tensor.cc ParseJson); raises JsonParseError."""
     if not body:
         raise JsonParseError("JSON Parse error: The document is empty")
+    # EncodedInputStream<UTF8<>, MemoryStream> skips a UTF-8 BOM (each of its bytes, in order)
+    bom = 0
+    for b in (0xEF, 0xBB, 0xBF):
+        if bom < len(body) and body[bom] == b:
+            bom += 1
     if not _needs_rapidjson(body):
-        text = body.decode("utf-8", ENCODING_ERRORS)
+        text = body[bom:].decode("utf-8", ENCODING_ERRORS)
         start = len(text) - len(text.lstrip(" \t\n\r"))
         try:
             return _DECODER.raw_decode(text, start)[0]
         except (ValueError, RecursionError):
             pass  # rapidjson decides: maybe an error (with its offset), maybe "Inf"/"-NaN"
     try:
-        return _Parser(body).parse()
+        return _Parser(body, bom).parse()
     except _Fail as f:
         raise JsonParseError(f"JSON Parse error: {_ERR[f.code]} at offset: {f.offset}") from None
 
@@ -148,10 +153,10 @@ def _strtod_normal(d: float, p: int) -> float:
 class _Parser:
     """rapidjson 1.1.0 GenericReader::IterativeParse with TF Serving's flags, building Python values."""
 
-    def __init__(self, data: bytes):
+    def __init__(self, data: bytes, start: int = 0):
         self.s = data
         self.n = len(data)
-        self.i = 0
+        self.i = start  # offsets count from the start of the body, BOM included
 
     def peek(self) -> int:
         # MemoryStream: 0 at the end; a NUL byte reads the same

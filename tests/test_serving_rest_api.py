@@ -112,6 +112,7 @@ def test_float_inputs_take_ints_and_out_of_range_values():
     (b'{"a": "\\u12G4"}', "JSON Parse error: Incorrect hex digit after \\u escape in string. at offset: 7"),
     (b'{"a": "abc', "JSON Parse error: Missing a closing quotation mark in string. at offset: 10"),
     (b"[1, 2]", "JSON Value: [1, 2] Is not object"),
+    (b"\xef\xbb\xbf{", "JSON Parse error: Missing a name for object member. at offset: 4"),  # BOM skipped
 ])
 def test_parse_errors_read_like_rapidjson(body, message):
     with pytest.raises(ra.ServingError) as e:
@@ -122,6 +123,7 @@ def test_parse_errors_read_like_rapidjson(body, message):
 def test_json_reading_like_rapidjson():
     # kParseStopWhenDoneFlag: text after the first value is ignored
     assert ra.parse_json_object(b'{"instances": [1]} trailing {') == {"instances": [1]}
+    assert ra.parse_json_object(b'\xef\xbb\xbf {"instances": [1]}') == {"instances": [1]}  # UTF-8 BOM
     # FindMember: the first of repeated keys
     doc = ra.parse_json_object(b'{"signature_name": "a", "signature_name": "b", "instances": [1]}')
     assert ra.signature_name_of(doc) == "a"
