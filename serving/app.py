@@ -3,8 +3,14 @@
     GET  /v1/models/{name}[/versions/{v}|/labels/{l}]            model status
     GET  /v1/models/{name}[/versions/{v}|/labels/{l}]/metadata   signature defs
     POST /v1/models/{name}[/versions/{v}|/labels/{l}]:predict    row or columnar
-    POST ...:classify | :regress                                 (refused: predict-only signatures)
-    GET  /monitoring/prometheus/metrics                          Prometheus text
+    POST ...:classify | :regress                                 (TF's checks; no tf.Example signatures)
+    OPTIONS /v1/...                                              CORS preflight
+    *    /monitoring/prometheus/metrics                          Prometheus text
+
+Answers are TF Serving 2.21's wherever its code fixes them (status code, JSON,
+message wording): see tests/test_serving_conformance.py for the cases and the
+TF source each mirrors. Methods other than GET/POST/OPTIONS on /v1 get
+"Malformed request: METHOD path" (400), as in TF Serving.
 
 Protection against overload: at most ``max_concurrent_requests`` requests are
 handled at once (more get 429 at once, before the body is read), bodies are
@@ -135,7 +141,7 @@ class ServingApp:
         try:
             req = rest_api.parse_path(method, raw_path)
             model = req.model if self.registry.known_model(req.model) else "_unknown"
-            tf_model = req.model if model != "_unknown" else "_unknown"
+            tf_model = model
             if method == "GET":
                 api = "metadata" if req.subresource == "metadata" else "status"
                 resp = self._metadata(req) if api == "metadata" else self._status(req)
@@ -253,6 +259,8 @@ class ServingApp:
                 raise invalid(
                     f"Request has {n} instances; at most {self.options.max_instances} are allowed per request"
                 )
+            if self.options.enable_signature_method_name_check:  # predict_util.cc PreProcessPrediction
+                rest_api.check_predict_method_name(sig)
             try:
                 t_run = time.perf_counter()
                 outputs = await st.batcher.submit(sig_name, inputs)

@@ -675,6 +675,14 @@ def signature_def_debug_string(sig: dict) -> str:
     return "\n".join(out) + "\n"
 
 
+def check_predict_method_name(sig: SignatureSpec) -> None:
+    """predict_util.cc VerifySignature (only with --enable_signature_method_name_check)."""
+    allowed = ("tensorflow/serving/predict", "tensorflow/serving/classify", "tensorflow/serving/regress")
+    if sig.method_name not in allowed:
+        raise ServingError("INTERNAL", "Expected prediction signature method_name to be one of {"
+                                       f"{', '.join(allowed)}}}. Was: {sig.method_name}")
+
+
 def check_classify_regress_signature(api: str, sig_name: str, sig: SignatureSpec | None, sig_json: dict | None,
                                      method_name_check: bool) -> None:
     """servables/tensorflow/{classifier,regressor}.cc Get*SignatureDef + PreProcess* checks."""
