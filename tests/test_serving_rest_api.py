@@ -168,7 +168,7 @@ def test_multi_input_rules():
         ra.parse_predict_inputs({"inputs": {"a": [[1, 2]], "b": [{"b64": "!!!"}]}}, TWO)
 
 
-@pytest.mark.parametrize("shape", [(1, 1, 1, 3), (2, 3, 4, 3), (5, 7), (3,), (1,)])
+@pytest.mark.parametrize("shape", [(1, 1, 1, 3), (2, 3, 4, 3), (5, 7), (3,), (1,), (2, 5, 1, 4), (1, 2, 3, 4, 5), (3, 64, 64, 3)])
 def test_uint8_encoding_equals_json(shape):
     a = np.random.default_rng(0).integers(0, 256, size=shape, dtype=np.uint8)
     assert json.loads(ra.tensor_json(a, "images")) == a.tolist()
