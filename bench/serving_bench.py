@@ -174,7 +174,8 @@ def main(argv=None) -> int:
                     images = max(1, res["requests"] * per_request)
                     res.update(signature=signature, concurrency=conc, per_request=per_request,
                                ratio=res["images_per_s"] / offline[signature],
-                               cpu_ms=1000 * (cpu1[0] - cpu0[0]) / images, loop_cpu_ms=1000 * (cpu1[1] - cpu0[1]) / images)
+                               cpu_ms=1000 * (cpu1[0] - cpu0[0]) / images,
+                               loop_cpu_ms=1000 * (cpu1[1] - cpu0[1]) / images)
                     rows.append(res)
                     print(f"{signature:16s} {per_request:3d} img/req  c={conc:<3d} "
                           f"{res['images_per_s']:8.1f} img/s  p50 {res['p50_ms']:7.1f} ms  "

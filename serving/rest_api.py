@@ -321,7 +321,8 @@ def _check_spec(name: str, arr: np.ndarray, spec: TensorSpec) -> None:
         )
 
 
-def parse_predict_inputs(doc: dict, signature: SignatureSpec, signature_name: str = "") -> tuple[str, dict[str, np.ndarray]]:
+def parse_predict_inputs(doc: dict, signature: SignatureSpec,
+                         signature_name: str = "") -> tuple[str, dict[str, np.ndarray]]:
     """``(format, {input name: array})`` of a predict request; format is "row" or "columnar".
 
     json_tensor.cc FillPredictRequestFromJson, after the signature's input map is known.
@@ -645,7 +646,8 @@ def check_classify_regress_request(doc: dict) -> None:
     if "context" in doc:
         _check_example(doc["context"])
     if "examples" not in doc:
-        raise invalid(f"JSON Value: {_json_str(doc)} When method is classify, key 'examples' is expected and was not found")
+        raise invalid(f"JSON Value: {_json_str(doc)} When method is classify, key 'examples' is expected "
+                      "and was not found")
     examples = doc["examples"]
     if not isinstance(examples, list):
         raise invalid(f"JSON Value: {_json_str(doc)} Expecting 'examples' value to be an list/array")
