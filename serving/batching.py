@@ -142,6 +142,12 @@ class Batcher:
                     t.taken += take
                     rows = max_bs
                     break
+                elif not segments:  # larger than a batch (submit refuses these): run it alone
+                    segments.append((t, t.taken, t.n))
+                    rows += left
+                    t.taken = t.n
+                    q.tasks.popleft()
+                    break
                 else:
                     break
             q.rows -= rows
