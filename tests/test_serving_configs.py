@@ -115,10 +115,27 @@ def test_monitoring_config_typos_fail(typo):
         cf.parse_text(typo, cf.MonitoringConfig)
 
 
+def test_batching_parameters_checked_as_tf_serving_does(tmp_path):
+    # bundle_factory_util.cc WrapSessionForBatching / GetQueueOptions
+    f = tmp_path / "b.config"
+    f.write_text("max_batch_size { value: 8 }\nallowed_batch_sizes: 2\nallowed_batch_sizes: 4\n")
+    with pytest.raises(cf.ConfigError, match="Last entry in allowed_batch_sizes must match max_batch_size; "
+                                             "last entry was 4; expected 8"):
+        cf.load_batching_parameters(f)
+    f.write_text("max_batch_size { value: 8 }\nallowed_batch_sizes: [2, 4, 8]\npad_variable_length_inputs: true\n"
+                 "enable_large_batch_splitting { value: true }\n")
+    opts = cf.load_batching_parameters(f)
+    assert opts.allowed_batch_sizes == (2, 4, 8) and opts.pad_variable_length_inputs
+    assert opts.execution_batch_size == 8  # max_execution_batch_size defaults to max_batch_size
+    assert [opts.padded_size(n) for n in (1, 2, 3, 5, 8)] == [2, 2, 4, 8, 8]
+
+
 def test_batching_config():
     opts = cf.load_batching_parameters(SERVING / "batching.config")
-    assert opts.max_batch_size == 32 and opts.batch_timeout_micros == 2000
+    assert opts.max_batch_size == 64 and opts.batch_timeout_micros == 2000
     assert opts.max_enqueued_batches == 64 and opts.num_batch_threads == 2
+    # 64-image requests are accepted and run as model calls of at most 32 rows
+    assert opts.enable_large_batch_splitting and opts.execution_batch_size == 32
     with pytest.raises(cf.ConfigError):
         cf.parse_text("max_batch_size: 32", cf.BatchingParameters)  # must be { value: 32 }
 

@@ -469,7 +469,9 @@ def test_sigterm_finishes_rpcs_in_flight(model_dir, tmp_path):
     import threading
     import time
 
-    srv = st.ServerProcess(["--model-base-path", str(model_dir)], log_path=tmp_path / "server.log", grpc=True)
+    # 200-row requests: TF's batching refuses tasks over max_batch_size
+    srv = st.ServerProcess(["--model-base-path", str(model_dir), "--max-batch-size", "200"],
+                           log_path=tmp_path / "server.log", grpc=True)
     results: dict[int, object] = {}
     try:
         with grpc.insecure_channel(srv.grpc_target) as ch:
