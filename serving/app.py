@@ -32,7 +32,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from nebula_keras3.serving import rest_api
+from nebula_keras3.serving import rest_api, signatures
 from nebula_keras3.serving.batching import Batcher
 from nebula_keras3.serving.errors import HTTP_STATUS, ServingError, invalid
 from nebula_keras3.serving.metrics import Metrics
@@ -246,7 +246,7 @@ class ServingApp:
                     f"Request has {n} instances; at most {self.options.max_instances} are allowed per request"
                 )
             if self.options.enable_signature_method_name_check:  # predict_util.cc PreProcessPrediction
-                rest_api.check_predict_method_name(sig)
+                signatures.check_predict_method_name(sig)
             try:
                 t_run = time.perf_counter()
                 outputs = await st.batcher.submit(sig_name, inputs)
@@ -273,10 +273,9 @@ class ServingApp:
         sig_name = rest_api.signature_name_of(doc) or rest_api.DEFAULT_SIGNATURE
         rest_api.check_classify_regress_request(doc)
         async with self.registry.lease(req) as st:
-            sig_json = (st.runner.signature_def_json or {}).get("signature_def", {}).get(sig_name)
-            rest_api.check_classify_regress_signature(
-                api, sig_name, st.runner.signatures.get(sig_name), sig_json,
-                self.options.enable_signature_method_name_check)
+            signatures.check_classify_regress_signature(api, sig_name, st.runner.signatures,
+                                                        st.runner.signature_def_json,
+                                                        self.options.enable_signature_method_name_check)
 
 
 def create_app(options: ServerOptions) -> Starlette:

@@ -7,9 +7,10 @@ tensors are read and written with numpy (:mod:`tensor_proto`).
 
 Mirrors tensorflow/serving (messages where TF's code fixes them):
 
-* ``model_servers/prediction_service_impl.cc``: Predict, GetModelMetadata
-  (Classify, Regress, MultiInference: UNIMPLEMENTED here; the exported models
-  have predict signatures only).
+* ``model_servers/prediction_service_impl.cc``: Predict, GetModelMetadata, Classify,
+  Regress (``classifier.cc`` / ``regressor.cc`` signature checks, shared with REST's
+  :classify / :regress; the exported models have predict signatures only, so they
+  always answer an error); MultiInference is UNIMPLEMENTED here.
 * ``servables/tensorflow/predict_impl.cc``, ``predict_util.cc`` (RunPredict,
   PreProcessPrediction, PostProcessPredictionResult with AsProtoField) and
   TensorFlow's ``cc/saved_model/util.cc`` (GetInputValues).
@@ -36,7 +37,7 @@ import numpy as np
 from google.protobuf import json_format
 
 from nebula_keras3.export import layout
-from nebula_keras3.serving import tensor_proto
+from nebula_keras3.serving import signatures, tensor_proto
 from nebula_keras3.serving.errors import ServingError, invalid
 from nebula_keras3.serving.options import ServerOptions
 from nebula_keras3.serving.protos import (
@@ -202,15 +203,24 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         response.metadata[SIGNATURE_DEF_FIELD].Pack(sdm)
         return response
 
-    # ------------------------------------------------------------------ not served here
+    # ------------------------------------------------------------------ Classify / Regress
 
     async def Classify(self, request, context):  # noqa: N802
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED,
-                            "Classify is not supported: the served models have predict signatures only")
+        return await _answer(context, lambda: self._classify(request, "classify"))
 
     async def Regress(self, request, context):  # noqa: N802
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED,
-                            "Regress is not supported: the served models have predict signatures only")
+        return await _answer(context, lambda: self._classify(request, "regress"))
+
+    async def _classify(self, request, api: str):
+        """classification_service.cc / regression_service.cc, then RunClassify / RunRegress's signature checks."""
+        req = model_request(request)  # "Missing ModelSpec" first, then the servable
+        sig_name = request.model_spec.signature_name or DEFAULT_SIGNATURE
+        async with self.registry.lease(req) as st:
+            signatures.check_classify_regress_signature(api, sig_name, st.runner.signatures,
+                                                        st.runner.signature_def_json,
+                                                        self.options.enable_signature_method_name_check)
+
+    # ------------------------------------------------------------------ not served here
 
     async def MultiInference(self, request, context):  # noqa: N802
         await context.abort(grpc.StatusCode.UNIMPLEMENTED,

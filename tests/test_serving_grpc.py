@@ -34,10 +34,12 @@ from tensorflow_serving.apis import (  # noqa: E402
     classification_pb2,
     get_model_metadata_pb2,
     get_model_status_pb2,
+    inference_pb2,
     model_management_pb2,
     model_service_pb2_grpc,
     predict_pb2,
     prediction_service_pb2_grpc,
+    regression_pb2,
 )
 
 pytestmark = pytest.mark.backend_independent
@@ -265,11 +267,40 @@ def test_predict_overlarge_message_is_resource_exhausted(predictions):
     assert e.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
 
 
+def classify_request(kind="classify", name=MODEL, signature=""):
+    req = (classification_pb2.ClassificationRequest() if kind == "classify"
+           else regression_pb2.RegressionRequest())
+    if name is not None:
+        req.model_spec.name = name
+        if signature:
+            req.model_spec.signature_name = signature
+    req.input.example_list.examples.add().features.feature["x"].float_list.value.append(1.0)
+    return req
+
+
+def test_classify_and_regress_answer_as_tf(predictions, server):
+    """classification_service.cc / regression_service.cc ("Missing ModelSpec", then the servable),
+    then classifier.cc / regressor.cc's signature checks: the same answer as REST's :classify / :regress
+    (one function behind both), here "No classification inputs found" for the predict-only signatures."""
+    for kind, call in (("classify", predictions.Classify), ("regress", predictions.Regress)):
+        noun = "classification" if kind == "classify" else "regression"
+        e = rpc_error(call, classify_request(kind))
+        status, body = _post(f"{server.url}/v1/models/{MODEL}:{kind}", {"examples": [{"x": 1.0}]})
+        assert status == 400
+        assert e.code() == INVALID and e.details() == json.loads(body)["error"]
+        assert e.details().startswith(f'No {noun} inputs found in SignatureDef: inputs {{\n  key: "{layout.Z}"\n')
+        e = rpc_error(call, classify_request(kind, signature="nope"))
+        assert (e.code(), e.details()) == (INVALID, "No signature was found with the name: nope")
+        e = rpc_error(call, classify_request(kind, name=None))
+        assert (e.code(), e.details()) == (INVALID, "Missing ModelSpec")
+        e = rpc_error(call, classify_request(kind, name="no_such_model"))
+        assert e.code() == NOT_FOUND and e.details().startswith("Servable not found for request")
+
+
 def test_unimplemented_methods(predictions, models):
-    """Classify (predict-only signatures here) and HandleReloadConfigRequest answer UNIMPLEMENTED."""
-    req = classification_pb2.ClassificationRequest()
-    req.model_spec.name = MODEL
-    assert rpc_error(predictions.Classify, req).code() == grpc.StatusCode.UNIMPLEMENTED
+    """MultiInference and HandleReloadConfigRequest answer UNIMPLEMENTED."""
+    e = rpc_error(predictions.MultiInference, inference_pb2.MultiInferenceRequest())
+    assert e.code() == grpc.StatusCode.UNIMPLEMENTED
     e = rpc_error(models.HandleReloadConfigRequest, model_management_pb2.ReloadConfigRequest())
     assert e.code() == grpc.StatusCode.UNIMPLEMENTED and "--model-config-file" in e.details()
 

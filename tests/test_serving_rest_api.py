@@ -14,7 +14,8 @@ import pytest
 from nebula_keras3.serving import rest_api as ra
 from nebula_keras3.serving.batching import QUEUE_FULL, Batcher
 from nebula_keras3.serving.config_files import BatchingOptions, VersionPolicy
-from nebula_keras3.serving.signatures import SignatureSpec, TensorSpec
+from nebula_keras3.serving.errors import ServingError
+from nebula_keras3.serving.signatures import SignatureSpec, TensorSpec, check_classify_regress_signature
 
 pytestmark = pytest.mark.backend_independent
 
@@ -353,19 +354,20 @@ def test_classify_regress_signature_checks():
                                  "tensor_shape": {"dim": [{"size": "-1", "name": ""}, {"size": "4", "name": ""}],
                                                   "unknown_rank": False}}},
                 "outputs": {}, "method_name": "tensorflow/serving/predict"}
-    with pytest.raises(ra.ServingError) as e:
-        ra.check_classify_regress_signature("classify", "serving_default", sig, sig_json, False)
+    sigs, sig_defs = {"serving_default": sig}, {"signature_def": {"serving_default": sig_json}}
+    with pytest.raises(ServingError) as e:
+        check_classify_regress_signature("classify", "serving_default", sigs, sig_defs, False)
     assert e.value.message == (
         "No classification inputs found in SignatureDef: inputs {\n  key: \"z\"\n  value {\n"
         "    name: \"serving_default_z:0\"\n    dtype: DT_FLOAT\n    tensor_shape {\n      dim {\n"
         "        size: -1\n      }\n      dim {\n        size: 4\n      }\n    }\n  }\n}\n"
         "method_name: \"tensorflow/serving/predict\"\n")
     # --enable_signature_method_name_check (classifier.cc / regressor.cc GetSignatureMethodNameCheckFeature)
-    with pytest.raises(ra.ServingError, match="^Expected regression signature method_name to be "
-                                              "tensorflow/serving/regress. Was: tensorflow/serving/predict$"):
-        ra.check_classify_regress_signature("regress", "serving_default", sig, sig_json, True)
-    with pytest.raises(ra.ServingError, match="^No signature was found with the name: x$"):
-        ra.check_classify_regress_signature("regress", "x", None, None, False)
+    with pytest.raises(ServingError, match="^Expected regression signature method_name to be "
+                                       "tensorflow/serving/regress. Was: tensorflow/serving/predict$"):
+        check_classify_regress_signature("regress", "serving_default", sigs, sig_defs, True)
+    with pytest.raises(ServingError, match="^No signature was found with the name: x$"):
+        check_classify_regress_signature("regress", "x", sigs, sig_defs, False)
 
 
 def test_rapidjson_port_reads_plain_json_like_the_fast_path():
