@@ -39,6 +39,7 @@ from nebula_keras3.serving.metrics import Metrics
 from nebula_keras3.serving.options import ServerOptions
 from nebula_keras3.serving.registry import Registry
 from nebula_keras3.serving.runtimes import load_runner
+from nebula_keras3.serving.tf_metrics import runtime_name
 
 log = logging.getLogger("nebula.serving")
 
@@ -89,7 +90,9 @@ class ServingApp:
             from nebula_keras3.serving import grpc_api
         await self.registry.start()
         log.info("models: %s", self.registry.summary())
-        grpc_server = await grpc_api.start_grpc_server(self.registry, self.options) if grpc_api else None
+        grpc_server = None
+        if grpc_api is not None:  # counts its calls in TF's metric families, as REST does
+            grpc_server = await grpc_api.start_grpc_server(self.registry, self.options, self.metrics.tf)
         try:
             yield
         finally:
@@ -253,7 +256,7 @@ class ServingApp:
                 # predict_util.cc RunPredict: RecordRuntimeLatency(model, "Predict", runtime) around
                 # Session::Run (batching wait included, as with TF's batching session)
                 self.metrics.tf.observe("/tensorflow/serving/runtime_latency", (time.perf_counter() - t_run) * 1e6,
-                                        st.model, "Predict", "TF1" if st.runner.kind == "saved_model" else "ONNX")
+                                        st.model, "Predict", runtime_name(st.runner.kind))
             except ServingError as e:
                 if e.code == "UNAVAILABLE":
                     self.metrics.rejected.labels("queue_full").inc()

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from nebula_keras3.export import layout
+from nebula_keras3.serving.config_files import DEFAULT_PROMETHEUS_PATH
 
 _EXPORT_SCRIPT = textwrap.dedent(
     """
@@ -148,6 +149,17 @@ class ServerProcess:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1])
         raise RuntimeError("no VmRSS")
+
+    def metric(self, sample: str) -> float:
+        """The value of one sample of the Prometheus page, e.g. ``':tensorflow:serving:request_count{...}'``
+        (0 when the sample is not there yet)."""
+        status, body = http_get(f"{self.url}{DEFAULT_PROMETHEUS_PATH}", timeout=30)
+        if status != 200:
+            raise RuntimeError(f"metrics page answered {status}")
+        for line in body.decode().splitlines():
+            if line.startswith(sample + " "):
+                return float(line.rsplit(" ", 1)[1])
+        return 0.0
 
     def terminate(self) -> None:
         if self.proc.poll() is None:

@@ -24,6 +24,11 @@ def prometheus_name(name: str) -> str:
     return "_" + new if re.match(r"[0-9]", new) else new
 
 
+def runtime_name(runner_kind: str) -> str:
+    """The ``runtime`` label of runtime_latency for a runner: TF's "TF1" for the SavedModel session."""
+    return "TF1" if runner_kind == "saved_model" else "ONNX"
+
+
 def exponential_buckets(scale: float, growth: float, count: int) -> list[float]:
     """monitoring::Buckets::Exponential: ``count`` limits from ``scale``; +Inf is added after them."""
     limits, bound = [], float(scale)

@@ -305,6 +305,25 @@ def test_unimplemented_methods(predictions, models):
     assert e.code() == grpc.StatusCode.UNIMPLEMENTED and "--model-config-file" in e.details()
 
 
+def test_grpc_calls_count_in_tf_metric_families(predictions, server):
+    """prediction_service_impl.cc: request_count{model_name,status} for every Predict / Classify /
+    Regress, request_latency{model_name,API,entrypoint="GRPC"} for the OK ones; predict_util.cc
+    RunPredict: runtime_latency{API="Predict"}."""
+    ok = f':tensorflow:serving:request_count{{model_name="{MODEL}",status="OK"}}'
+    bad = f':tensorflow:serving:request_count{{model_name="{MODEL}",status="INVALID_ARGUMENT"}}'
+    latency = f':tensorflow:serving:request_latency_count{{model_name="{MODEL}",API="Predict",entrypoint="GRPC"}}'
+    runtime = f':tensorflow:serving:runtime_latency_count{{model_name="{MODEL}",API="Predict",runtime="ONNX"}}'
+    unknown = ':tensorflow:serving:request_count{model_name="_unknown",status="NOT_FOUND"}'
+    before = {k: server.metric(k) for k in (ok, bad, latency, runtime, unknown)}
+    for _ in range(2):
+        predictions.Predict(predict_request(layout.GENERATE_PNG, seed=np.array([1], np.int64)), timeout=60)
+    rpc_error(predictions.Predict, predict_request(z=_z(d=3)))
+    rpc_error(predictions.Classify, classify_request())
+    rpc_error(predictions.Predict, predict_request(name="zzz_random_name", z=_z()))
+    after = {k: server.metric(k) for k in before}
+    assert {k: after[k] - before[k] for k in before} == {ok: 2, bad: 2, latency: 2, runtime: 2, unknown: 1}
+
+
 # --------------------------------------------------------------------------- metadata and status
 
 
