@@ -517,7 +517,6 @@ def test_concurrency_limit_is_resource_exhausted(model_dir, tmp_path):
 def test_sigterm_finishes_rpcs_in_flight(model_dir, tmp_path):
     """SIGTERM: the gRPC server stops with the REST one and lets Predict calls in flight finish (exit 0)."""
     import threading
-    import time
 
     # 200-row requests: TF's batching refuses tasks over max_batch_size
     srv = st.ServerProcess(["--model-base-path", str(model_dir), "--max-batch-size", "200"],
@@ -538,7 +537,7 @@ def test_sigterm_finishes_rpcs_in_flight(model_dir, tmp_path):
             threads = [threading.Thread(target=call, args=(i,)) for i in range(3)]
             for t in threads:
                 t.start()
-            time.sleep(0.3)  # the calls are on the wire / running (200 PNGs each take a while)
+            srv.wait_requests_in_batcher(3)  # all three calls are in the server (200 PNGs each take a while)
             srv.terminate()
             for t in threads:
                 t.join(120)

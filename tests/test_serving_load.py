@@ -170,7 +170,7 @@ def test_graceful_shutdown_finishes_in_flight_requests(model_dir, offline, tmp_p
     threads = [threading.Thread(target=worker, args=(i,)) for i in range(8)]
     for t in threads:
         t.start()
-    time.sleep(0.3)
+    srv.wait_requests_in_batcher(8)  # all 8 are in the server (no race with a fixed sleep on a busy machine)
     srv.terminate()
     for t in threads:
         t.join(30)
