@@ -13,7 +13,9 @@ like ``tf.make_tensor_proto``). Prints images/s, p50/p99 latency and the ratio t
 offline throughput. Bounded: every cell runs ``--seconds`` (default 3), about
 2-3 minutes in all.
 The client runs on the same machine and takes CPU from the server: the ratios
-are a lower bound of what a separate client machine would see.
+are a lower bound of what a separate client machine would see. Each row also gives
+the server's CPU time per image (all threads, and the event-loop thread alone, from
+/proc on Linux): unlike images/s, it hardly moves when other work shares the machine.
 """
 
 from __future__ import annotations
@@ -186,6 +188,18 @@ async def drive(url: str, concurrency: int, per_request: int, signature: str, la
     return _summary(latencies, errors, per_request, elapsed)
 
 
+def cpu_seconds(pid: int) -> tuple[float, float]:
+    """(all threads, main thread) CPU seconds of a process, from /proc; NaN where /proc is missing."""
+    def read(path):
+        fields = Path(path).read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    try:
+        return read(f"/proc/{pid}/stat"), read(f"/proc/{pid}/task/{pid}/stat")
+    except (OSError, ValueError, IndexError):
+        return float("nan"), float("nan")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=3.0, help="duration of each measured cell")
@@ -215,28 +229,36 @@ def main(argv=None) -> int:
             for signature in (SERVING_DEFAULT, GENERATE_PNG):
                 for per_request in [int(x) for x in args.sizes.split(",")]:
                     for conc in [int(x) for x in args.concurrency.split(",")]:
+                        cpu0 = cpu_seconds(srv.pid)
                         if api == "grpc":
                             res = asyncio.run(drive_grpc(srv.grpc_target, conc, per_request, signature, 100,
                                                          args.seconds))
                         else:
                             res = asyncio.run(drive(srv.url, conc, per_request, signature, 100, args.seconds))
+                        cpu1 = cpu_seconds(srv.pid)
+                        images = max(1, res["requests"] * per_request)
                         res.update(api=api, signature=signature, concurrency=conc, per_request=per_request,
-                                   ratio=res["images_per_s"] / offline[signature])
+                                   ratio=res["images_per_s"] / offline[signature],
+                                   cpu_ms=1000 * (cpu1[0] - cpu0[0]) / images,
+                                   loop_cpu_ms=1000 * (cpu1[1] - cpu0[1]) / images)
                         rows.append(res)
                         print(f"{api:4s} {signature:16s} {per_request:3d} img/req  c={conc:<3d} "
                               f"{res['images_per_s']:8.1f} img/s  p50 {res['p50_ms']:7.1f} ms  "
-                              f"p99 {res['p99_ms']:7.1f} ms  {res['ratio'] * 100:5.1f}% of offline"
+                              f"p99 {res['p99_ms']:7.1f} ms  {res['ratio'] * 100:5.1f}% of offline  "
+                              f"CPU {res['cpu_ms']:.2f} ms/img (loop {res['loop_cpu_ms']:.2f})"
                               f"{'  errors=' + str(res['errors']) if res['errors'] else ''}", flush=True)
         rss = srv.rss_kib()
     finally:
         srv.stop()
 
     print()
-    print("| API | signature | images/request | clients | images/s | p50 ms | p99 ms | vs offline |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|")
+    print("| API | signature | images/request | clients | images/s | p50 ms | p99 ms | vs offline "
+          "| server CPU ms/image | event loop ms/image |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         print(f"| {r['api']} | {r['signature']} | {r['per_request']} | {r['concurrency']} | {r['images_per_s']:.1f} | "
-              f"{r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r['ratio'] * 100:.0f}% |")
+              f"{r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r['ratio'] * 100:.0f}% | {r['cpu_ms']:.2f} | "
+              f"{r['loop_cpu_ms']:.2f} |")
     print(f"\noffline ONNX Runtime: serving_default {offline[SERVING_DEFAULT]:.1f} img/s, "
           f"generate_png {offline[GENERATE_PNG]:.1f} img/s; server RSS {rss / 1024:.0f} MiB; "
           f"cpus {os.cpu_count()}; total {time.perf_counter() - t_start:.0f} s")

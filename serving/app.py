@@ -3,8 +3,14 @@
     GET  /v1/models/{name}[/versions/{v}|/labels/{l}]            model status
     GET  /v1/models/{name}[/versions/{v}|/labels/{l}]/metadata   signature defs
     POST /v1/models/{name}[/versions/{v}|/labels/{l}]:predict    row or columnar
-    POST ...:classify | :regress                                 (refused: predict-only signatures)
-    GET  /monitoring/prometheus/metrics                          Prometheus text
+    POST ...:classify | :regress                                 (TF's checks; no tf.Example signatures)
+    OPTIONS /v1/...                                              CORS preflight
+    *    /monitoring/prometheus/metrics                          Prometheus text
+
+Answers are TF Serving 2.21's wherever its code fixes them (status code, JSON,
+message wording): see tests/test_serving_conformance.py for the cases and the
+TF source each mirrors. Methods other than GET/POST/OPTIONS on /v1 get
+"Malformed request: METHOD path" (400), as in TF Serving.
 
 Protection against overload: at most ``max_concurrent_requests`` requests are
 handled at once (more get 429 at once, before the body is read), bodies are
@@ -17,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -25,13 +32,14 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from nebula_keras3.serving import rest_api
+from nebula_keras3.serving import rest_api, signatures
 from nebula_keras3.serving.batching import Batcher
-from nebula_keras3.serving.errors import ServingError, invalid
+from nebula_keras3.serving.errors import HTTP_STATUS, ServingError, invalid
 from nebula_keras3.serving.metrics import Metrics
 from nebula_keras3.serving.options import ServerOptions
 from nebula_keras3.serving.registry import Registry
 from nebula_keras3.serving.runtimes import load_runner
+from nebula_keras3.serving.tf_metrics import runtime_name
 
 log = logging.getLogger("nebula.serving")
 
@@ -73,7 +81,7 @@ class ServingApp:
             gauge.labels(model, version, signature).set(queue_rows)
 
         return Batcher(st.runner.run, self.executor, self.options.batching, observe=observe,
-                       label=f"{st.model}:{st.version}")
+                       label=f"{st.model}:{st.version}", tf_metrics=self.metrics.tf)
 
     @contextlib.asynccontextmanager
     async def lifespan(self, app):
@@ -82,7 +90,9 @@ class ServingApp:
             from nebula_keras3.serving import grpc_api
         await self.registry.start()
         log.info("models: %s", self.registry.summary())
-        grpc_server = await grpc_api.start_grpc_server(self.registry, self.options) if grpc_api else None
+        grpc_server = None
+        if grpc_api is not None:  # counts its calls in TF's metric families, as REST does
+            grpc_server = await grpc_api.start_grpc_server(self.registry, self.options, self.metrics.tf)
         try:
             yield
         finally:
@@ -99,16 +109,13 @@ class ServingApp:
         raw_path = raw.decode("latin-1").split("?", 1)[0]
         method = request.method
         if self.options.prometheus_enabled and raw_path == self.options.prometheus_path:
-            if method not in ("GET", "HEAD"):
-                return self._error(ServingError("INVALID_ARGUMENT", "Method not allowed", http_status=405,
-                                                headers={"Allow": "GET"}))
+            # http_server.cc ProcessPrometheusRequest: the handler answers any method
             self.metrics.requests.labels("", "metrics", "200").inc()
             return Response(self.metrics.render(), media_type=self.metrics.content_type)
         if not rest_api.V1_PATH_RE.fullmatch(raw_path):
             return self._error(ServingError("NOT_FOUND", f"No handler for {method} {raw_path}"))
-        if method not in ("GET", "POST"):
-            return self._error(ServingError("INVALID_ARGUMENT", f"Method not allowed: {method} {raw_path}",
-                                            http_status=405, headers={"Allow": "GET, POST"}))
+        if method == "OPTIONS":
+            return self._preflight(request)
         if self.inflight >= self.options.max_concurrent_requests:
             self.metrics.rejected.labels("concurrency").inc()
             return self._error(ServingError(
@@ -118,11 +125,12 @@ class ServingApp:
         self.inflight += 1
         self.metrics.inflight.inc()
         t0 = time.perf_counter()
-        api, model = "unknown", "_unknown"
+        api, model, tf_model, code = "unknown", "_unknown", "", "OK"
         held = [0]
         try:
             req = rest_api.parse_path(method, raw_path)
             model = req.model if self.registry.known_model(req.model) else "_unknown"
+            tf_model = model
             if method == "GET":
                 api = "metadata" if req.subresource == "metadata" else "status"
                 resp = self._metadata(req) if api == "metadata" else self._status(req)
@@ -131,18 +139,39 @@ class ServingApp:
                 body = await self._read_body(request, held)
                 resp = await (self._predict(req, body) if api == "predict" else self._classify(req, body, api))
         except ServingError as e:
+            code = e.code
             resp = self._error(e)
         except ClientDisconnect:
+            code = "CANCELLED"
             resp = Response(status_code=499)
         except Exception as e:  # noqa: BLE001 - never a traceback to the client
             log.exception("internal error on %s %s", method, raw_path)
+            code = "INTERNAL"
             resp = self._error(ServingError("INTERNAL", f"{type(e).__name__}: {e}"))
         finally:
             self.inflight -= 1
             self.buffered -= held[0]
             self.metrics.inflight.dec()
+        elapsed = time.perf_counter() - t0
         self.metrics.requests.labels(model, api, str(resp.status_code)).inc()
-        self.metrics.latency.labels(model, api).observe(time.perf_counter() - t0)
+        self.metrics.latency.labels(model, api).observe(elapsed)
+        # http_server.cc ProcessRequest: request_count for every request, latency of the successful
+        # ones with API = the URL's method ("" for status and metadata) and entrypoint REST
+        self.metrics.tf.inc("/tensorflow/serving/request_count", tf_model, code)
+        if code == "OK":
+            self.metrics.tf.observe("/tensorflow/serving/request_latency", elapsed * 1e6, tf_model,
+                                    api if api in ("predict", "classify", "regress") else "", "REST")
+        if self.options.rest_api_enable_cors_support:
+            resp.headers.update(rest_api.CORS_HEADERS)
+        return resp
+
+    def _preflight(self, request: Request) -> Response:
+        """http_server.cc: OPTIONS is a CORS preflight; OK with an http(s) Origin, else FAILED_PRECONDITION."""
+        ok = re.search(r"https?://", request.headers.get("origin", "")) is not None
+        self.metrics.tf.inc("/tensorflow/serving/request_count", "", "OK" if ok else "FAILED_PRECONDITION")
+        resp = Response(b"", status_code=200 if ok else HTTP_STATUS["FAILED_PRECONDITION"])
+        if self.options.rest_api_enable_cors_support:
+            resp.headers.update(rest_api.CORS_HEADERS)
         return resp
 
     @staticmethod
@@ -208,18 +237,26 @@ class ServingApp:
             sig = st.runner.signatures.get(sig_name)
             if sig is None:
                 raise invalid(f'Serving signature name: "{sig_name}" not found in signature def')
+            given = rest_api.signature_name_of(doc)
             if len(body) > _THREAD_THRESHOLD:
-                fmt, inputs = await asyncio.to_thread(rest_api.parse_predict_inputs, doc, sig)
+                fmt, inputs = await asyncio.to_thread(rest_api.parse_predict_inputs, doc, sig, given)
             else:
-                fmt, inputs = rest_api.parse_predict_inputs(doc, sig)
+                fmt, inputs = rest_api.parse_predict_inputs(doc, sig, given)
             n = int(next(iter(inputs.values())).shape[0]) if inputs else 0
             if n > self.options.max_instances:
                 self.metrics.rejected.labels("instances").inc()
                 raise invalid(
                     f"Request has {n} instances; at most {self.options.max_instances} are allowed per request"
                 )
+            if self.options.enable_signature_method_name_check:  # predict_util.cc PreProcessPrediction
+                signatures.check_predict_method_name(sig)
             try:
+                t_run = time.perf_counter()
                 outputs = await st.batcher.submit(sig_name, inputs)
+                # predict_util.cc RunPredict: RecordRuntimeLatency(model, "Predict", runtime) around
+                # Session::Run (batching wait included, as with TF's batching session)
+                self.metrics.tf.observe("/tensorflow/serving/runtime_latency", (time.perf_counter() - t_run) * 1e6,
+                                        st.model, "Predict", runtime_name(st.runner.kind))
             except ServingError as e:
                 if e.code == "UNAVAILABLE":
                     self.metrics.rejected.labels("queue_full").inc()
@@ -233,19 +270,15 @@ class ServingApp:
         return Response(payload, media_type=JSON)
 
     async def _classify(self, req, body: bytes, api: str) -> Response:
+        # http_rest_api_handler.cc ProcessClassifyRequest / ProcessRegressRequest: the whole request
+        # JSON is checked first, then the model is looked up, then the signature (classifier.cc)
         doc = await self._parse(body)
-        if "examples" not in doc:
-            raise invalid(
-                f"JSON Value: {rest_api.json_str(doc)} When method is {api}, key 'examples' is expected and was not found"
-            )
         sig_name = rest_api.signature_name_of(doc) or rest_api.DEFAULT_SIGNATURE
+        rest_api.check_classify_regress_request(doc)
         async with self.registry.lease(req) as st:
-            sig = st.runner.signatures.get(sig_name)
-            if sig is None:
-                raise invalid(f'No signature was found with the name: "{sig_name}"')
-            want = "tensorflow/serving/classify" if api == "classify" else "tensorflow/serving/regress"
-            kind = "classification" if api == "classify" else "regression"
-            raise invalid(f"Expected {kind} signature method_name to be {want}. Was: {sig.method_name}")
+            signatures.check_classify_regress_signature(api, sig_name, st.runner.signatures,
+                                                        st.runner.signature_def_json,
+                                                        self.options.enable_signature_method_name_check)
 
 
 def create_app(options: ServerOptions) -> Starlette:

@@ -52,12 +52,16 @@ def _fail(msg: str):
                    "savedmodel: always TensorFlow.")
 @click.option("--graceful-timeout", default=DEFAULTS.drain_seconds, show_default=True, type=click.FloatRange(0),
               help="Seconds to finish in-flight requests on shutdown.")
+@click.option("--rest-api-enable-cors-support", "--rest_api_enable_cors_support", "cors", is_flag=True,
+              help="Add CORS headers to REST responses (tensorflow_model_server's flag).")
+@click.option("--enable-signature-method-name-check", "--enable_signature_method_name_check", "method_check",
+              is_flag=True, help=":classify/:regress/:predict check the signature's method_name, as TF Serving's flag.")
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["critical", "error", "warning", "info", "debug"]))
 def serve_command(model_base_path, model_name, model_config_file, host, port, grpc_port, max_batch_size,
                   batch_timeout_micros, max_enqueued_batches, num_batch_threads, batching_parameters_file,
                   monitoring_config_file, poll_seconds, max_body_bytes, max_instances, max_concurrent_requests,
-                  intra_op_threads, runtime, graceful_timeout, log_level):
+                  intra_op_threads, runtime, graceful_timeout, cors, method_check, log_level):
     """Serve exported generators over TF Serving's REST API v1 and gRPC API (ONNX Runtime or TensorFlow)."""
     from nebula_keras3.serving import config_files as cf
 
@@ -116,6 +120,8 @@ def serve_command(model_base_path, model_name, model_config_file, host, port, gr
         drain_seconds=graceful_timeout,
         grpc_host=host,
         grpc_port=grpc_port,
+        rest_api_enable_cors_support=cors,
+        enable_signature_method_name_check=method_check,
     )
     app = create_app(options)
     config = uvicorn.Config(

@@ -59,7 +59,8 @@ def _build_pool() -> descriptor_pool.DescriptorPool:
     wrappers = descriptor_pb2.FileDescriptorProto(
         name="nebula_serving/wrappers.proto", package="google.protobuf", syntax="proto3"
     )
-    for name, ftype in (("Int64Value", FIELD.TYPE_INT64), ("StringValue", FIELD.TYPE_STRING)):
+    for name, ftype in (("Int64Value", FIELD.TYPE_INT64), ("StringValue", FIELD.TYPE_STRING),
+                        ("BoolValue", FIELD.TYPE_BOOL)):
         m = wrappers.message_type.add(name=name)
         add_field(m, "value", 1, ftype)
     pool.Add(wrappers)
@@ -125,6 +126,8 @@ def _build_pool() -> descriptor_pool.DescriptorPool:
     add_field(bp, "thread_pool_name", 5, FIELD.TYPE_MESSAGE, type_name=s)
     add_field(bp, "allowed_batch_sizes", 6, FIELD.TYPE_INT64, label=FIELD.LABEL_REPEATED)
     add_field(bp, "pad_variable_length_inputs", 7, FIELD.TYPE_BOOL)
+    add_field(bp, "enable_large_batch_splitting", 8, FIELD.TYPE_MESSAGE, type_name=".google.protobuf.BoolValue")
+    add_field(bp, "max_execution_batch_size", 9, FIELD.TYPE_MESSAGE, type_name=i64)
     pool.Add(fd)
     return pool
 
@@ -279,24 +282,74 @@ def load_monitoring_config(path) -> tuple[bool, str]:
 
 @dataclass(frozen=True)
 class BatchingOptions:
+    """BatchingParameters (session_bundle_config.proto) as TF Serving applies them.
+
+    ``max_batch_size`` is the largest request (task) accepted; batches run with at most
+    ``max_batch_size`` rows, or ``max_execution_batch_size`` rows when
+    ``enable_large_batch_splitting`` lets a request be split across batches
+    (bundle_factory_util.h GetQueueOptions). A batch is padded up to the next of
+    ``allowed_batch_sizes`` with copies of its last request's first row
+    (batching_session.cc MergeInputTensors); ``pad_variable_length_inputs`` pads
+    inputs of different non-batch sizes up to the largest, with their first value.
+    """
+
     max_batch_size: int = 32
     batch_timeout_micros: int = 2000
     max_enqueued_batches: int = 64
     num_batch_threads: int = 2
+    enable_large_batch_splitting: bool = False
+    max_execution_batch_size: int = 0  # 0: max_batch_size
+    allowed_batch_sizes: tuple[int, ...] = ()
+    pad_variable_length_inputs: bool = False
+
+    @property
+    def execution_batch_size(self) -> int:
+        """Most rows one model call gets (SharedBatchScheduler's execution batch size limit)."""
+        if self.enable_large_batch_splitting and self.max_execution_batch_size:
+            return self.max_execution_batch_size
+        return self.max_batch_size
+
+    def padded_size(self, rows: int) -> int:
+        """batching_util.cc RoundToLowestAllowedBatchSize."""
+        for size in self.allowed_batch_sizes:
+            if size >= rows:
+                return size
+        return rows
 
 
 def load_batching_parameters(path, base: BatchingOptions | None = None) -> BatchingOptions:
-    """BatchingOptions from a TF Serving ``--batching_parameters_file``."""
+    """BatchingOptions from a TF Serving ``--batching_parameters_file``, checked as TF checks it."""
     msg = parse_text(_read(path), BatchingParameters, str(path))
     base = base or BatchingOptions()
     vals = {}
-    for name in ("max_batch_size", "batch_timeout_micros", "max_enqueued_batches", "num_batch_threads"):
+    for name in ("max_batch_size", "batch_timeout_micros", "max_enqueued_batches", "num_batch_threads",
+                 "max_execution_batch_size"):
         if msg.HasField(name):
             v = int(getattr(msg, name).value)
             if v < (0 if name == "batch_timeout_micros" else 1):
                 raise ConfigError(f"{path}: {name} must be positive, got {v}")
             vals[name] = v
-    return BatchingOptions(**{**base.__dict__, **vals})
+    splitting = msg.HasField("enable_large_batch_splitting") and msg.enable_large_batch_splitting.value
+    vals["enable_large_batch_splitting"] = bool(splitting)
+    if splitting and "max_execution_batch_size" not in vals:
+        vals["max_execution_batch_size"] = vals.get("max_batch_size", base.max_batch_size)
+    vals["allowed_batch_sizes"] = tuple(int(v) for v in msg.allowed_batch_sizes)
+    vals["pad_variable_length_inputs"] = bool(msg.pad_variable_length_inputs)
+    opts = BatchingOptions(**{**base.__dict__, **vals})
+    allowed = opts.allowed_batch_sizes
+    if allowed:
+        # bundle_factory_util.cc WrapSessionForBatching
+        if allowed[-1] != opts.max_batch_size:
+            raise ConfigError(
+                f"{path}: Last entry in allowed_batch_sizes must match max_batch_size; last entry was "
+                f"{allowed[-1]}; expected {opts.max_batch_size}")
+        if any(b <= a for a, b in zip(allowed, allowed[1:])) or allowed[0] < 1:
+            raise ConfigError(f"{path}: allowed_batch_sizes entries must be monotonically increasing")
+    if splitting and opts.max_execution_batch_size > opts.max_batch_size:
+        raise ConfigError(
+            f"{path}: max_execution_batch_size ({opts.max_execution_batch_size}) must not exceed "
+            f"max_batch_size ({opts.max_batch_size})")
+    return opts
 
 
 def packaged_file(name: str) -> Path:

@@ -7,9 +7,12 @@ tensors are read and written with numpy (:mod:`tensor_proto`).
 
 Mirrors tensorflow/serving (messages where TF's code fixes them):
 
-* ``model_servers/prediction_service_impl.cc``: Predict, GetModelMetadata
-  (Classify, Regress, MultiInference: UNIMPLEMENTED here; the exported models
-  have predict signatures only).
+* ``model_servers/prediction_service_impl.cc``: Predict, GetModelMetadata, Classify,
+  Regress (``classifier.cc`` / ``regressor.cc`` signature checks, shared with REST's
+  :classify / :regress; the exported models have predict signatures only, so they
+  always answer an error); MultiInference is UNIMPLEMENTED here. Predict, Classify
+  and Regress count in TF's ``request_count`` (model, status) and, when OK,
+  ``request_latency`` (API "Predict" / "Classify" / "Regress", entrypoint "GRPC").
 * ``servables/tensorflow/predict_impl.cc``, ``predict_util.cc`` (RunPredict,
   PreProcessPrediction, PostProcessPredictionResult with AsProtoField) and
   TensorFlow's ``cc/saved_model/util.cc`` (GetInputValues).
@@ -30,13 +33,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 import grpc
 import numpy as np
 from google.protobuf import json_format
 
 from nebula_keras3.export import layout
-from nebula_keras3.serving import tensor_proto
+from nebula_keras3.serving import signatures, tensor_proto
 from nebula_keras3.serving.errors import ServingError, invalid
 from nebula_keras3.serving.options import ServerOptions
 from nebula_keras3.serving.protos import (
@@ -48,6 +52,7 @@ from nebula_keras3.serving.protos import (
 )
 from nebula_keras3.serving.registry import Registry
 from nebula_keras3.serving.signatures import DTYPE_STRING
+from nebula_keras3.serving.tf_metrics import TFMetrics, runtime_name
 from nebula_keras3.serving.types import ModelRequest
 
 log = logging.getLogger("nebula.serving.grpc")
@@ -89,27 +94,48 @@ def _dtype_string(dtype: str) -> str:
     return DTYPE_STRING.get(dtype, dtype.removeprefix("DT_").lower())
 
 
-async def _answer(context, work):
-    """Run ``work()``; a ServingError becomes its gRPC status, anything else INTERNAL."""
+async def _answer(context, work, *, tf_metrics: TFMetrics | None = None, model: str = "", api: str = ""):
+    """Run ``work()``; a ServingError becomes its gRPC status, anything else INTERNAL.
+
+    With ``tf_metrics`` the call is counted as prediction_service_impl.cc does:
+    request_count (model, status) always, request_latency (model, api, "GRPC") when OK.
+    """
+    t0 = time.perf_counter()
     try:
-        return await work()
+        response = await work()
     except ServingError as e:
-        code, message = grpc.StatusCode[e.code], e.message
+        code, message = e.code, e.message
     except Exception as e:  # noqa: BLE001 - never a traceback to the client
         log.exception("internal error in a gRPC call")
-        code, message = grpc.StatusCode.INTERNAL, f"{type(e).__name__}: {e}"
-    await context.abort(code, status_message(message))
+        code, message = "INTERNAL", f"{type(e).__name__}: {e}"
+    else:
+        if tf_metrics is not None:
+            tf_metrics.observe("/tensorflow/serving/request_latency", (time.perf_counter() - t0) * 1e6,
+                               model, api, "GRPC")
+            tf_metrics.inc("/tensorflow/serving/request_count", model, "OK")
+        return response
+    if tf_metrics is not None:
+        tf_metrics.inc("/tensorflow/serving/request_count", model, code)
+    await context.abort(grpc.StatusCode[code], status_message(message))
 
 
 class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
-    def __init__(self, registry: Registry, options: ServerOptions):
+    def __init__(self, registry: Registry, options: ServerOptions, tf_metrics: TFMetrics | None = None):
         self.registry = registry
         self.options = options
+        self.tf_metrics = tf_metrics
+
+    def _counted(self, context, request, api: str, work):
+        """``_answer`` counting the call in TF's metric families under the request's model name."""
+        name = request.model_spec.name
+        # only served names become label values (as REST's), so random names cannot grow the families
+        model = name if self.registry.known_model(name) else "_unknown"
+        return _answer(context, work, tf_metrics=self.tf_metrics, model=model, api=api)
 
     # ------------------------------------------------------------------ Predict
 
     async def Predict(self, request, context):  # noqa: N802 - gRPC method name
-        return await _answer(context, lambda: self._predict(request))
+        return await self._counted(context, request, "Predict", lambda: self._predict(request))
 
     async def _predict(self, request):
         req = model_request(request)  # TensorflowPredictor::Predict
@@ -124,7 +150,11 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
             if n > self.options.max_instances:
                 raise invalid(
                     f"Request has {n} instances; at most {self.options.max_instances} are allowed per request")
+            t_run = time.perf_counter()
             outputs = await st.batcher.submit(sig_name, inputs)
+            if self.tf_metrics is not None:  # predict_util.cc RunPredict: RecordRuntimeLatency
+                self.tf_metrics.observe("/tensorflow/serving/runtime_latency", (time.perf_counter() - t_run) * 1e6,
+                                        st.model, "Predict", runtime_name(st.runner.kind))
         response = predict_pb2.PredictResponse()
         spec = response.model_spec  # MakeModelSpec
         spec.name, spec.signature_name = request.model_spec.name, sig_name
@@ -202,15 +232,24 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         response.metadata[SIGNATURE_DEF_FIELD].Pack(sdm)
         return response
 
-    # ------------------------------------------------------------------ not served here
+    # ------------------------------------------------------------------ Classify / Regress
 
     async def Classify(self, request, context):  # noqa: N802
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED,
-                            "Classify is not supported: the served models have predict signatures only")
+        return await self._counted(context, request, "Classify", lambda: self._classify(request, "classify"))
 
     async def Regress(self, request, context):  # noqa: N802
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED,
-                            "Regress is not supported: the served models have predict signatures only")
+        return await self._counted(context, request, "Regress", lambda: self._classify(request, "regress"))
+
+    async def _classify(self, request, api: str):
+        """classification_service.cc / regression_service.cc, then RunClassify / RunRegress's signature checks."""
+        req = model_request(request)  # "Missing ModelSpec" first, then the servable
+        sig_name = request.model_spec.signature_name or DEFAULT_SIGNATURE
+        async with self.registry.lease(req) as st:
+            signatures.check_classify_regress_signature(api, sig_name, st.runner.signatures,
+                                                        st.runner.signature_def_json,
+                                                        self.options.enable_signature_method_name_check)
+
+    # ------------------------------------------------------------------ not served here
 
     async def MultiInference(self, request, context):  # noqa: N802
         await context.abort(grpc.StatusCode.UNIMPLEMENTED,
@@ -251,8 +290,12 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
                             "--model-config-file instead (it is re-read when it changes)")
 
 
-async def start_grpc_server(registry: Registry, options: ServerOptions) -> grpc.aio.Server:
-    """Serve both services on ``options.grpc_host:options.grpc_port`` on the running event loop."""
+async def start_grpc_server(registry: Registry, options: ServerOptions,
+                            tf_metrics: TFMetrics | None = None) -> grpc.aio.Server:
+    """Serve both services on ``options.grpc_host:options.grpc_port`` on the running event loop.
+
+    ``tf_metrics``: the REST app's TF Serving metric families, which count gRPC calls too.
+    """
     server = grpc.aio.server(
         maximum_concurrent_rpcs=options.max_concurrent_requests,
         options=[
@@ -261,7 +304,8 @@ async def start_grpc_server(registry: Registry, options: ServerOptions) -> grpc.
             ("grpc.so_reuseport", 0),  # a port in use is an error, not a shared port
         ],
     )
-    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionService(registry, options), server)
+    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
+        PredictionService(registry, options, tf_metrics), server)
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(registry), server)
     host = options.grpc_host
     address = f"[{host}]:{options.grpc_port}" if ":" in host else f"{host}:{options.grpc_port}"

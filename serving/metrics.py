@@ -1,5 +1,9 @@
 """Prometheus metrics of the embedded server (own registry; text format at the monitoring path).
 
+The page starts with TF Serving's own families under TF's names
+(``:tensorflow:serving:request_count`` ..., see ``tf_metrics``); the
+``nebula_serving_*`` families follow them.
+
 Model names in labels are only those the server serves (anything else counts as
 ``_unknown``), so random URLs cannot grow the metric set without bound.
 """
@@ -9,6 +13,8 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from nebula_keras3.serving.tf_metrics import TFMetrics
+
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 
@@ -17,6 +23,7 @@ class Metrics:
     content_type = CONTENT_TYPE_LATEST
 
     def __init__(self):
+        self.tf = TFMetrics()
         self.registry = r = CollectorRegistry(auto_describe=True)
         self.requests = Counter(
             "nebula_serving_requests", "REST requests by model, API and HTTP status",
@@ -41,4 +48,4 @@ class Metrics:
             "nebula_serving_images_generated", "Images produced by predict calls", ["model"], registry=r)
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        return self.tf.render().encode() + generate_latest(self.registry)

@@ -30,6 +30,8 @@ class ServerOptions:
     drain_seconds: float = 30.0
     grpc_host: str = DEFAULT_HOST
     grpc_port: int = DEFAULT_GRPC_PORT
+    rest_api_enable_cors_support: bool = False  # tensorflow_model_server --rest_api_enable_cors_support
+    enable_signature_method_name_check: bool = False  # --enable_signature_method_name_check
 
 
 DEFAULTS = ServerOptions(models=[])

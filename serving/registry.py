@@ -183,22 +183,34 @@ class Registry:
         try:
             runner = await loop.run_in_executor(self._loader, self._make_runner, path)
         except (RunnerError, OSError, ValueError) as e:
+            self._record_load(path, "fail", t0)
             st.state, st.error_code, st.error_message = "END", "UNKNOWN", str(e)
             st.failed_at = time.monotonic()
             log.error("version %s of model %s failed to load: %s", version, entry.config.name, e)
             return
         except Exception as e:  # noqa: BLE001
+            self._record_load(path, "fail", t0)
             st.state, st.error_code = "END", "UNKNOWN"
             st.error_message = f"{type(e).__name__}: {e}"
             st.failed_at = time.monotonic()
             log.exception("version %s of model %s failed to load", version, entry.config.name)
             return
+        self._record_load(path, "success", t0)
         st.runner = runner
         st.batcher = self._make_batcher(st)
         st.state, st.error_code, st.error_message = "AVAILABLE", "OK", ""
         self._set_gauge(st, 1)
         log.info("serving model %s version %d from %s with %s (loaded in %.1fs)",
                  entry.config.name, version, path, runner.kind, time.monotonic() - t0)
+
+    def _record_load(self, path: Path, status: str, t0: float) -> None:
+        """tensorflow/cc/saved_model/loader.cc load_attempt_count / load_latency (microseconds)."""
+        tf = getattr(self.metrics, "tf", None)
+        if tf is None:
+            return
+        tf.inc("/tensorflow/cc/saved_model/load_attempt_count", str(path), status)
+        if status == "success":
+            tf.inc("/tensorflow/cc/saved_model/load_latency", str(path), by=int((time.monotonic() - t0) * 1e6))
 
     async def _unload(self, st: VersionState) -> None:
         st.state = "UNLOADING"
@@ -252,13 +264,10 @@ class Registry:
                 st.idle.set()
 
     def status(self, req: ModelRequest) -> list[tuple]:
+        # get_model_status_impl.cc GetModelStatusWithModelSpec looks at the version only:
+        # a label (known or not) answers with every version, as TF Serving does
         entry = self.models.get(req.model)
         version = req.version
-        if req.label is not None:
-            labels = entry.config.labels if entry else {}
-            if req.label not in labels:
-                raise invalid(f"Unrecognized servable version label: {req.label}")
-            version = labels[req.label]
         if entry is None or not entry.versions:
             raise ServingError("NOT_FOUND", f"Could not find any versions of model {req.model}")
         if version is not None:

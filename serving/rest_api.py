@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import json
 import math
 import re
@@ -20,6 +21,7 @@ from urllib.parse import unquote
 import numpy as np
 
 from nebula_keras3.export import layout
+from nebula_keras3.serving import tf_json
 from nebula_keras3.serving.errors import ServingError, invalid
 from nebula_keras3.serving.signatures import DTYPE_STRING, NUMPY_DTYPE, SignatureSpec, TensorSpec
 from nebula_keras3.serving.types import ModelRequest
@@ -27,8 +29,17 @@ from nebula_keras3.serving.types import ModelRequest
 DEFAULT_SIGNATURE = layout.SERVING_DEFAULT
 
 
+# http_rest_api_util.cc AddCORSHeaders (with --rest_api_enable_cors_support)
+CORS_HEADERS = {
+    "Access-Control-Allow-Origin": "*",
+    "Access-Control-Allow-Methods": "POST, GET",
+    "Access-Control-Allow-Headers": "Content-Type",
+}
+
+
 def error_body(message: str) -> bytes:
-    return json.dumps({"error": message}).encode()
+    """json_tensor.cc MakeJsonFromStatus: ``{"error": message}`` as rapidjson's PrettyWriter writes it."""
+    return b'{\n    "error": ' + tf_json.string_token(message) + b"\n}"
 
 
 # --------------------------------------------------------------------------- URLs
@@ -84,60 +95,21 @@ def parse_path(http_method: str, raw_path: str) -> ModelRequest:
 
 # --------------------------------------------------------------------------- JSON in
 
-_MAX_REPR = 256
-
-
 def json_str(val) -> str:
-    try:
-        s = json.dumps(val, allow_nan=True)
-    except (TypeError, ValueError, RecursionError):
-        s = repr(val)
-    return s if len(s) <= _MAX_REPR else s[:_MAX_REPR] + "...(truncated)"
+    """json_tensor.cc JsonValueToDebugString (rapidjson PrettyWriter, cut after 256 bytes)."""
+    return tf_json.debug_string(val)
 
 
 def _json_type(val) -> str:
-    if val is None:
-        return "Null"
-    if val is True:
-        return "True"
-    if val is False:
-        return "False"
-    if isinstance(val, dict):
-        return "Object"
-    if isinstance(val, list):
-        return "Array"
-    if isinstance(val, str):
-        return "String"
-    return "Number"
-
-
-def _parse_float(s: str) -> float:
-    f = float(s)
-    if math.isinf(f):
-        raise ValueError("Number too big to be stored in double")
-    return f
-
-
-def _parse_constant(s: str) -> float:
-    return {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}[s]
+    return tf_json.type_name(val)
 
 
 def parse_json_object(body: bytes) -> dict:
-    """The request body as a JSON object (NaN/Infinity accepted, like TF Serving's rapidjson flags)."""
-    if not body or not body.strip():
-        raise invalid("JSON Parse error: The document is empty")
+    """The request body as a JSON object, read like json_tensor.cc ParseJson (rapidjson 1.1.0)."""
     try:
-        text = body.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise invalid(f"JSON Parse error: Invalid encoding in string at offset: {e.start}") from None
-    try:
-        doc = json.loads(text, parse_float=_parse_float, parse_constant=_parse_constant)
-    except json.JSONDecodeError as e:
-        raise invalid(f"JSON Parse error: {e.msg} at offset: {e.pos}") from None
-    except RecursionError:
-        raise invalid("JSON Parse error: The document is nested too deeply") from None
-    except (ValueError, OverflowError) as e:  # huge numbers, int-digit limits
-        raise invalid(f"JSON Parse error: {e}") from None
+        doc = tf_json.parse(body)
+    except tf_json.JsonParseError as e:
+        raise invalid(str(e)) from None
     if not isinstance(doc, dict):
         raise invalid(f"JSON Value: {json_str(doc)} Is not object")
     return doc
@@ -156,7 +128,9 @@ def signature_name_of(doc: dict) -> str:
 
 
 def _is_b64_object(val) -> bool:
-    return isinstance(val, dict) and len(val) == 1 and isinstance(val.get("b64"), str)
+    """json_tensor.cc IsValBase64Object: an object with exactly one member, "b64", a string."""
+    return (isinstance(val, dict) and tf_json.member_count(val) == 1
+            and isinstance(val.get("b64"), str))
 
 
 def _is_element_object(val) -> bool:
@@ -174,14 +148,16 @@ def _dense_shape(val) -> list[int]:
     return shape
 
 
-_FLOAT_MAX_INT = (1 << 24) - 1
-_DOUBLE_MAX_INT = (1 << 53) - 1
-_F32_MAX = float(np.finfo(np.float32).max)
+# rapidjson's IsInt / IsInt64 / IsUint / IsUint64 ranges (json_tensor.cc AddValueToTensor);
+# int8/int16/uint8 take any int32 (add_int_val) and are narrowed like Tensor::FromProto does.
 _INT_RANGES = {
     "DT_INT32": (-(2**31), 2**31 - 1), "DT_INT16": (-(2**31), 2**31 - 1),
     "DT_INT8": (-(2**31), 2**31 - 1), "DT_UINT8": (-(2**31), 2**31 - 1),
     "DT_INT64": (-(2**63), 2**63 - 1), "DT_UINT32": (0, 2**32 - 1), "DT_UINT64": (0, 2**64 - 1),
 }
+_FLOAT_TYPES = ("DT_FLOAT", "DT_DOUBLE")
+_NUMBER_TYPES = frozenset((int, float))  # exact types: bool (an int subclass) is not a number here
+_INT_TYPE = {int}
 
 
 def _type_error(val, dtype: str) -> ServingError:
@@ -191,8 +167,13 @@ def _type_error(val, dtype: str) -> ServingError:
     )
 
 
+def _status_string(e: ServingError) -> str:
+    """absl::Status::ToString(): "CODE: message"."""
+    return f"{e.code}: {e.message}"
+
+
 def _convert_leaf(val, dtype: str):
-    """One JSON leaf -> Python value for ``dtype`` (TF's AddValueToTensor rules)."""
+    """One JSON leaf -> Python value for ``dtype`` (json_tensor.cc FillTensorProto + AddValueToTensor)."""
     if isinstance(val, dict):
         if dtype != "DT_STRING":
             raise _type_error(val, dtype)
@@ -203,21 +184,12 @@ def _convert_leaf(val, dtype: str):
             return base64.b64decode(s + "=" * (-len(s) % 4), validate=True)
         except (binascii.Error, ValueError):
             raise invalid("Unable to base64 decode") from None
-    if dtype in ("DT_FLOAT", "DT_DOUBLE", "DT_HALF"):
+    if dtype in _FLOAT_TYPES:
+        # IsNumber(): any number; GetFloat()/GetDouble() convert ints (rounded) and
+        # overflow to +-inf (no "loss of precision" check since TF Serving 2.5)
         if isinstance(val, bool) or not isinstance(val, (int, float)):
             raise _type_error(val, dtype)
-        target = "double" if dtype == "DT_DOUBLE" else "float"
-        if isinstance(val, int):
-            limit = _DOUBLE_MAX_INT if dtype == "DT_DOUBLE" else _FLOAT_MAX_INT
-            if abs(val) > limit and abs(val) < 2**64:
-                raise invalid(f"Cannot convert JSON value: {val} to {target} without loss of precision.")
-            try:
-                val = float(val)
-            except OverflowError:
-                raise invalid(f"Cannot convert JSON value: {json_str(val)} to {target} without loss of precision.") from None
-        if dtype != "DT_DOUBLE" and math.isfinite(val) and abs(val) > _F32_MAX:
-            raise invalid(f"Cannot convert JSON value: {json_str(val)} to float without loss of precision.")
-        return val
+        return float(val)
     if dtype in _INT_RANGES:
         if isinstance(val, bool) or not isinstance(val, int):
             raise _type_error(val, dtype)
@@ -228,12 +200,14 @@ def _convert_leaf(val, dtype: str):
     if dtype == "DT_STRING":
         if not isinstance(val, str):
             raise _type_error(val, dtype)
-        return val.encode("utf-8", "surrogatepass")
+        return val.encode("utf-8", tf_json.ENCODING_ERRORS)
     if dtype == "DT_BOOL":
         if not isinstance(val, bool):
             raise _type_error(val, dtype)
         return val
-    raise ServingError("UNIMPLEMENTED", f"Conversion of JSON Value: {json_str(val)} to type: {dtype}")
+    raise ServingError(
+        "UNIMPLEMENTED", f"Conversion of JSON Value: {json_str(val)} to type: {DTYPE_STRING.get(dtype, dtype)}"
+    )
 
 
 def _fill(val, shape: list[int], dtype: str, out: list, level: int = 0) -> None:
@@ -254,6 +228,16 @@ def _fill(val, shape: list[int], dtype: str, out: list, level: int = 0) -> None:
             f"Encountered list at unexpected size: {len(val)} at level: {level} expected size: {shape[level]}"
         )
     if level == rank - 1:
+        # fast path: a row of plain numbers converts exactly as _convert_leaf would, in C
+        types = set(map(type, val))
+        if dtype in _FLOAT_TYPES and types <= _NUMBER_TYPES:
+            out.extend(val)
+            return
+        if types == _INT_TYPE and dtype in _INT_RANGES and val:
+            lo, hi = _INT_RANGES[dtype]
+            if lo <= min(val) and max(val) <= hi:
+                out.extend(val)
+                return
         conv = _convert_leaf
         for v in val:
             if isinstance(v, list):
@@ -272,6 +256,11 @@ def _to_array(flat: list, shape: list[int], dtype: str) -> np.ndarray:
         arr = np.empty(len(flat), dtype=object)
         arr[:] = flat
         return arr.reshape(shape)
+    if dtype in _FLOAT_TYPES:
+        with np.errstate(over="ignore"):  # static_cast<float>(huge double) == inf
+            return np.asarray(flat, dtype=np.float64).astype(np_dtype).reshape(shape)
+    if dtype in ("DT_INT8", "DT_INT16", "DT_UINT8"):  # int32 values narrowed as Tensor::FromProto does
+        return np.asarray(flat, dtype=np.int64).astype(np_dtype).reshape(shape)
     return np.asarray(flat, dtype=np_dtype).reshape(shape)
 
 
@@ -295,11 +284,15 @@ def _check_spec(name: str, arr: np.ndarray, spec: TensorSpec) -> None:
         )
 
 
-def parse_predict_inputs(doc: dict, signature: SignatureSpec) -> tuple[str, dict[str, np.ndarray]]:
-    """``(format, {input name: array})`` of a predict request; format is "row" or "columnar"."""
+def parse_predict_inputs(doc: dict, signature: SignatureSpec,
+                         signature_name: str = "") -> tuple[str, dict[str, np.ndarray]]:
+    """``(format, {input name: array})`` of a predict request; format is "row" or "columnar".
+
+    json_tensor.cc FillPredictRequestFromJson, after the signature's input map is known.
+    """
     infos = signature.inputs
     if not infos:
-        raise invalid("Failed to get input map for signature")
+        raise invalid(f"Failed to get input map for signature: {signature_name or 'DEFAULT'}")
     max_rank = max((len(s.shape) if s.shape is not None else 8) for s in infos.values()) + 1
     has_inst, has_inp = "instances" in doc, "inputs" in doc
     if has_inst and has_inp:
@@ -310,7 +303,7 @@ def parse_predict_inputs(doc: dict, signature: SignatureSpec) -> tuple[str, dict
     if has_inst:
         inst = doc["instances"]
         if not isinstance(inst, list):
-            raise invalid(f"JSON Value: {json_str(doc)} Excepting 'instances' to be an list/array")
+            raise invalid(f"JSON Value: {json_str(doc)} Expecting 'instances' to be an list/array")
         if not inst:
             raise invalid(f"JSON Value: {json_str(doc)} No values in 'instances' array")
         tensors = _instances_to_tensors(inst, infos, max_rank)
@@ -329,6 +322,7 @@ def parse_predict_inputs(doc: dict, signature: SignatureSpec) -> tuple[str, dict
 
 
 def _instances_to_tensors(inst: list, infos: dict[str, TensorSpec], max_rank: int) -> dict[str, np.ndarray]:
+    """json_tensor.cc FillTensorMapFromInstancesList."""
     if not isinstance(inst[0], dict) and len(infos) > 1:
         raise invalid(
             "instances is a plain list, but expecting list of objects as multiple "
@@ -340,13 +334,13 @@ def _instances_to_tensors(inst: list, infos: dict[str, TensorSpec], max_rank: in
     shapes: dict[str, list[int]] = {}
     sizes: dict[str, int] = {}
 
-    def add(item, name, i):
+    def add(item, name, i):  # AddInstanceItem
         if name not in infos:
             raise invalid(f"JSON object: does not have named input: {name}")
         spec = infos[name]
         shape = _dense_shape(item)
         if len(shape) >= max_rank:
-            raise invalid(f"Failed to process element: {i} of 'instances' list. Error: list nested too deeply")
+            raise invalid(f"JSON value nests lists {len(shape)} deep; tensors here have at most rank {max_rank - 1}")
         flat: list = []
         _fill(item, shape, spec.dtype, flat)
         if name not in sizes:
@@ -363,18 +357,20 @@ def _instances_to_tensors(inst: list, infos: dict[str, TensorSpec], max_rank: in
         if objects:
             if not _is_element_object(elem):
                 raise invalid(f"Expecting object but got list at item {i} of input list")
-            for key, item in elem.items():
+            keys = set()
+            for key, item in tf_json.members(elem):
+                keys.add(key)
                 try:
                     add(item, key, i)
                 except ServingError as e:
                     raise invalid(
                         f"Failed to process element: {i} key: {key} of 'instances' list. "
-                        f"Error: INVALID_ARGUMENT: {e.message}"
+                        f"Error: {_status_string(e)}"
                     ) from None
-            if set(elem) != set(names):
+            if keys != set(names):
                 raise invalid(
                     f"Failed to process element: {i} of 'instances' list. JSON object: "
-                    f"{json_str(elem)} must only have keys: {','.join(names)}"
+                    f"{json_str(elem)} keys must be equal to: {','.join(names)}"
                 )
         else:
             if _is_element_object(elem):
@@ -383,13 +379,17 @@ def _instances_to_tensors(inst: list, infos: dict[str, TensorSpec], max_rank: in
                 add(elem, names[0], i)
             except ServingError as e:
                 raise invalid(
-                    f"Failed to process element: {i} of 'instances' list. Error: INVALID_ARGUMENT: {e.message}"
+                    f"Failed to process element: {i} of 'instances' list. Error: {_status_string(e)}"
                 ) from None
     n = len(inst)
-    return {name: _to_array(rows[name], [n] + shapes[name], infos[name].dtype) for name in rows}
+    # a key repeated inside one object appends its values twice (as TF does); Tensor::FromProto
+    # then keeps the first n * size values
+    return {name: _to_array(rows[name][: n * sizes[name]], [n] + shapes[name], infos[name].dtype)
+            for name in rows}
 
 
 def _inputs_to_tensors(val, infos: dict[str, TensorSpec], max_rank: int) -> dict[str, np.ndarray]:
+    """json_tensor.cc FillTensorMapFromInputsMap."""
     if not isinstance(val, dict) or _is_b64_object(val):
         if len(infos) > 1:
             raise invalid(
@@ -455,11 +455,46 @@ def _value_json(v, dtype_kind: str, as_bytes: bool) -> str:
     return json.dumps(b.decode("utf-8", "replace"))
 
 
+# "  0," .. "255," as one uint32 each: one C-level gather makes the digits and commas of a row
+_U8_TOKENS4 = np.frombuffer(b"".join(b"%3d," % i for i in range(256)), dtype=np.uint32)
+
+
+@functools.lru_cache(maxsize=32)
+def _u8_template(item_shape: tuple[int, ...]) -> tuple[np.ndarray, int, tuple[int, ...]]:
+    """One batch item's JSON with blank digits, and where its innermost lists' digits start.
+
+    Fixed-width tokens make the layout a regular grid: the first digit of innermost list
+    ``(i1, ..., ik)`` sits at ``offset + sum(i * stride)``, so one strided copy fills them all.
+    """
+    tpl = np.frombuffer(_encode_fixed_width(np.zeros(item_shape + (3,), np.uint8)), dtype=np.uint8)
+    first = np.flatnonzero(tpl == 0).reshape(item_shape[:-1] + (3 * item_shape[-1],))[..., 0]
+    offset = int(first.flat[0])
+    strides = tuple(int(np.take(first, 1, axis=j).flat[0]) - offset if n > 1 else 0
+                    for j, n in enumerate(first.shape))
+    return tpl, offset, strides
+
+
+def _encode_u8(arr: np.ndarray) -> bytes:
+    """uint8 tensor (rank >= 2) -> nested JSON lists: cached template + one strided copy of the digits."""
+    b, c = arr.shape[0], arr.shape[-1]
+    tpl, offset, strides = _u8_template(arr.shape[1:])
+    out = np.empty((b, tpl.size + 1), dtype=np.uint8)
+    out[:, :-1] = tpl
+    out[:, -1] = ord(",")
+    out[-1, -1] = ord("]")
+    for i in range(b):  # item by item: a cache-sized copy is several times faster than one big one
+        tokens = _U8_TOKENS4.take(arr[i]).view(np.uint8).reshape(arr.shape[1:-1] + (4 * c,))
+        grid = np.lib.stride_tricks.as_strided(
+            out[i, offset:], shape=arr.shape[1:-1] + (4 * c - 1,), strides=strides + (1,), writeable=True)
+        grid[...] = tokens[..., :-1]  # "ddd,ddd,ddd" (the template holds the brackets)
+    return b"[" + out.tobytes()
+
+
 def tensor_json(arr: np.ndarray, name: str) -> bytes:
     """One tensor as (nested) JSON, like TF Serving's AddTensorValues; ``*_bytes`` strings as b64."""
     arr = np.asarray(arr)
     if arr.dtype == np.uint8 and arr.ndim >= 1 and arr.size and 0 not in arr.shape:
-        return _encode_fixed_width(_U8_TOKENS[arr])
+        return _encode_u8(arr) if arr.ndim >= 2 else _encode_fixed_width(_U8_TOKENS[arr])
     as_bytes = arr.dtype.kind in "OSU" and name.endswith("_bytes")
     kind = arr.dtype.kind if arr.dtype.kind in "fbiu" else "O"
 
@@ -522,3 +557,64 @@ def model_metadata_json(name: str, version: int, signature_def_map: dict) -> dic
         "model_spec": {"name": name, "signature_name": "", "version": str(version)},
         "metadata": {"signature_def": signature_def_map},
     }
+
+
+# --------------------------------------------------------------------------- classify / regress
+
+def _feature_value(v, name: str, kind: str | None) -> str:
+    """json_tensor.cc AddValueToFeature: the feature's kind after adding ``v`` (or an error)."""
+    def incompatible():
+        return invalid(f"Unexpected element type in feature: {name} expecting type: {kind}")
+
+    if v is None or isinstance(v, list) or (isinstance(v, dict) and not _is_b64_object(v)):
+        raise invalid(f"Feature: {name} has element with unexpected JSON type: {_json_type(v)}")
+    if isinstance(v, bool):
+        want = "int64"
+    elif isinstance(v, dict):
+        want = "bytes"
+        s = v["b64"]
+        try:
+            base64.b64decode(s + "=" * (-len(s) % 4), validate=True)
+        except (binascii.Error, ValueError):
+            if kind in (None, want):
+                raise invalid("Unable to base64 decode") from None
+    elif isinstance(v, str):
+        want = "bytes"
+    elif isinstance(v, float) or not -(2**63) <= v < 2**64:
+        want = "float"  # rapidjson IsDouble (integers beyond uint64 are doubles)
+    else:
+        want = "int64"
+    if kind not in (None, want):
+        raise incompatible()
+    if want == "int64" and not isinstance(v, bool) and v >= 2**63:
+        raise invalid(f"Feature: {name} has uint64_t element. Only int64_t is supported.")
+    return want
+
+
+def _check_example(val) -> None:
+    """json_tensor.cc MakeExampleFromJsonObject (validation only)."""
+    if not isinstance(val, dict):
+        raise invalid(f"Example must be JSON object but got JSON {_json_type(val)}")
+    for name, content in tf_json.members(val):
+        kind = None
+        for v in (content if isinstance(content, list) else [content]):
+            kind = _feature_value(v, name, kind)
+
+
+def check_classify_regress_request(doc: dict) -> None:
+    """json_tensor.cc FillClassifyRegressRequestFromJson after ParseJson and FillSignature.
+
+    The wording says "classify" for :regress too, as TF Serving's does.
+    """
+    if "context" in doc:
+        _check_example(doc["context"])
+    if "examples" not in doc:
+        raise invalid(f"JSON Value: {json_str(doc)} When method is classify, key 'examples' is expected "
+                      "and was not found")
+    examples = doc["examples"]
+    if not isinstance(examples, list):
+        raise invalid(f"JSON Value: {json_str(doc)} Expecting 'examples' value to be an list/array")
+    if not examples:
+        raise invalid(f"JSON Value: {json_str(doc)} 'examples' value is an empty array")
+    for ex in examples:
+        _check_example(ex)

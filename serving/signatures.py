@@ -13,6 +13,7 @@ same specs drive request validation (dtype, rank, fixed dimensions).
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from google.protobuf import descriptor_pb2, descriptor_pool, json_format
 
 from nebula_keras3.export import layout
 from nebula_keras3.serving.config_files import FIELD, add_field, class_of_descriptor
+from nebula_keras3.serving.errors import ServingError, invalid
 
 # tensorflow/core/framework/types.proto (the values the REST API can carry, plus a few)
 DATA_TYPES = {
@@ -41,6 +43,8 @@ NUMPY_DTYPE = {
     "DT_BOOL": "bool", "DT_UINT32": "uint32", "DT_UINT64": "uint64",
 }
 PREDICT_METHOD = layout.PREDICT_METHOD
+CLASSIFY_METHOD = "tensorflow/serving/classify"  # signature_constants kClassifyMethodName
+REGRESS_METHOD = "tensorflow/serving/regress"  # kRegressMethodName
 # the export contract's dtype names (numpy-style) as TF DataType names
 CONTRACT_DTYPE = {"float32": "DT_FLOAT", "int64": "DT_INT64", "uint8": "DT_UINT8", "string": "DT_STRING"}
 INIT_OP_SIGNATURE = "__saved_model_init_op"
@@ -203,3 +207,77 @@ def signature_def_json(specs: dict[str, SignatureSpec]) -> dict:
                     for d in t.shape:
                         info.tensor_shape.dim.add(size=d)
     return _message_to_dict(sdm)
+
+
+# --------------------------------------------------------------------------- TF's signature checks
+
+def signature_def_debug_string(sig: dict) -> str:
+    """SignatureDef::DebugString() (protobuf text format) from its JSON form, for TF's error messages."""
+    out: list[str] = []
+
+    def shape(ts: dict, ind: str):
+        out.append(f"{ind}tensor_shape {{")
+        for d in ts.get("dim", []):
+            out.append(f"{ind}  dim {{")
+            if int(d.get("size", 0)):
+                out.append(f"{ind}    size: {int(d['size'])}")
+            if d.get("name"):
+                out.append(f"{ind}    name: {json.dumps(d['name'])}")
+            out.append(f"{ind}  }}")
+        if ts.get("unknown_rank"):
+            out.append(f"{ind}  unknown_rank: true")
+        out.append(f"{ind}}}")
+
+    for field in ("inputs", "outputs"):
+        for key in sorted(sig.get(field, {})):
+            info = sig[field][key]
+            out.append(f"{field} {{")
+            out.append(f"  key: {json.dumps(key)}")
+            out.append("  value {")
+            if info.get("name"):
+                out.append(f"    name: {json.dumps(info['name'])}")
+            if info.get("dtype") and info["dtype"] != "DT_INVALID":
+                out.append(f"    dtype: {info['dtype']}")
+            if "tensor_shape" in info:
+                shape(info["tensor_shape"], "    ")
+            out.append("  }")
+            out.append("}")
+    if sig.get("method_name"):
+        out.append(f"method_name: {json.dumps(sig['method_name'])}")
+    return "\n".join(out) + "\n"
+
+
+def check_predict_method_name(sig: SignatureSpec) -> None:
+    """predict_util.cc VerifySignature (only with --enable_signature_method_name_check)."""
+    allowed = (PREDICT_METHOD, CLASSIFY_METHOD, REGRESS_METHOD)
+    if sig.method_name not in allowed:
+        raise ServingError("INTERNAL", "Expected prediction signature method_name to be one of {"
+                                       f"{', '.join(allowed)}}}. Was: {sig.method_name}")
+
+
+def check_classify_regress_signature(api: str, sig_name: str, signatures: dict[str, SignatureSpec],
+                                     signature_defs: dict | None, method_name_check: bool) -> None:
+    """servables/tensorflow/{classifier,regressor}.cc Get*SignatureDef + PreProcess* checks.
+
+    ``api`` is "classify" or "regress"; ``signatures`` and ``signature_defs`` (the
+    ``{"signature_def": {...}}`` JSON) are the served version's. Used by REST's
+    :classify/:regress and gRPC's Classify/Regress (TF runs the same RunClassify /
+    RunRegress for both); it always raises: no tf.Example signature is served.
+    """
+    sig = signatures.get(sig_name)
+    if sig is None:
+        raise invalid(f"No signature was found with the name: {sig_name}")
+    sig_json = (signature_defs or {}).get("signature_def", {}).get(sig_name)
+    kind, method = ("classification", CLASSIFY_METHOD) if api == "classify" else ("regression", REGRESS_METHOD)
+    if method_name_check and sig.method_name != method:
+        raise invalid(f"Expected {kind} signature method_name to be {method}. Was: {sig.method_name}")
+    if len(sig.inputs) != 1:
+        raise invalid("Expected one input Tensor.")
+    n_out = len(sig.outputs)
+    if api == "classify" and n_out not in (1, 2):
+        raise invalid(f"Expected one or two output Tensors, found {n_out}")
+    if api == "regress" and n_out != 1:
+        raise invalid("Expected one output Tensor.")
+    if "inputs" not in sig.inputs:
+        raise invalid(f"No {kind} inputs found in SignatureDef: {signature_def_debug_string(sig_json or {})}")
+    raise ServingError("UNIMPLEMENTED", f"nebula serve does not run tf.Example {kind} signatures ({sig_name})")

@@ -24,6 +24,11 @@ import numpy as np
 
 from nebula_keras3.export import layout
 from nebula_keras3.serving.options import DEFAULT_HOST
+from nebula_keras3.serving.config_files import DEFAULT_PROMETHEUS_PATH
+from nebula_keras3.serving.tf_metrics import prometheus_name
+
+# requests that reached a batch queue so far (batching_session.cc input_batch_size, one per request)
+INPUT_BATCHES = prometheus_name("/tensorflow/serving/batching_session/input_batch_size") + "_count{}"
 
 _EXPORT_SCRIPT = textwrap.dedent(
     """
@@ -149,6 +154,25 @@ class ServerProcess:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1])
         raise RuntimeError("no VmRSS")
+
+    def metric(self, sample: str) -> float:
+        """The value of one sample of the Prometheus page, e.g. ``':tensorflow:serving:request_count{...}'``
+        (0 when the sample is not there yet)."""
+        status, body = http_get(f"{self.url}{DEFAULT_PROMETHEUS_PATH}", timeout=30)
+        if status != 200:
+            raise RuntimeError(f"metrics page answered {status}")
+        for line in body.decode().splitlines():
+            if line.startswith(sample + " "):
+                return float(line.rsplit(" ", 1)[1])
+        return 0.0
+
+    def wait_requests_in_batcher(self, n: int, timeout: float = 120.0) -> None:
+        """Wait until ``n`` requests have reached a batch queue (TF's input_batch_size histogram count)."""
+        deadline = time.monotonic() + timeout
+        while self.metric(INPUT_BATCHES) < n:
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                raise RuntimeError(f"{n} requests not in the batch queues within {timeout}s: {self.log_tail()}")
+            time.sleep(0.05)
 
     def terminate(self) -> None:
         if self.proc.poll() is None:

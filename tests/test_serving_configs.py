@@ -115,14 +115,34 @@ def test_monitoring_config_typos_fail(typo):
         cf.parse_text(typo, cf.MonitoringConfig)
 
 
+def test_batching_parameters_checked_as_tf_serving_does(tmp_path):
+    # bundle_factory_util.cc WrapSessionForBatching / GetQueueOptions
+    f = tmp_path / "b.config"
+    f.write_text("max_batch_size { value: 8 }\nallowed_batch_sizes: 2\nallowed_batch_sizes: 4\n")
+    with pytest.raises(cf.ConfigError, match="Last entry in allowed_batch_sizes must match max_batch_size; "
+                                             "last entry was 4; expected 8"):
+        cf.load_batching_parameters(f)
+    f.write_text("max_batch_size { value: 8 }\nallowed_batch_sizes: [2, 4, 8]\npad_variable_length_inputs: true\n"
+                 "enable_large_batch_splitting { value: true }\n")
+    opts = cf.load_batching_parameters(f)
+    assert opts.allowed_batch_sizes == (2, 4, 8) and opts.pad_variable_length_inputs
+    assert opts.execution_batch_size == 8  # max_execution_batch_size defaults to max_batch_size
+    assert [opts.padded_size(n) for n in (1, 2, 3, 5, 8)] == [2, 2, 4, 8, 8]
+
+
 def test_batching_config(tmp_path):
     # start from values the file does not hold, so an ignored file cannot pass
     base = cf.BatchingOptions(max_batch_size=1, batch_timeout_micros=1, max_enqueued_batches=1, num_batch_threads=1)
     opts = cf.load_batching_parameters(SERVING / "batching.config", base)
-    assert opts == cf.BatchingOptions(32, 2000, 64, 2)
+    assert opts.max_batch_size == 64 and opts.batch_timeout_micros == 2000
+    assert opts.max_enqueued_batches == 64 and opts.num_batch_threads == 2
+    # 64-image requests are accepted and run as model calls of at most 32 rows
+    assert opts.enable_large_batch_splitting and opts.execution_batch_size == 32
     partial = tmp_path / "partial.config"
     partial.write_text("max_batch_size { value: 7 }\nnum_batch_threads { value: 3 }\n")
-    assert cf.load_batching_parameters(partial, base) == cf.BatchingOptions(7, 1, 1, 3)
+    opts = cf.load_batching_parameters(partial, base)
+    assert (opts.max_batch_size, opts.batch_timeout_micros, opts.max_enqueued_batches, opts.num_batch_threads) == (
+        7, 1, 1, 3)
     with pytest.raises(cf.ConfigError):
         cf.parse_text("max_batch_size: 32", cf.BatchingParameters)  # must be { value: 32 }
 

@@ -34,10 +34,12 @@ from tensorflow_serving.apis import (  # noqa: E402
     classification_pb2,
     get_model_metadata_pb2,
     get_model_status_pb2,
+    inference_pb2,
     model_management_pb2,
     model_service_pb2_grpc,
     predict_pb2,
     prediction_service_pb2_grpc,
+    regression_pb2,
 )
 
 pytestmark = pytest.mark.backend_independent
@@ -265,13 +267,61 @@ def test_predict_overlarge_message_is_resource_exhausted(predictions):
     assert e.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
 
 
+def classify_request(kind="classify", name=MODEL, signature=""):
+    req = (classification_pb2.ClassificationRequest() if kind == "classify"
+           else regression_pb2.RegressionRequest())
+    if name is not None:
+        req.model_spec.name = name
+        if signature:
+            req.model_spec.signature_name = signature
+    req.input.example_list.examples.add().features.feature["x"].float_list.value.append(1.0)
+    return req
+
+
+def test_classify_and_regress_answer_as_tf(predictions, server):
+    """classification_service.cc / regression_service.cc ("Missing ModelSpec", then the servable),
+    then classifier.cc / regressor.cc's signature checks: the same answer as REST's :classify / :regress
+    (one function behind both), here "No classification inputs found" for the predict-only signatures."""
+    for kind, call in (("classify", predictions.Classify), ("regress", predictions.Regress)):
+        noun = "classification" if kind == "classify" else "regression"
+        e = rpc_error(call, classify_request(kind))
+        status, body = _post(f"{server.url}/v1/models/{MODEL}:{kind}", {"examples": [{"x": 1.0}]})
+        assert status == 400
+        assert e.code() == INVALID and e.details() == json.loads(body)["error"]
+        assert e.details().startswith(f'No {noun} inputs found in SignatureDef: inputs {{\n  key: "{layout.Z}"\n')
+        e = rpc_error(call, classify_request(kind, signature="nope"))
+        assert (e.code(), e.details()) == (INVALID, "No signature was found with the name: nope")
+        e = rpc_error(call, classify_request(kind, name=None))
+        assert (e.code(), e.details()) == (INVALID, "Missing ModelSpec")
+        e = rpc_error(call, classify_request(kind, name="no_such_model"))
+        assert e.code() == NOT_FOUND and e.details().startswith("Servable not found for request")
+
+
 def test_unimplemented_methods(predictions, models):
-    """Classify (predict-only signatures here) and HandleReloadConfigRequest answer UNIMPLEMENTED."""
-    req = classification_pb2.ClassificationRequest()
-    req.model_spec.name = MODEL
-    assert rpc_error(predictions.Classify, req).code() == grpc.StatusCode.UNIMPLEMENTED
+    """MultiInference and HandleReloadConfigRequest answer UNIMPLEMENTED."""
+    e = rpc_error(predictions.MultiInference, inference_pb2.MultiInferenceRequest())
+    assert e.code() == grpc.StatusCode.UNIMPLEMENTED
     e = rpc_error(models.HandleReloadConfigRequest, model_management_pb2.ReloadConfigRequest())
     assert e.code() == grpc.StatusCode.UNIMPLEMENTED and "--model-config-file" in e.details()
+
+
+def test_grpc_calls_count_in_tf_metric_families(predictions, server):
+    """prediction_service_impl.cc: request_count{model_name,status} for every Predict / Classify /
+    Regress, request_latency{model_name,API,entrypoint="GRPC"} for the OK ones; predict_util.cc
+    RunPredict: runtime_latency{API="Predict"}."""
+    ok = f':tensorflow:serving:request_count{{model_name="{MODEL}",status="OK"}}'
+    bad = f':tensorflow:serving:request_count{{model_name="{MODEL}",status="INVALID_ARGUMENT"}}'
+    latency = f':tensorflow:serving:request_latency_count{{model_name="{MODEL}",API="Predict",entrypoint="GRPC"}}'
+    runtime = f':tensorflow:serving:runtime_latency_count{{model_name="{MODEL}",API="Predict",runtime="ONNX"}}'
+    unknown = ':tensorflow:serving:request_count{model_name="_unknown",status="NOT_FOUND"}'
+    before = {k: server.metric(k) for k in (ok, bad, latency, runtime, unknown)}
+    for _ in range(2):
+        predictions.Predict(predict_request(layout.GENERATE_PNG, seed=np.array([1], np.int64)), timeout=60)
+    rpc_error(predictions.Predict, predict_request(z=_z(d=3)))
+    rpc_error(predictions.Classify, classify_request())
+    rpc_error(predictions.Predict, predict_request(name="zzz_random_name", z=_z()))
+    after = {k: server.metric(k) for k in before}
+    assert {k: after[k] - before[k] for k in before} == {ok: 2, bad: 2, latency: 2, runtime: 2, unknown: 1}
 
 
 # --------------------------------------------------------------------------- metadata and status
@@ -467,9 +517,10 @@ def test_concurrency_limit_is_resource_exhausted(model_dir, tmp_path):
 def test_sigterm_finishes_rpcs_in_flight(model_dir, tmp_path):
     """SIGTERM: the gRPC server stops with the REST one and lets Predict calls in flight finish (exit 0)."""
     import threading
-    import time
 
-    srv = st.ServerProcess(["--model-base-path", str(model_dir)], log_path=tmp_path / "server.log", grpc=True)
+    # 200-row requests: TF's batching refuses tasks over max_batch_size
+    srv = st.ServerProcess(["--model-base-path", str(model_dir), "--max-batch-size", "200"],
+                           log_path=tmp_path / "server.log", grpc=True)
     results: dict[int, object] = {}
     try:
         with grpc.insecure_channel(srv.grpc_target) as ch:
@@ -486,7 +537,7 @@ def test_sigterm_finishes_rpcs_in_flight(model_dir, tmp_path):
             threads = [threading.Thread(target=call, args=(i,)) for i in range(3)]
             for t in threads:
                 t.start()
-            time.sleep(0.3)  # the calls are on the wire / running (200 PNGs each take a while)
+            srv.wait_requests_in_batcher(3)  # all three calls are in the server (200 PNGs each take a while)
             srv.terminate()
             for t in threads:
                 t.join(120)

@@ -89,12 +89,17 @@ def test_parallel_clients_get_their_own_answers(server, offline):
 
 
 def test_overload_is_refused(model_dir, offline, tmp_path):
-    srv = st.ServerProcess(["--model-base-path", str(model_dir), "--max-batch-size", "1",
-                            "--max-enqueued-batches", "1", "--num-batch-threads", "1",
-                            "--batch-timeout-micros", "0", "--max-concurrent-requests", "12"],
+    # TF Serving's BatchingParameters: 48-row requests split into single-row model calls, and a
+    # queue holding one request's worth of rows
+    batching = tmp_path / "batching.config"
+    batching.write_text("max_batch_size { value: 48 }\nmax_execution_batch_size { value: 1 }\n"
+                        "enable_large_batch_splitting { value: true }\nmax_enqueued_batches { value: 48 }\n"
+                        "num_batch_threads { value: 1 }\nbatch_timeout_micros { value: 0 }\n")
+    srv = st.ServerProcess(["--model-base-path", str(model_dir), "--batching-parameters-file", str(batching),
+                            "--max-concurrent-requests", "12"],
                            log_path=tmp_path / "server.log")
     try:
-        seeds = list(range(48))  # 48 single-row model calls per request with max batch size 1
+        seeds = list(range(48))  # 48 single-row model calls per request
         body = json.dumps({"signature_name": "generate_images", "instances": seeds})
         results = []
         barrier = threading.Barrier(40)
@@ -141,7 +146,7 @@ def test_graceful_shutdown_finishes_in_flight_requests(model_dir, offline, tmp_p
     threads = [threading.Thread(target=worker, args=(i,)) for i in range(8)]
     for t in threads:
         t.start()
-    time.sleep(0.3)
+    srv.wait_requests_in_batcher(8)  # all 8 are in the server (no race with a fixed sleep on a busy machine)
     srv.terminate()
     for t in threads:
         t.join(30)

@@ -13,10 +13,11 @@ import numpy as np
 import pytest
 
 from nebula_keras3.serving import rest_api as ra
+from nebula_keras3.serving import tf_json
 from nebula_keras3.serving.batching import QUEUE_FULL, Batcher
 from nebula_keras3.serving.config_files import BatchingOptions, VersionPolicy
 from nebula_keras3.serving.errors import ServingError
-from nebula_keras3.serving.signatures import SignatureSpec, TensorSpec
+from nebula_keras3.serving.signatures import SignatureSpec, TensorSpec, check_classify_regress_signature
 
 pytestmark = pytest.mark.backend_independent
 
@@ -76,14 +77,78 @@ def test_row_and_columnar_inputs():
     {"instances": [[1, 2, 3]]}, {"instances": [[1, 2, 3, "4"]]}, {"instances": [[1, 2, 3, None]]},
     {"instances": [[1, 2, 3, [4]]]}, {"instances": [[1, 2, 3, 4], [1, 2, 3]]}, {"instances": [1, 2]},
     {"inputs": [1, 2, 3, 4]}, {"inputs": {"q": [[1, 2, 3, 4]]}}, {"instances": [{"b64": "AA=="}]},
-    {"instances": [[1, 2, 3, 2**24]]}, {"instances": [[1, 2, 3, 3.5e38]]}, {"instances": [[1, 2, 3, True]]},
+    {"instances": [[1, 2, 3, True]]},
     {"instances": [{"z": [1, 2, 3, 4]}, [1, 2, 3, 4]]}, {"instances": [[1, 2, 3, 4], {"z": [1, 2, 3, 4]}]},
     {"instances": [], "inputs": []}, {"instances": {}}, {},
 ])
-def test_invalid_inputs(doc):
+def test_invalid_inputs(doc):  # json_tensor.cc FillTensorMapFromInstancesList / FillTensorProto
     with pytest.raises(ra.ServingError) as e:
         ra.parse_predict_inputs(doc, Z)
     assert e.value.http_status == 400 and e.value.code == "INVALID_ARGUMENT"
+
+
+def test_float_inputs_take_ints_and_out_of_range_values():
+    # json_tensor.cc AddValueToTensor DT_FLOAT: any number, GetFloat() (the lossless check went in 2.5)
+    _, t = ra.parse_predict_inputs({"instances": [[1, 2**24 + 1, 2**63 - 1, 3.5e38]]}, Z)
+    assert t["z"].dtype == np.float32
+    assert t["z"][0, :2].tolist() == [1.0, float(np.float32(2**24 + 1))] and np.isinf(t["z"][0, 3])
+    _, t = ra.parse_predict_inputs(ra.parse_json_object(b'{"instances": [[Inf, -Infinity, 2e308, NaN]]}'), Z)
+    assert t["z"][0, :3].tolist() == [math.inf, -math.inf, math.inf] and np.isnan(t["z"][0, 3])
+
+
+@pytest.mark.parametrize("body,message", [
+    # tensorflow_serving/util/json_tensor.cc ParseJson with rapidjson 1.1.0's iterative parser
+    (b"", "JSON Parse error: The document is empty"),
+    (b"  ", "JSON Parse error: The document is empty. at offset: 2"),
+    (b"{instances: [1]}", "JSON Parse error: Missing a name for object member. at offset: 1"),
+    (b'{"instances": [[1.0, 2.0]', "JSON Parse error: Missing a comma or ']' after an array element. at offset: 25"),
+    (b'{"a": [1,]}', "JSON Parse error: Invalid value. at offset: 9"),
+    (b'{"a": 1,}', "JSON Parse error: Missing a name for object member. at offset: 8"),
+    (b'{"a" 1}', "JSON Parse error: Missing a colon after a name of object member. at offset: 5"),
+    (b'{"a": 1 "b": 2}', "JSON Parse error: Missing a comma or '}' after an object member. at offset: 8"),
+    (b'{"a": tru}', "JSON Parse error: Invalid value. at offset: 9"),
+    (b'{"a": 1e309}', "JSON Parse error: Number too big to be stored in double. at offset: 6"),
+    (b'{"a": 1.}', "JSON Parse error: Miss fraction part in number. at offset: 8"),
+    (b'{"a": 1e+}', "JSON Parse error: Miss exponent in number. at offset: 9"),
+    (b'{"a": "\\ud800"}', "JSON Parse error: The surrogate pair in string is invalid. at offset: 7"),
+    (b'{"a": "\\x"}', "JSON Parse error: Invalid escape character in string. at offset: 7"),
+    (b'{"a": "\\u12G4"}', "JSON Parse error: Incorrect hex digit after \\u escape in string. at offset: 7"),
+    (b'{"a": "abc', "JSON Parse error: Missing a closing quotation mark in string. at offset: 10"),
+    (b"[1, 2]", "JSON Value: [1, 2] Is not object"),
+    (b"\xef\xbb\xbf{", "JSON Parse error: Missing a name for object member. at offset: 4"),  # BOM skipped
+])
+def test_parse_errors_read_like_rapidjson(body, message):
+    with pytest.raises(ra.ServingError) as e:
+        ra.parse_json_object(body)
+    assert e.value.message == message and e.value.http_status == 400
+
+
+def test_json_reading_like_rapidjson():
+    # kParseStopWhenDoneFlag: text after the first value is ignored
+    assert ra.parse_json_object(b'{"instances": [1]} trailing {') == {"instances": [1]}
+    assert ra.parse_json_object(b'\xef\xbb\xbf {"instances": [1]}') == {"instances": [1]}  # UTF-8 BOM
+    # FindMember: the first of repeated keys
+    doc = ra.parse_json_object(b'{"signature_name": "a", "signature_name": "b", "instances": [1]}')
+    assert ra.signature_name_of(doc) == "a"
+    # a repeated key makes an object that is not a {"b64": ...} value (MemberCount() != 1)
+    doc = ra.parse_json_object(b'{"instances": [{"b64": "aGk=", "b64": "eA=="}]}')
+    assert tf_json.member_count(doc["instances"][0]) == 2
+    # kParseNanAndInfFlag spellings the standard library does not know, and 2e308 (no overflow check)
+    doc = ra.parse_json_object(b'{"a": [Inf, -Inf, -NaN, 2e308]}')
+    assert doc["a"][:2] == [math.inf, -math.inf] and math.isnan(doc["a"][2]) and doc["a"][3] == math.inf
+
+
+def test_debug_string_is_rapidjsons_pretty_writer():
+    # json_tensor.cc JsonValueToDebugString: PrettyWriter, kFormatSingleLineArray, cut after 256 bytes
+    with pytest.raises(ra.ServingError) as e:
+        ra.parse_predict_inputs({"instances": [1], "inputs": [1e21, 0.5, 1e-7]}, Z)
+    assert e.value.message == (
+        'JSON Value: {\n    "instances": [1],\n    "inputs": [1e21, 0.5, 1e-7]\n} Not formatted correctly '
+        "expecting only one of 'inputs' or 'instances' keys to exist ")
+    with pytest.raises(ra.ServingError) as e:
+        ra.parse_predict_inputs({"instances": 3, "pad": list(range(1000))}, Z)
+    shown = e.value.message.split(" Expecting")[0]
+    assert 256 <= len(shown) - len("JSON Value: ") < 262 and shown.endswith("58")  # ", 58" was the last write
 
 
 @pytest.mark.parametrize("doc", [
@@ -98,7 +163,7 @@ def test_invalid_seed_inputs(doc):
 def test_multi_input_rules():
     with pytest.raises(ra.ServingError, match="plain list"):
         ra.parse_predict_inputs({"instances": [[1, 2]]}, TWO)
-    with pytest.raises(ra.ServingError, match="must only have keys"):
+    with pytest.raises(ra.ServingError, match="keys must be equal to: a,b"):
         ra.parse_predict_inputs({"instances": [{"a": [1, 2]}]}, TWO)
     with pytest.raises(ra.ServingError, match="plain value/list"):
         ra.parse_predict_inputs({"inputs": [[1, 2]]}, TWO)
@@ -106,7 +171,8 @@ def test_multi_input_rules():
         ra.parse_predict_inputs({"inputs": {"a": [[1, 2]], "b": [{"b64": "!!!"}]}}, TWO)
 
 
-@pytest.mark.parametrize("shape", [(1, 1, 1, 3), (2, 3, 4, 3), (5, 7), (3,), (1,)])
+@pytest.mark.parametrize("shape", [(1, 1, 1, 3), (2, 3, 4, 3), (5, 7), (3,), (1,), (2, 5, 1, 4), (1, 2, 3, 4, 5),
+                                   (3, 64, 64, 3)])
 def test_uint8_encoding_equals_json(shape):
     a = np.random.default_rng(0).integers(0, 256, size=shape, dtype=np.uint8)
     assert json.loads(ra.tensor_json(a, "images")) == a.tolist()
@@ -200,12 +266,25 @@ def test_batcher_bounded_queue_refuses_without_waiting_for_the_model():
     assert answered_while_busy == refused  # refusals did not queue behind the model; accepted work did
 
 
-def test_batcher_large_request_is_chunked_and_errors_propagate():
+def test_batcher_large_request_is_refused_or_split_and_errors_propagate():
+    calls = []
+
     def run(sig, inputs):
         if (inputs["x"] < 0).any():
             raise ValueError("negative")
-        assert len(inputs["x"]) <= 4
+        calls.append(len(inputs["x"]))
         return {"y": inputs["x"] + 1}
+
+    async def refused(b):
+        try:
+            await b.submit("s", {"x": np.arange(10, dtype=np.float32)})
+        except ra.ServingError as e:
+            return e
+
+    # SharedBatchScheduler ValidateBatchTaskQueueCapacity: a task above max_batch_size is refused
+    e, _, _ = _run_batcher(refused, BatchingOptions(4, 0, 10, 2), run=run)
+    assert (e.code, e.http_status) == ("INVALID_ARGUMENT", 400)
+    assert e.message == "Task size 10 is larger than maximum input batch size 4"
 
     async def go(b):
         ok = await b.submit("s", {"x": np.arange(10, dtype=np.float32)})
@@ -220,6 +299,117 @@ def test_batcher_large_request_is_chunked_and_errors_propagate():
             closed = e
         return ok, bad, drained, closed
 
-    (ok, bad, drained, closed), _, _ = _run_batcher(go, BatchingOptions(4, 0, 10, 2), run=run)
+    # enable_large_batch_splitting: the task is split over model calls of max_execution_batch_size rows
+    split = BatchingOptions(16, 0, 10, 2, enable_large_batch_splitting=True, max_execution_batch_size=4)
+    (ok, bad, drained, closed), _, _ = _run_batcher(go, split, run=run)
     np.testing.assert_array_equal(ok["y"], np.arange(10) + 1)
+    assert calls == [4, 4, 2]
     assert str(bad) == "negative" and drained and closed.http_status == 503
+
+
+def test_batcher_pads_to_allowed_batch_sizes_and_variable_lengths():
+    seen = []
+
+    def run(sig, inputs):
+        seen.append(inputs["x"].copy())
+        return {"y": inputs["x"].sum(axis=1)}
+
+    async def go(b):
+        return await asyncio.gather(b.submit("s", {"x": np.ones((2, 3), np.float32)}),
+                                    b.submit("s", {"x": np.full((1, 2), 5, np.float32)}))
+
+    # batching_session.cc MergeInputTensors: 3 rows -> allowed size 4, padded with the last task's
+    # first row; lengths 3 and 2 -> padded to 3 with the tensor's first value
+    opts = BatchingOptions(8, 50_000, 10, 1, allowed_batch_sizes=(4, 8), pad_variable_length_inputs=True)
+    (a, c), _, _ = _run_batcher(go, opts, run=run)
+    assert len(seen) == 1 and seen[0].shape == (4, 3)
+    np.testing.assert_array_equal(seen[0][2:], np.full((2, 3), 5))
+    assert a["y"].tolist() == [3, 3] and c["y"].tolist() == [15]
+
+    async def refused(b):
+        return await asyncio.gather(b.submit("s", {"x": np.ones((1, 3), np.float32)}),
+                                    b.submit("s", {"x": np.ones((1, 2), np.float32)}), return_exceptions=True)
+
+    errs, _, _ = _run_batcher(refused, BatchingOptions(8, 50_000, 10, 1), run=run)
+    assert all(isinstance(e, ra.ServingError) and e.code == "FAILED_PRECONDITION" for e in errs)
+    assert "padding is turned off. Set pad_variable_length_inputs to true" in errs[0].message
+
+
+def _app_client(**kw):
+    from starlette.testclient import TestClient
+
+    from nebula_keras3.serving.app import create_app
+    from nebula_keras3.serving.options import ServerOptions
+
+    return TestClient(create_app(ServerOptions(models=[], **kw)))
+
+
+@pytest.mark.parametrize("cors", [False, True])
+def test_cors_headers_follow_the_flag(cors):
+    # http_server.cc ProcessRequest: AddCORSHeaders (http_rest_api_util.cc) on every /v1 reply when
+    # --rest_api_enable_cors_support is set, preflights included
+    with _app_client(rest_api_enable_cors_support=cors) as c:
+        for r in (c.options("/v1/models/m:predict", headers={"Origin": "http://x.org"}), c.get("/v1/models/m"),
+                  c.put("/v1/models/m")):
+            assert (r.headers.get("access-control-allow-origin") == "*") == cors
+            if cors:
+                assert r.headers["access-control-allow-methods"] == "POST, GET"
+                assert r.headers["access-control-allow-headers"] == "Content-Type"
+        r = c.put("/v1/models/m", content=b"{}")
+        assert r.status_code == 400 and r.content == b'{\n    "error": "Malformed request: PUT /v1/models/m"\n}'
+        assert c.options("/v1/models/m", headers={"Origin": "file.txt"}).status_code == 400
+
+
+def test_classify_regress_signature_checks():
+    sig = SignatureSpec({"z": TensorSpec("DT_FLOAT", [-1, 4])}, {"images": TensorSpec("DT_UINT8", [-1, 2])})
+    sig_json = {"inputs": {"z": {"name": "serving_default_z:0", "dtype": "DT_FLOAT",
+                                 "tensor_shape": {"dim": [{"size": "-1", "name": ""}, {"size": "4", "name": ""}],
+                                                  "unknown_rank": False}}},
+                "outputs": {}, "method_name": "tensorflow/serving/predict"}
+    sigs, sig_defs = {"serving_default": sig}, {"signature_def": {"serving_default": sig_json}}
+    with pytest.raises(ServingError) as e:
+        check_classify_regress_signature("classify", "serving_default", sigs, sig_defs, False)
+    assert e.value.message == (
+        "No classification inputs found in SignatureDef: inputs {\n  key: \"z\"\n  value {\n"
+        "    name: \"serving_default_z:0\"\n    dtype: DT_FLOAT\n    tensor_shape {\n      dim {\n"
+        "        size: -1\n      }\n      dim {\n        size: 4\n      }\n    }\n  }\n}\n"
+        "method_name: \"tensorflow/serving/predict\"\n")
+    # --enable_signature_method_name_check (classifier.cc / regressor.cc GetSignatureMethodNameCheckFeature)
+    with pytest.raises(ServingError, match="^Expected regression signature method_name to be "
+                                       "tensorflow/serving/regress. Was: tensorflow/serving/predict$"):
+        check_classify_regress_signature("regress", "serving_default", sigs, sig_defs, True)
+    with pytest.raises(ServingError, match="^No signature was found with the name: x$"):
+        check_classify_regress_signature("regress", "x", sigs, sig_defs, False)
+
+
+def test_rapidjson_port_reads_plain_json_like_the_fast_path():
+    # tf_json.parse answers most bodies through the stdlib scanner; its rapidjson port must agree
+    rng = np.random.default_rng(0)
+    docs = [{"instances": rng.standard_normal((3, 5)).round(6).tolist(), "signature_name": "s\u00e9\n\"\\/"},
+            {"inputs": {"a": [[1, -2, 0, 2**63 - 1, -(2**63)]], "b": [{"b64": "aGk="}, "x"]}, "n": None},
+            {"deep": [[[[[]]]]], "t": True, "f": False, "e": {}, "x": [1e-7, 1.5e300, -0.0, 123.456e-3]}]
+    for doc in docs:
+        body = json.dumps(doc).encode()
+        assert tf_json._Parser(body).parse() == tf_json.parse(body) == doc
+
+
+def test_tf_metric_families_print_like_tf_servings_exporter():
+    # tensorflow_serving/util/prometheus_exporter.cc SerializeScalar / SerializeHistogram
+    from nebula_keras3.serving.tf_metrics import TFMetrics, prometheus_name
+
+    assert prometheus_name("/tensorflow/serving/request_count") == ":tensorflow:serving:request_count"
+    m = TFMetrics()
+    m.inc("/tensorflow/serving/request_count", "nebula", "OK")
+    m.inc("/tensorflow/serving/request_count", "nebula", "OK")
+    m.observe("/tensorflow/serving/request_latency", 15.0, "nebula", "predict", "REST")
+    lines = m.render().splitlines()
+    assert "# TYPE :tensorflow:serving:request_count counter" in lines
+    assert ':tensorflow:serving:request_count{model_name="nebula",status="OK"} 2' in lines
+    at = lines.index("# TYPE :tensorflow:serving:request_latency histogram")
+    assert lines[at + 1:at + 3] == [
+        ':tensorflow:serving:request_latency_bucket{model_name="nebula",API="predict",entrypoint="REST",le="10"} 0',
+        ':tensorflow:serving:request_latency_bucket{model_name="nebula",API="predict",entrypoint="REST",le="18"} 1']
+    bucket = ':tensorflow:serving:request_latency_bucket{model_name="nebula",API="predict",entrypoint="REST",'
+    assert bucket + 'le="+Inf"} 1' in lines
+    assert ':tensorflow:serving:request_latency_sum{model_name="nebula",API="predict",entrypoint="REST"} 15' in lines
+    assert ':tensorflow:serving:request_latency_count{model_name="nebula",API="predict",entrypoint="REST"} 1' in lines
