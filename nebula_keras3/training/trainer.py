@@ -13,7 +13,7 @@ import keras
 import numpy as np
 
 from nebula_keras3.artifacts import CONFIG_FILE, FACTS_FILE, GENERATOR_FILE, atomic_path, write_json_atomic
-from nebula_keras3.models import DCGANDiscriminator, DCGANGenerator
+from nebula_keras3.models import DCGANDiscriminator, DCGANGenerator, NebulaGenerator, ResNetDiscriminator
 from nebula_keras3.training.checkpoint import checkpoint_path, load_checkpoint
 from nebula_keras3.training.config import TrainConfig
 from nebula_keras3.training.gan import GAN, reference_adam
@@ -39,16 +39,33 @@ class TrainResult:
     data: str
 
 
+def build_models(config: TrainConfig) -> tuple[keras.Model, keras.Model]:
+    """The generator and discriminator a config names (seeded from config.seed)."""
+    if config.model == "nebula":
+        generator = NebulaGenerator(config.image_size, config.latent_dim, config.ngf, upsample=config.upsample,
+                                    activation=config.g_activation, sle=config.sle, seed=config.seed)
+    else:
+        generator = DCGANGenerator(config.image_size, config.latent_dim, config.ngf, seed=config.seed)
+    if config.discriminator == "resnet":
+        discriminator = ResNetDiscriminator(config.image_size, config.ndf, spectral_norm=config.spectral_norm,
+                                            seed=config.seed + 1)
+    else:
+        discriminator = DCGANDiscriminator(config.image_size, config.ndf, spectral_norm=config.spectral_norm,
+                                           seed=config.seed + 1)
+    return generator, discriminator
+
+
 def build_gan(config: TrainConfig) -> GAN:
-    """Generator, discriminator and GAN for a config, compiled with the recipe's two Adams."""
-    generator = DCGANGenerator(config.image_size, config.latent_dim, config.ngf, seed=config.seed)
-    discriminator = DCGANDiscriminator(config.image_size, config.ndf, seed=config.seed + 1)
-    gan = GAN(generator, discriminator, seed=config.seed)
+    """Generator, discriminator and GAN for a config, compiled with two Adams (torch's eps)."""
+    generator, discriminator = build_models(config)
+    gan = GAN(generator, discriminator, seed=config.seed, loss=config.loss, augment=config.diffaugment,
+              r1_gamma=config.r1_gamma, r1_every=config.r1_every, ema_decay=config.ema_decay)
 
-    def adam(name):
-        return reference_adam(config.learning_rate, config.beta_1, config.beta_2, name=name)
+    def adam(lr, name):
+        return reference_adam(lr, config.beta_1, config.beta_2, name=name)
 
-    gan.compile(d_optimizer=adam("d_adam"), g_optimizer=adam("g_adam"), jit_compile=config.jit_compile)
+    gan.compile(d_optimizer=adam(config.d_lr, "d_adam"), g_optimizer=adam(config.g_lr, "g_adam"),
+                jit_compile=config.jit_compile)
     return gan
 
 
@@ -92,10 +109,11 @@ def save_generator(gan: GAN, config: TrainConfig, run_dir: Path, epochs_done: in
     """Write ``generator.keras`` and ``generator.json`` (the model facts) atomically."""
     path = run_dir / GENERATOR_FILE
     with atomic_path(path, suffix=".keras") as tmp:
-        gan.generator.save(tmp)
+        gan.export_generator().save(tmp)
     write_json_atomic(
         {
             "model": config.model,
+            "weights": "ema" if gan.generator_ema is not None else "raw",
             "preset": config.preset,
             "latent_dim": config.latent_dim,
             "image_size": config.image_size,
@@ -217,4 +235,4 @@ def _run(config: TrainConfig, run_dir: Path, *, resume: bool, progress: bool, ec
 
 
 __all__ = ["TrainConfig", "TrainResult", "RunError", "TrainingDiverged", "build_gan", "train", "resume",
-           "LOSS_COLUMNS", "EPOCH_COLUMNS"]
+           "LOSS_COLUMNS", "EPOCH_COLUMNS", "build_models"]
