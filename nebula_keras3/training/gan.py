@@ -88,7 +88,7 @@ class GAN(keras.Model):
             )
             self.generator_ema.trainable = False
             for e, v in zip(self.generator_ema.variables, generator.variables):
-                e.assign(v.value)
+                e.assign(np.array(ops.convert_to_numpy(v)))  # a copy: JAX must not see one buffer twice
         # Both sub-models are built from keras.Input: nothing for fit() to infer.
         self.built = True
 
