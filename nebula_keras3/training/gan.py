@@ -83,9 +83,9 @@ class GAN(keras.Model):
         # gan.variables and hence in checkpoints; starts equal to G.
         self.generator_ema = None
         if self.ema_decay > 0:
-            self.generator_ema = generator.__class__.from_config(
-                {**generator.get_config(), "name": f"{generator.name}_ema"}
-            )
+            name = f"{generator.name}_ema"
+            with keras.name_scope(name):  # variable paths generator_ema/..., distinct from G's
+                self.generator_ema = generator.__class__.from_config({**generator.get_config(), "name": name})
             self.generator_ema.trainable = False
             for e, v in zip(self.generator_ema.variables, generator.variables):
                 e.assign(np.array(ops.convert_to_numpy(v)))  # a copy: JAX must not see one buffer twice
