@@ -2,12 +2,14 @@
 
     .venv/bin/python bench/train_bench.py [--image-size 64] [--batch-size 64] [--steps 10]
                                           [--backends torch,tensorflow,jax] [--rounds 2]
+                                          [--presets dcgan64,nebula64]
 
 The reference is pytorch/examples ``dcgan/main.py``'s step (netD on real and fake,
 then netG through the updated netD; Adam 2e-4 / 0.5) on the same image size and
 batch. Each Keras backend runs ``GAN.fit`` in its own subprocess (the backend is
 fixed per process) on random data for ``--steps`` steps after one warm-up epoch
-(compile). Rounds alternate reference and backends so drift on this noisy machine
+(compile), once per ``--presets`` entry (its recipe: models, loss, DiffAugment,
+R1, EMA; image size and batch from the flags). Rounds alternate reference and backends so drift on this noisy machine
 hits both; the table prints the median img/s and the ratio to the reference.
 Not a test: it measures.
 """
@@ -26,8 +28,8 @@ WORKER = r"""
 import json, sys, time, numpy as np, keras
 from nebula_keras3.training.config import TrainConfig
 from nebula_keras3.training.trainer import build_gan
-size, batch, steps, jit = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
-cfg = TrainConfig.from_preset("dcgan64", image_size=size, batch_size=batch,
+size, batch, steps, jit, preset = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5]
+cfg = TrainConfig.from_preset(preset, image_size=size, batch_size=batch,
                               jit_compile={"auto": "auto", "on": True, "off": False}[jit])
 gan = build_gan(cfg)
 x = np.random.default_rng(0).uniform(-1, 1, (batch * steps, size, size, 3)).astype("float32")
@@ -86,9 +88,9 @@ def torch_reference(size: int, batch: int, steps: int) -> float:
     return batch * steps / (time.perf_counter() - t)
 
 
-def keras_backend(backend: str, size: int, batch: int, steps: int, jit: str) -> float:
+def keras_backend(backend: str, size: int, batch: int, steps: int, jit: str, preset: str) -> float:
     env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    out = subprocess.run([sys.executable, "-c", WORKER, str(size), str(batch), str(steps), jit],
+    out = subprocess.run([sys.executable, "-c", WORKER, str(size), str(batch), str(steps), jit, preset],
                          env=env, capture_output=True, text=True)
     if out.returncode != 0:
         raise SystemExit(f"{backend} worker failed:\n{out.stderr[-2000:]}")
@@ -102,19 +104,22 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--backends", default="torch,tensorflow,jax")
+    ap.add_argument("--presets", default="dcgan64", help="comma-separated training presets to time")
     ap.add_argument("--tf-jit", choices=["auto", "on", "off"], default="auto",
                     help="jit_compile for the tensorflow backend")
     args = ap.parse_args()
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
-    results: dict[str, list[float]] = {"pytorch reference": [], **{b: [] for b in backends}}
+    presets = [p.strip() for p in args.presets.split(",") if p.strip()]
+    runs = [(b, p) for p in presets for b in backends]
+    results: dict[str, list[float]] = {"pytorch reference": [], **{f"{p} {b}": [] for b, p in runs}}
     for r in range(args.rounds):
         results["pytorch reference"].append(torch_reference(args.image_size, args.batch_size, args.steps))
-        for b in backends:
+        for b, p in runs:
             jit = args.tf_jit if b == "tensorflow" else "auto"
-            results[b].append(keras_backend(b, args.image_size, args.batch_size, args.steps, jit))
+            results[f"{p} {b}"].append(keras_backend(b, args.image_size, args.batch_size, args.steps, jit, p))
         print(f"round {r + 1}: " + ", ".join(f"{k} {v[-1]:.1f}" for k, v in results.items()), flush=True)
     ref = statistics.median(results["pytorch reference"])
-    print(f"\nDCGAN-{args.image_size} GAN step, batch {args.batch_size}, {args.steps} steps x {args.rounds} rounds")
+    print(f"\nGAN step at {args.image_size} px, batch {args.batch_size}, {args.steps} steps x {args.rounds} rounds")
     print(f"{'':24s}{'img/s (median)':>16s}{'vs reference':>14s}")
     for k, v in results.items():
         m = statistics.median(v)

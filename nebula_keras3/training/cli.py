@@ -21,7 +21,9 @@ def preset_defaults(name: str) -> str:
     values = {p: getattr(TrainConfig.from_preset(p), name) for p in PRESETS}
 
     def show(v):
-        return "off" if v in ("", None) or v is False else ("on" if v is True else str(v))
+        if v is None:
+            return "unset"
+        return "off" if v == "" or v is False else ("on" if v is True else str(v))
 
     if len({show(v) for v in values.values()}) == 1:
         return f"default: {show(next(iter(values.values())))}"
