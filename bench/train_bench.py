@@ -118,6 +118,8 @@ def dcgan_reference(size: int, batch: int):
 # One entry per model family: the preset the Keras workers train and the PyTorch reference step.
 FAMILIES = {
     "dcgan64": {"preset": "dcgan64", "reference": dcgan_reference},
+    # The nebula family against the step it replaces: the same PyTorch DCGAN reference.
+    "nebula64": {"preset": "nebula64", "reference": dcgan_reference},
 }
 
 

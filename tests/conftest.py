@@ -59,8 +59,10 @@ def tiny_run(tmp_path_factory) -> Path:
 
 
 def make_generator_run(folder: Path, *, image_size: int = 32, latent_dim: int = 16, ngf: int = 8,
-                       bn_seed: int = 0) -> Path:
+                       bn_seed: int = 0, model: str = "dcgan") -> Path:
     """An untrained generator saved as a run folder, BatchNorm moving statistics perturbed.
+
+    ``model="nebula"``: a NebulaGenerator (sub-pixel upsampling, GLU, skip-layer excitation).
 
     Moving mean/variance far from 0/1 make a train-mode (batch statistics) export or
     sampler differ visibly from the inference-mode model, so such a bug cannot hide.
@@ -70,10 +72,13 @@ def make_generator_run(folder: Path, *, image_size: int = 32, latent_dim: int = 
     import keras
     import numpy as np
 
-    from nebula_keras3.models import DCGANGenerator
+    from nebula_keras3.models import DCGANGenerator, NebulaGenerator
 
     folder.mkdir(parents=True, exist_ok=True)
-    g = DCGANGenerator(image_size, latent_dim, ngf, seed=0)
+    if model == "nebula":
+        g = NebulaGenerator(image_size, latent_dim, ngf, upsample="subpixel", sle=True, seed=0)
+    else:
+        g = DCGANGenerator(image_size, latent_dim, ngf, seed=0)
     rng = np.random.default_rng(bn_seed)
     for layer in g.layers:
         if isinstance(layer, keras.layers.BatchNormalization):
@@ -82,6 +87,6 @@ def make_generator_run(folder: Path, *, image_size: int = 32, latent_dim: int = 
             layer.moving_variance.assign(rng.uniform(0.3, 3.0, n).astype("float32"))
     g.save(folder / "generator.keras")
     facts = {"latent_dim": latent_dim, "image_size": image_size, "backend": keras.backend.backend(),
-             "epoch": 0, "step": 1, "preset": "tiny", "model": "dcgan"}
+             "epoch": 0, "step": 1, "preset": "tiny", "model": model}
     (folder / "generator.json").write_text(json.dumps(facts))
     return folder

@@ -4,25 +4,71 @@ from __future__ import annotations
 
 import click
 
-from nebula_keras3.training.config import PRESETS
+from nebula_keras3.training.config import (
+    DISCRIMINATORS,
+    G_ACTIVATIONS,
+    LOSSES,
+    MODELS,
+    PRESETS,
+    SUPPORTED_SIZES,
+    UPSAMPLE_MODES,
+    TrainConfig,
+)
 from nebula_keras3.training.distribute import MODES as DISTRIBUTE_MODES
 from nebula_keras3.training.precision import POLICIES as PRECISION_POLICIES
 
-# Options that shape a new run; each maps to a TrainConfig field. None = preset's value.
+
+def preset_defaults(name: str) -> str:
+    """What each preset sets ``name`` to, for --help: "64" or "dcgan64: 64, demo: 32, ..."."""
+    values = {p: getattr(TrainConfig.from_preset(p), name) for p in PRESETS}
+
+    def show(v):
+        if v is None:
+            return "unset"
+        return "off" if v == "" or v is False else ("on" if v is True else str(v))
+
+    if len({show(v) for v in values.values()}) == 1:
+        return f"default: {show(next(iter(values.values())))}"
+    return "presets: " + ", ".join(f"{p} {show(v)}" for p, v in values.items())
+
+
+def _opt(flag, name, type_, text, **kw):
+    return click.option(flag, name, type=type_, default=None, help=f"{text} ({preset_defaults(name)}).", **kw)
+
+
+# Options that shape a new run; each maps to a TrainConfig field. None = the preset's value.
 RUN_OPTIONS = [
-    click.option("--preset", type=click.Choice(sorted(PRESETS)), default="dcgan64", show_default=True,
+    click.option("--preset", type=click.Choice(list(PRESETS)), default="dcgan64", show_default=True,
                  help="Starting configuration; the options below override it."),
     click.option("--data", type=click.Path(file_okay=False), default=None,
                  help="Folder of training images (any format/mode). Default: built-in procedural nebulae."),
-    click.option("--image-size", type=click.Choice(["32", "64", "128", "256"]), default=None,
-                 help="Training resolution in pixels (preset: 64)."),
-    click.option("--epochs", type=click.IntRange(min=1), default=None, help="Total epochs (preset: 25)."),
-    click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Batch size (preset: 32)."),
-    click.option("--latent-dim", type=click.IntRange(min=1), default=None, help="Latent size (preset: 100)."),
-    click.option("--ngf", type=click.IntRange(min=1), default=None, help="Generator width (preset: 64)."),
-    click.option("--ndf", type=click.IntRange(min=1), default=None, help="Discriminator width (preset: 64)."),
-    click.option("--lr", "learning_rate", type=float, default=None, help="Adam learning rate, both nets (2e-4)."),
-    click.option("--seed", type=int, default=None, help="Seed for weights, latents and data order (0)."),
+    _opt("--image-size", "image_size", click.Choice([str(s) for s in SUPPORTED_SIZES]), "Training resolution in pixels"),
+    _opt("--epochs", "epochs", click.IntRange(min=1), "Total epochs"),
+    _opt("--batch-size", "batch_size", click.IntRange(min=1), "Batch size"),
+    _opt("--latent-dim", "latent_dim", click.IntRange(min=1), "Latent size"),
+    _opt("--model", "model", click.Choice(MODELS), "Generator family"),
+    _opt("--ngf", "ngf", click.IntRange(min=1), "Generator width"),
+    _opt("--upsample", "upsample", click.Choice(UPSAMPLE_MODES), "Nebula generator's x2 upsampling"),
+    _opt("--g-activation", "g_activation", click.Choice(G_ACTIVATIONS), "Nebula generator's activation"),
+    click.option("--sle/--no-sle", default=None,
+                 help=f"Nebula generator's skip-layer excitation ({preset_defaults('sle')})."),
+    _opt("--discriminator", "discriminator", click.Choice(DISCRIMINATORS), "Discriminator architecture"),
+    _opt("--ndf", "ndf", click.IntRange(min=1), "Discriminator width"),
+    click.option("--spectral-norm/--no-spectral-norm", default=None,
+                 help=f"Spectral normalisation of D's layers ({preset_defaults('spectral_norm')})."),
+    _opt("--loss", "loss", click.Choice(LOSSES), "Adversarial loss"),
+    _opt("--diffaugment", "diffaugment", str,
+         "DiffAugment policy: comma-separated color, translation, cutout; '' = off"),
+    _opt("--r1-gamma", "r1_gamma", click.FloatRange(min=0), "R1 penalty weight on reals, 0 = off"),
+    _opt("--r1-every", "r1_every", click.IntRange(min=1), "Lazy R1: apply every k-th step"),
+    _opt("--ema-decay", "ema_decay", click.FloatRange(min=0, max=1, max_open=True),
+         "EMA of the generator's weights, 0 = off"),
+    _opt("--lr", "learning_rate", float, "Adam learning rate, both nets"),
+    _opt("--d-lr", "d_learning_rate", float, "D's learning rate, overrides --lr"),
+    _opt("--g-lr", "g_learning_rate", float, "G's learning rate, overrides --lr"),
+    _opt("--beta1", "beta_1", float, "Adam beta_1, both nets"),
+    _opt("--beta2", "beta_2", float, "Adam beta_2, both nets"),
+    _opt("--seed", "seed", int, "Seed for weights, latents and data order"),
     click.option("--steps-per-epoch", type=click.IntRange(min=1), default=None,
                  help="Cap the steps of each epoch (quick runs)."),
     click.option("--augment/--no-augment", default=None, help="Random flips and 90-degree rotations (on)."),
@@ -73,7 +119,6 @@ def train_command(out, resume_dir, allow_data_change, quiet, distribute, coordin
 
     from nebula_keras3.training import trainer
     from nebula_keras3.training.checkpoint import CheckpointError
-    from nebula_keras3.training.config import TrainConfig
     from nebula_keras3.training.distribute import DistributeError, setup_distribution
 
     cluster = {"coordinator_address": coordinator_address, "num_processes": num_processes,

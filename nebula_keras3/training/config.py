@@ -1,4 +1,4 @@
-"""Training configuration and presets (presets are plain data)."""
+"""Training configuration and presets (presets are plain data). Imports no Keras."""
 
 from __future__ import annotations
 
@@ -7,12 +7,32 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+SUPPORTED_SIZES = (32, 64, 128, 256)  # image sizes every model family builds
+MODELS = ("dcgan", "nebula")  # generator families
+DISCRIMINATORS = ("dcgan", "resnet")
+UPSAMPLE_MODES = ("nearest", "subpixel")
+G_ACTIVATIONS = ("glu", "lrelu")
+LOSSES = ("bce", "hinge")
+
+# The nebula family's recipe: data-efficient GAN training for ~1k images. Widths ngf 12 / ndf 16
+# keep a 64 px step near a dcgan64 step on torch (2-core CPU; paired runs, see bench/train_bench.py).
+_NEBULA = {
+    "model": "nebula", "discriminator": "resnet", "spectral_norm": True, "ngf": 12, "ndf": 16,
+    "upsample": "nearest", "g_activation": "glu", "sle": True,
+    "loss": "hinge", "diffaugment": "color,translation,cutout", "ema_decay": 0.999,
+    "r1_gamma": 0.0, "r1_every": 16, "beta_1": 0.5, "beta_2": 0.99,
+}
+
 # Each preset only lists what it changes from TrainConfig's defaults.
 PRESETS: dict[str, dict] = {
     # pytorch/examples dcgan/main.py at 64 px: latent 100, ngf = ndf = 64, Adam 2e-4 / 0.5, batch 32.
     "dcgan64": {},
+    # The default family at 64 and 128 px.
+    "nebula64": {**_NEBULA},
+    "nebula128": {**_NEBULA, "image_size": 128, "ngf": 8, "ndf": 16},
     # `make demo`: a few minutes on a 2-core CPU on the built-in procedural nebulae.
-    "demo": {"image_size": 32, "ngf": 32, "ndf": 32, "epochs": 20, "num_procedural": 1024, "batch_size": 32},
+    "demo": {**_NEBULA, "image_size": 32, "epochs": 20, "num_procedural": 1024,
+             "batch_size": 32, "ema_decay": 0.99},
     # Tests and smoke runs: seconds per epoch.
     "tiny": {"image_size": 32, "latent_dim": 16, "ngf": 8, "ndf": 8, "epochs": 1, "batch_size": 8,
              "num_procedural": 32, "sample_count": 16},
@@ -21,19 +41,37 @@ PRESETS: dict[str, dict] = {
 
 @dataclass
 class TrainConfig:
-    """Everything a run needs to start or resume; saved as ``config.json`` in the run folder."""
+    """Everything a run needs to start or resume; saved as ``config.json`` in the run folder.
+
+    Defaults are the DCGAN reference recipe (preset ``dcgan64``).
+    """
 
     preset: str = "dcgan64"
-    model: str = "dcgan"
+    model: str = "dcgan"  # generator family: dcgan (transposed convs) | nebula (upsample + conv)
     data: str | None = None  # image folder; None: built-in procedural nebulae
     image_size: int = 64
     latent_dim: int = 100
     ngf: int = 64
     ndf: int = 64
+    # nebula generator
+    upsample: str = "nearest"  # nearest (UpSampling2D + 3x3 conv) | subpixel (3x3 conv + depth-to-space)
+    g_activation: str = "glu"  # glu | lrelu
+    sle: bool = True  # FastGAN skip-layer excitation
+    # discriminator
+    discriminator: str = "dcgan"  # dcgan | resnet
+    spectral_norm: bool = False
+    # objective and regularisation
+    loss: str = "bce"  # bce (non-saturating) | hinge
+    diffaugment: str = ""  # DiffAugment policy, e.g. "color,translation,cutout"; "" = off
+    r1_gamma: float = 0.0  # R1 penalty weight; 0 = off
+    r1_every: int = 16  # lazy R1: every k-th step
+    ema_decay: float = 0.0  # EMA of G's weights; 0 = off
     batch_size: int = 32
     epochs: int = 25
     steps_per_epoch: int | None = None  # cap per epoch (quick runs); None: the whole data set
     learning_rate: float = 2e-4
+    d_learning_rate: float | None = None  # None: learning_rate (set both for TTUR)
+    g_learning_rate: float | None = None
     beta_1: float = 0.5
     beta_2: float = 0.999
     seed: int = 0
@@ -54,14 +92,27 @@ class TrainConfig:
         values = {**PRESETS[preset], **{k: v for k, v in overrides.items() if v is not None}}
         return cls(preset=preset, **values)
 
-    def validate(self) -> "TrainConfig":
-        from nebula_keras3.models.dcgan.layers import SUPPORTED_SIZES
+    @property
+    def d_lr(self) -> float:
+        return self.learning_rate if self.d_learning_rate is None else self.d_learning_rate
 
-        if self.model != "dcgan":
-            raise ValueError(f"unknown model {self.model!r}; available: dcgan")
+    @property
+    def g_lr(self) -> float:
+        return self.learning_rate if self.g_learning_rate is None else self.g_learning_rate
+
+    def validate(self) -> "TrainConfig":
+        from nebula_keras3.training.augment import parse_policy
+
+        for name, allowed in (("model", MODELS), ("discriminator", DISCRIMINATORS), ("upsample", UPSAMPLE_MODES),
+                              ("g_activation", G_ACTIVATIONS), ("loss", LOSSES)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(
+                    f"unknown {name.replace('_', '-')} {getattr(self, name)!r}; choose one of {', '.join(allowed)}"
+                )
         if self.image_size not in SUPPORTED_SIZES:
             raise ValueError(f"image size must be one of {SUPPORTED_SIZES}, got {self.image_size}")
-        for name in ("latent_dim", "ngf", "ndf", "batch_size", "epochs", "num_procedural", "sample_count"):
+        for name in ("latent_dim", "ngf", "ndf", "batch_size", "epochs", "num_procedural", "sample_count",
+                     "r1_every"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
         if self.steps_per_epoch is not None and self.steps_per_epoch <= 0:
@@ -76,8 +127,18 @@ class TrainConfig:
 
         if self.mixed_precision not in POLICIES:
             raise ValueError(f"mixed precision must be one of {', '.join(POLICIES)}, got {self.mixed_precision!r}")
-        if not self.learning_rate > 0:
-            raise ValueError(f"learning rate must be positive, got {self.learning_rate}")
+        for name in ("learning_rate", "d_learning_rate", "g_learning_rate"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise ValueError(f"{name.replace('_', '-')} must be positive, got {value}")
+        for name in ("beta_1", "beta_2"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"{name.replace('_', '-')} must be in [0, 1), got {getattr(self, name)}")
+        if not self.r1_gamma >= 0:
+            raise ValueError(f"r1-gamma must be >= 0, got {self.r1_gamma}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"ema-decay must be in [0, 1) (0 = off), got {self.ema_decay}")
+        parse_policy(self.diffaugment)  # names the unknown op
         return self
 
     def to_dict(self) -> dict:

@@ -2,7 +2,8 @@
 
 The backend-specific ``train_step`` lives in ``nebula_keras3.training.steps``
 (one small module per backend, picked at import time); this class holds what
-the three share: models, losses, latent sampling, optimizers, (de)serialisation.
+the three share: models, random draws, augmentation, losses, R1, EMA, logs,
+optimizers, (de)serialisation. The step files hold only gradient mechanics.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from keras import ops
 from nebula_keras3.sampling.grid import to_uint8
 from nebula_keras3.sampling.latents import batch_seeds, latents_from_seeds
 from nebula_keras3.training import steps
+from nebula_keras3.training.augment import DiffAugment
+from nebula_keras3.training.config import LOSSES
 
 
 def reference_adam(learning_rate=2e-4, beta_1=0.5, beta_2=0.999, name=None):
@@ -68,42 +71,155 @@ class GAN(keras.Model):
     Args:
         generator: a Keras model ``z [B, latent_dim] -> images [B, S, S, 3]`` in [-1, 1].
         discriminator: a Keras model ``images -> logits [B, 1]``.
-        seed: seed of the training-time latent generator (works inside jit).
+        seed: seed of the training-time random draws (latents, augmentation; works inside jit).
+        loss: "bce" (non-saturating, DCGAN's) or "hinge".
+        augment: DiffAugment policy, e.g. "color,translation,cutout"; "" = off.
+        r1_gamma: weight of the R1 penalty on D's input gradient at (augmented) reals; 0 = off.
+        r1_every: lazy R1 (StyleGAN2): every k-th step adds ``(gamma / 2) * k * E||grad_x D(x)||^2``.
+        ema_decay: keep an exponential moving average of G's weights and BatchNorm
+            statistics (``generator_ema``); 0 = off. Decay ramps up as min(decay, (1 + t) / (10 + t)).
 
-    ``compile(d_optimizer, g_optimizer, loss)`` then ``fit(batches)``; each step
-    logs ``d_loss``, ``g_loss``, ``d_real`` = D(x) and ``d_fake`` = D(G(z)).
+    ``compile(d_optimizer, g_optimizer)`` then ``fit(batches)``; each step logs
+    ``d_loss`` (adversarial part), ``g_loss``, ``d_real`` = mean sigmoid D(x) and
+    ``d_fake`` = mean sigmoid D(G(z)) as seen by the D update.
     """
 
     train_step = steps.train_step
 
-    def __init__(self, generator, discriminator, seed=None, **kwargs):
+    def __init__(self, generator, discriminator, seed=None, loss="bce", augment="", r1_gamma=0.0, r1_every=1,
+                 ema_decay=0.0, **kwargs):
         kwargs.setdefault("name", "gan")
         super().__init__(**kwargs)
+        if loss not in LOSSES:
+            raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
+        if r1_gamma < 0 or int(r1_every) < 1:
+            raise ValueError(f"need r1_gamma >= 0 and r1_every >= 1, got {r1_gamma} and {r1_every}")
+        if not 0.0 <= ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be in [0, 1), got {ema_decay}")
         self.generator = generator
         self.discriminator = discriminator
         self.seed = seed
+        self.loss_name = loss
+        self.augment_policy = augment or ""
+        self.diffaugment = DiffAugment(self.augment_policy)
+        self.r1_gamma = float(r1_gamma)
+        self.r1_every = int(r1_every)
+        self.ema_decay = float(ema_decay)
         self.latent_dim = int(generator.input_shape[-1])
+        self.image_size = int(generator.output_shape[1])
         self.seed_generator = keras.random.SeedGenerator(seed, name="latent_seed")
+        # EMA copy of G: same config, its own (non-trainable) variables, so it lives in
+        # gan.variables and hence in checkpoints; starts equal to G.
+        self.generator_ema = None
+        if self.ema_decay > 0:
+            name = f"{generator.name}_ema"
+            with keras.name_scope(name):  # variable paths generator_ema/..., distinct from G's
+                self.generator_ema = generator.__class__.from_config({**generator.get_config(), "name": name})
+            self.generator_ema.trainable = False
+            for e, v in zip(self.generator_ema.variables, generator.variables):
+                e.assign(np.array(ops.convert_to_numpy(v)))  # a copy: JAX must not see one buffer twice
         # Both sub-models are built from keras.Input: nothing for fit() to infer.
         self.built = True
 
     def call(self, z, training=False):
         return self.generator(z, training=training)
 
+    @property
+    def inference_generator(self):
+        """The generator to sample from: the EMA copy when enabled, else G."""
+        return self.generator_ema if self.generator_ema is not None else self.generator
+
+    def export_generator(self):
+        """A standalone generator with the inference weights, named and configured like G."""
+        if self.generator_ema is None:
+            return self.generator
+        clone = self.generator.__class__.from_config(self.generator.get_config())
+        for c, e in zip(clone.variables, self.generator_ema.variables):
+            c.assign(e.value)
+        return clone
+
     # -- shared by the three train steps ------------------------------------------------
+    @staticmethod
+    def unpack(data):
+        """The real batch [B, S, S, 3] in [-1, 1] from what fit hands the step."""
+        return data[0] if isinstance(data, (tuple, list)) else data
+
     def sample_latents(self, batch_size):
         """z ~ N(0, I) of shape [batch_size, latent_dim] from the GAN's seed generator."""
         return keras.random.normal((batch_size, self.latent_dim), seed=self.seed_generator)
 
+    def draw(self, batch_size):
+        """Every random draw of one step, in a fixed order, from the GAN's seed generator.
+
+        ``z`` [B, latent]; DiffAugment parameters for the reals and fakes of the D update
+        and the fakes of the G update (empty dicts when augmentation is off). Under JAX
+        the caller wraps this in a StatelessScope holding the seed state.
+        """
+        z = self.sample_latents(batch_size)
+        if not self.diffaugment:
+            return {"z": z, "real": {}, "fake": {}, "gen": {}}
+        draws = {"z": z}
+        for key in ("real", "fake", "gen"):
+            draws[key] = self.diffaugment.draw(batch_size, self.image_size, self.seed_generator)
+        return draws
+
+    def augment_with(self, images, params):
+        """DiffAugment ``images`` with drawn ``params`` (identity when augmentation is off)."""
+        return self.diffaugment.apply(images, params) if self.diffaugment else images
+
     def real_fake_loss(self, real_logits, fake_logits):
-        """D's loss: BCE(1, D(x)) + BCE(0, D(G(z)))."""
+        """D's adversarial loss: BCE(1, D(x)) + BCE(0, D(G(z))), or hinge E[relu(1 - D(x))] + E[relu(1 + D(G(z)))]."""
+        if self.loss_name == "hinge":
+            return ops.mean(ops.relu(1.0 - real_logits)) + ops.mean(ops.relu(1.0 + fake_logits))
         return self.gan_loss(ops.ones_like(real_logits), real_logits) + self.gan_loss(
             ops.zeros_like(fake_logits), fake_logits
         )
 
     def generator_loss(self, gen_logits):
-        """G's non-saturating loss: BCE(1, D(G(z)))."""
+        """G's loss: non-saturating BCE(1, D(G(z))), or hinge -E[D(G(z))]."""
+        if self.loss_name == "hinge":
+            return -ops.mean(gen_logits)
         return self.gan_loss(ops.ones_like(gen_logits), gen_logits)
+
+    @property
+    def uses_r1(self) -> bool:
+        return self.r1_gamma > 0
+
+    def r1_due(self, step):
+        """Whether step ``step`` (GAN steps done before it) adds the lazy R1 penalty."""
+        return ops.equal(ops.mod(step, self.r1_every), 0)
+
+    def r1_penalty(self, input_grads):
+        """(gamma / 2) * k * E_batch ||grad_x D(x)||^2 from ``input_grads`` [B, S, S, 3]."""
+        sq = ops.sum(ops.square(input_grads), axis=(1, 2, 3))  # [B]
+        return (0.5 * self.r1_gamma * self.r1_every) * ops.mean(sq)
+
+    def ema_decay_at(self, step):
+        """EMA decay for the update after step ``step``: min(decay, (1 + t) / (10 + t))."""
+        t = ops.cast(step, "float32")
+        return ops.minimum(self.ema_decay, (1.0 + t) / (10.0 + t))
+
+    @staticmethod
+    def ema_blend(average, value, decay):
+        """decay * average + (1 - decay) * value (weights and BatchNorm statistics alike)."""
+        return decay * average + (1.0 - decay) * ops.cast(value, average.dtype)
+
+    def update_ema(self, step):
+        """Stateful EMA update (TF and torch; JAX applies ``ema_blend`` to its state values)."""
+        if self.generator_ema is None:
+            return
+        decay = self.ema_decay_at(step)
+        for e, v in zip(self.generator_ema.variables, self.generator.variables):
+            e.assign(self.ema_blend(e.value, v.value, decay))
+
+    @staticmethod
+    def step_logs(d_loss, g_loss, real_logits, fake_logits):
+        return {
+            "d_loss": d_loss,
+            "g_loss": g_loss,
+            "d_real": ops.mean(ops.sigmoid(real_logits)),
+            "d_fake": ops.mean(ops.sigmoid(fake_logits)),
+        }
 
     # -- compile ---------------------------------------------------------------------
     def compile(self, d_optimizer=None, g_optimizer=None, loss=None, **kwargs):
@@ -162,7 +278,7 @@ class GAN(keras.Model):
         if n <= 0:
             raise ValueError(f"n must be positive, got {n}")
         z = latents_from_seeds(batch_seeds(seed, n), self.latent_dim)
-        images = self.generator.predict_on_batch(z)
+        images = self.inference_generator.predict_on_batch(z)
         return to_uint8(ops.convert_to_numpy(images))
 
     # -- serialisation ---------------------------------------------------------------
@@ -171,6 +287,11 @@ class GAN(keras.Model):
             "generator": keras.saving.serialize_keras_object(self.generator),
             "discriminator": keras.saving.serialize_keras_object(self.discriminator),
             "seed": self.seed,
+            "loss": self.loss_name,
+            "augment": self.augment_policy,
+            "r1_gamma": self.r1_gamma,
+            "r1_every": self.r1_every,
+            "ema_decay": self.ema_decay,
             "name": self.name,
         }
 

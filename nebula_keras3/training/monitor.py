@@ -226,7 +226,7 @@ class TrainingMonitor(keras.callbacks.Callback):
 
     def write_epoch_files(self, done: int) -> None:
         """Sample grid, this epoch's CSV rows (appended) and the plot; a resume truncates extras."""
-        gen = self.model.generator
+        gen = self.model.inference_generator  # EMA weights when the run keeps them
         if self._fixed_z is None:
             self._fixed_z = latents_from_seeds(batch_seeds(0, self.sample_count), self.model.latent_dim)
         images = to_uint8(ops.convert_to_numpy(gen(self._fixed_z, training=False)))

@@ -23,7 +23,7 @@ from nebula_keras3.artifacts import (
     remove_stale_temp_files,
     write_json_atomic,
 )
-from nebula_keras3.models import DCGANDiscriminator, DCGANGenerator
+from nebula_keras3.models import DCGANDiscriminator, DCGANGenerator, NebulaGenerator, ResNetDiscriminator
 from nebula_keras3.training.checkpoint import checkpoint_path, load_checkpoint
 from nebula_keras3.training.config import TrainConfig
 from nebula_keras3.training.evaluation import EVAL_COLUMNS, HoldoutEvaluation
@@ -58,18 +58,34 @@ class TrainResult:
     data: str
 
 
-def build_gan(config: TrainConfig) -> GAN:
-    """Generator, discriminator and GAN for a config, compiled with the recipe's two Adams."""
-    with dtype_policy(config.mixed_precision):  # bf16/fp16 compute, float32 variables
+def build_models(config: TrainConfig) -> tuple[keras.Model, keras.Model]:
+    """The generator and discriminator a config names (seeded from config.seed)."""
+    if config.model == "nebula":
+        generator = NebulaGenerator(config.image_size, config.latent_dim, config.ngf, upsample=config.upsample,
+                                    activation=config.g_activation, sle=config.sle, seed=config.seed)
+    else:
         generator = DCGANGenerator(config.image_size, config.latent_dim, config.ngf, seed=config.seed)
-        discriminator = DCGANDiscriminator(config.image_size, config.ndf, seed=config.seed + 1)
-    gan = GAN(generator, discriminator, seed=config.seed)
+    if config.discriminator == "resnet":
+        discriminator = ResNetDiscriminator(config.image_size, config.ndf, spectral_norm=config.spectral_norm,
+                                            seed=config.seed + 1)
+    else:
+        discriminator = DCGANDiscriminator(config.image_size, config.ndf, spectral_norm=config.spectral_norm,
+                                           seed=config.seed + 1)
+    return generator, discriminator
 
-    def adam(name):  # fp16: inside a LossScaleOptimizer
-        adam = reference_adam(config.learning_rate, config.beta_1, config.beta_2, name=name)
-        return wrap_optimizer(adam, config.mixed_precision)
 
-    gan.compile(d_optimizer=adam("d_adam"), g_optimizer=adam("g_adam"), jit_compile=config.jit_compile)
+def build_gan(config: TrainConfig) -> GAN:
+    """Generator, discriminator and GAN for a config, compiled with two Adams (torch's eps)."""
+    with dtype_policy(config.mixed_precision):  # bf16/fp16 compute, float32 variables
+        generator, discriminator = build_models(config)
+    gan = GAN(generator, discriminator, seed=config.seed, loss=config.loss, augment=config.diffaugment,
+              r1_gamma=config.r1_gamma, r1_every=config.r1_every, ema_decay=config.ema_decay)
+
+    def adam(lr, name):  # fp16: inside a LossScaleOptimizer
+        return wrap_optimizer(reference_adam(lr, config.beta_1, config.beta_2, name=name), config.mixed_precision)
+
+    gan.compile(d_optimizer=adam(config.d_lr, "d_adam"), g_optimizer=adam(config.g_lr, "g_adam"),
+                jit_compile=config.jit_compile)
     return gan
 
 
@@ -137,10 +153,11 @@ def save_generator(gan: GAN, config: TrainConfig, run_dir: Path, epochs_done: in
     """Write ``generator.keras`` and ``generator.json`` (the model facts) atomically."""
     path = run_dir / GENERATOR_FILE
     with atomic_path(path, suffix=".keras") as tmp, _tensorflow_left_unimported():
-        float32_copy(gan.generator).save(tmp)  # no 16-bit policy in the saved model
+        float32_copy(gan.export_generator()).save(tmp)  # EMA weights if kept; no 16-bit policy
     write_json_atomic(
         {
             "model": config.model,
+            "weights": "ema" if gan.generator_ema is not None else "raw",
             "preset": config.preset,
             "latent_dim": config.latent_dim,
             "image_size": config.image_size,
@@ -314,4 +331,4 @@ def _run(config: TrainConfig, run_dir: Path, *, resume: bool, progress: bool, ec
 
 
 __all__ = ["TrainConfig", "TrainResult", "RunError", "TrainingDiverged", "build_gan", "train", "resume",
-           "LOSS_COLUMNS", "EPOCH_COLUMNS"]
+           "LOSS_COLUMNS", "EPOCH_COLUMNS", "build_models"]

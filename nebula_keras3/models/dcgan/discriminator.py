@@ -24,15 +24,22 @@ class DCGANDiscriminator(keras.Model):
     Args:
         image_size: 32, 64, 128 or 256.
         ndf: width of the first stage.
+        spectral_norm: wrap every conv in ``SpectralNormalization`` and drop the
+            BatchNorms (SNGAN's "standard CNN"); off in the reference.
         seed: seed for the weight initialisers (None: Keras' global RNG).
     """
 
-    def __init__(self, image_size=64, ndf=64, seed=None, **kwargs):
+    def __init__(self, image_size=64, ndf=64, spectral_norm=False, seed=None, **kwargs):
+        from nebula_keras3.models.nebula.layers import SpectralNormalization
+
+        def sn(layer):
+            return SpectralNormalization(layer, name=f"{layer.name}_sn") if spectral_norm else layer
+
         mults = list(reversed(channel_mults(image_size)))  # [1, 2, 4, 8] at 64 px
         images = keras.Input(shape=(image_size, image_size, 3), name="images")
         x = images
         for i, mult in enumerate(mults):
-            x = keras.layers.Conv2D(
+            x = sn(keras.layers.Conv2D(
                 ndf * mult,
                 4,
                 strides=2,
@@ -40,11 +47,11 @@ class DCGANDiscriminator(keras.Model):
                 use_bias=False,
                 kernel_initializer=conv_init(None if seed is None else seed + i),
                 name=f"down{i}_conv",
-            )(x)
-            if i > 0:
+            ))(x)
+            if i > 0 and not spectral_norm:
                 x = batch_norm(f"down{i}_bn", None if seed is None else seed + 100 + i)(x)
             x = keras.layers.LeakyReLU(negative_slope=0.2, name=f"down{i}_lrelu")(x)
-        x = keras.layers.Conv2D(
+        x = sn(keras.layers.Conv2D(
             1,
             4,
             strides=1,
@@ -52,18 +59,20 @@ class DCGANDiscriminator(keras.Model):
             use_bias=False,
             kernel_initializer=conv_init(None if seed is None else seed + 99),
             name="to_logit_conv",
-        )(x)
+        ))(x)
         logits = keras.layers.Flatten(dtype="float32", name="logit")(x)
         kwargs.setdefault("name", "discriminator")
         super().__init__(inputs=images, outputs=logits, **kwargs)
         self.image_size = image_size
         self.ndf = ndf
+        self.spectral_norm = spectral_norm
         self.seed = seed
 
     def get_config(self):
         return {
             "image_size": self.image_size,
             "ndf": self.ndf,
+            "spectral_norm": self.spectral_norm,
             "seed": self.seed,
             "name": self.name,
         }

@@ -6,7 +6,7 @@ import math
 
 import keras
 
-SUPPORTED_SIZES = (32, 64, 128, 256)
+from nebula_keras3.training.config import SUPPORTED_SIZES  # noqa: F401 (one home, keras-free)
 MAX_CHANNEL_MULT = 8  # the 64 px reference tops out at ngf*8 / ndf*8; larger sizes stay there
 
 

@@ -1,0 +1,141 @@
+"""Nebula generator: latent vector -> RGB image in [-1, 1], no transposed convolutions."""
+
+from __future__ import annotations
+
+import keras
+
+from nebula_keras3.models.dcgan.layers import num_stages
+from nebula_keras3.models.nebula.layers import GLU, ICNR, DepthToSpace, seeded
+from nebula_keras3.training.config import G_ACTIVATIONS, UPSAMPLE_MODES
+
+MAX_WIDTH_MULT = 16  # widest map: ngf * 16 (the 4x4 one at 64 px)
+
+
+def generator_widths(image_size: int, ngf: int) -> list[int]:
+    """Channels of the 4x4, 8x8, ..., image_size maps: ngf at full size, doubling per halving.
+
+    64 px, ngf 16: [256, 128, 64, 32, 16].
+    """
+    n = num_stages(image_size)
+    return [ngf * min(2 ** (n - i), MAX_WIDTH_MULT) for i in range(n + 1)]
+
+
+def sle_pairs(image_size: int) -> list[tuple[int, int]]:
+    """(low, high) resolutions of FastGAN's skip-layer excitations: low = max(4, high / 16).
+
+    64 px: [(4, 32), (4, 64)]; 256 px: FastGAN's (4, 64), (8, 128), (16, 256) plus (4, 32).
+    """
+    return [(max(4, r // 16), r) for r in (32, 64, 128, 256) if r <= image_size]
+
+
+def skip_layer_excitation(low, high, name, seed):
+    """FastGAN SLE: channel gates for ``high`` [B, R, R, C_h] from ``low`` [B, r, r, C_l].
+
+    pool to 4x4 -> conv 4x4 valid (C_h) [B, 1, 1, C_h] -> LeakyReLU 0.1 -> conv 1x1 -> sigmoid -> high * gate.
+    """
+    r = low.shape[1]
+    x = low if r == 4 else keras.layers.AveragePooling2D(r // 4, name=f"{name}_pool")(low)  # [B, 4, 4, C_l]
+    c = high.shape[-1]
+    x = keras.layers.Conv2D(c, 4, padding="valid", kernel_initializer=keras.initializers.GlorotUniform(seeded(seed, 0)),
+                            name=f"{name}_conv4")(x)  # [B, 1, 1, C_h]
+    x = keras.layers.LeakyReLU(0.1, name=f"{name}_lrelu")(x)
+    x = keras.layers.Conv2D(c, 1, activation="sigmoid",
+                            kernel_initializer=keras.initializers.GlorotUniform(seeded(seed, 1)),
+                            name=f"{name}_conv1")(x)  # [B, 1, 1, C_h] in (0, 1)
+    return keras.layers.Multiply(name=f"{name}_gate")([high, x])
+
+
+@keras.saving.register_keras_serializable(package="nebula_keras3")
+class NebulaGenerator(keras.Model):
+    """Upsample-and-convolve generator (FastGAN-like, sized for a 2-core CPU).
+
+    Shapes at 64 px, ngf=16 (channels last; k = 2 with GLU, 1 with LeakyReLU):
+        z [B, 100]
+        Dense + BN + act                 -> [B, 4, 4, 256]      (Dense to 4*4*256k, reshape)
+        x2 up, conv 3x3, BN, act         -> [B, 8, 8, 128]
+                                         -> [B, 16, 16, 64]
+                                         -> [B, 32, 32, 32]   * SLE gate from the 4x4 map
+                                         -> [B, 64, 64, 16]   * SLE gate from the 4x4 map
+        conv 3x3 + tanh                  -> [B, 64, 64, 3]      (float32)
+    "x2 up" is ``upsample="nearest"`` (UpSampling2D then a 3x3 conv at the new size) or
+    ``"subpixel"`` (a 3x3 conv to 4x the channels at the old size, ICNR-initialised, then
+    depth-to-space): the same shapes, the sub-pixel form at a quarter of the pixels.
+
+    Args:
+        image_size: 32, 64, 128 or 256.
+        latent_dim: length of z.
+        ngf: channels of the full-size map (doubling per halving, up to ngf * 16).
+        upsample: "nearest" or "subpixel".
+        activation: "glu" (FastGAN: convs give 2C channels, gated to C) or "lrelu" (LeakyReLU 0.2).
+        sle: add FastGAN skip-layer excitation (low-res maps gate high-res channels).
+        seed: seed for the weight initialisers (None: Keras' global RNG).
+    """
+
+    def __init__(self, image_size=64, latent_dim=100, ngf=16, upsample="nearest", activation="glu",
+                 sle=True, seed=None, **kwargs):
+        if upsample not in UPSAMPLE_MODES:
+            raise ValueError(f"upsample must be one of {UPSAMPLE_MODES}, got {upsample!r}")
+        if activation not in G_ACTIVATIONS:
+            raise ValueError(f"activation must be one of {G_ACTIVATIONS}, got {activation!r}")
+        widths = generator_widths(image_size, ngf)
+        k = 2 if activation == "glu" else 1
+
+        def init(i):
+            return keras.initializers.GlorotUniform(seeded(seed, i))
+
+        def bn_act(x, name):
+            x = keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5, name=f"{name}_bn")(x)
+            if activation == "glu":
+                return GLU(name=f"{name}_glu")(x)  # [.., 2C] -> [.., C]
+            return keras.layers.LeakyReLU(0.2, name=f"{name}_lrelu")(x)
+
+        z = keras.Input(shape=(latent_dim,), name="z")
+        x = keras.layers.Dense(4 * 4 * widths[0] * k, use_bias=False, kernel_initializer=init(0),
+                               name="stem_dense")(z)
+        x = keras.layers.Reshape((4, 4, widths[0] * k), name="stem_map")(x)
+        x = bn_act(x, "stem")  # [B, 4, 4, widths[0]]
+        maps = {4: x}
+        gates = dict((high, low) for low, high in sle_pairs(image_size)) if sle else {}
+        for i, c in enumerate(widths[1:], start=1):
+            res = 4 * 2**i
+            name = f"up{res}"
+            if upsample == "nearest":
+                x = keras.layers.UpSampling2D(2, interpolation="nearest", name=f"{name}_nearest")(x)
+                x = keras.layers.Conv2D(c * k, 3, padding="same", use_bias=False, kernel_initializer=init(i),
+                                        name=f"{name}_conv")(x)  # [B, res, res, kC]
+            else:
+                x = keras.layers.Conv2D(4 * c * k, 3, padding="same", use_bias=False,
+                                        kernel_initializer=ICNR(init(i)),
+                                        name=f"{name}_conv")(x)  # [B, res/2, res/2, 4kC]
+                x = DepthToSpace(2, name=f"{name}_shuffle")(x)  # [B, res, res, kC]
+            x = bn_act(x, name)  # [B, res, res, C]
+            if res in gates:
+                x = skip_layer_excitation(maps[gates[res]], x, f"sle{gates[res]}to{res}", seeded(seed, 100 + i * 2))
+            maps[res] = x
+        x = keras.layers.Conv2D(3, 3, padding="same", kernel_initializer=init(99), name="to_rgb_conv")(x)
+        images = keras.layers.Activation("tanh", dtype="float32", name="images")(x)  # [B, S, S, 3]
+        kwargs.setdefault("name", "generator")
+        super().__init__(inputs=z, outputs=images, **kwargs)
+        self.image_size = image_size
+        self.latent_dim = latent_dim
+        self.ngf = ngf
+        self.upsample = upsample
+        self.activation = activation
+        self.sle = sle
+        self.seed = seed
+
+    def get_config(self):
+        return {
+            "image_size": self.image_size,
+            "latent_dim": self.latent_dim,
+            "ngf": self.ngf,
+            "upsample": self.upsample,
+            "activation": self.activation,
+            "sle": self.sle,
+            "seed": self.seed,
+            "name": self.name,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)

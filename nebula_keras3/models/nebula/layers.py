@@ -1,0 +1,149 @@
+"""Layers of the nebula family: spectral norm, depth-to-space, ICNR, GLU, skip-layer excitation."""
+
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+
+def l2_normalize(x, eps=1e-12):
+    return x / ops.sqrt(ops.maximum(ops.sum(ops.square(x)), eps))
+
+
+def seeded(seed, offset):
+    """Seed for one layer's initialiser (None stays None: Keras' global RNG)."""
+    return None if seed is None else seed + offset
+
+
+@keras.saving.register_keras_serializable(package="nebula_keras3")
+class SpectralNormalization(keras.layers.SpectralNormalization):
+    """``keras.layers.SpectralNormalization`` with torch's ``spectral_norm`` semantics.
+
+    Keras' layer *overwrites* the wrapped kernel with ``kernel / sigma`` on every
+    training call. Under JAX's ``stateless_call`` that write to a trainable variable
+    is dropped (the forward uses W / sigma(W), the stored kernel stays raw), while
+    TF and torch keep it, so the three backends would train different models.
+    Here the kernel is never written: every call (training or not) convolves with
+    ``W / sigma`` where ``sigma = v W u^T`` (u, v from power iteration, held
+    constant in the gradient as in Miyato et al. and torch), and only the
+    power-iteration vector ``u`` -- a non-trainable variable, hence threaded by
+    ``stateless_call`` under JAX -- is updated, in training calls only.
+
+    Supports ``Conv2D`` and ``Dense`` (what the discriminators use).
+    """
+
+    def build(self, input_shape):
+        if not isinstance(self.layer, (keras.layers.Conv2D, keras.layers.Dense)):
+            raise ValueError(f"SpectralNormalization here wraps Conv2D or Dense, not {type(self.layer).__name__}")
+        super().build(input_shape)
+
+    def _sigma_and_u(self, training):
+        weights = ops.reshape(self.kernel.value, (-1, self.kernel_shape[-1]))  # [k*k*in, out]
+        u = self.vector_u.value  # [1, out]
+        for _ in range(self.power_iterations):
+            v = l2_normalize(ops.matmul(u, ops.transpose(weights)))  # [1, k*k*in]
+            u = l2_normalize(ops.matmul(v, weights))  # [1, out]
+        u, v = ops.stop_gradient(u), ops.stop_gradient(v)
+        sigma = ops.matmul(ops.matmul(v, weights), ops.transpose(u))[0, 0]  # top singular value
+        if training:
+            self.vector_u.assign(u)
+        return sigma
+
+    def normalized_kernel(self, training=False):
+        return self.kernel.value / self._sigma_and_u(training)
+
+    def call(self, inputs, training=False):
+        kernel = self.normalized_kernel(training)
+        layer = self.layer
+        if isinstance(layer, keras.layers.Conv2D):
+            y = ops.conv(inputs, kernel, strides=layer.strides, padding=layer.padding,
+                         data_format=layer.data_format, dilation_rate=layer.dilation_rate)
+        else:
+            y = ops.matmul(inputs, kernel)
+        if layer.use_bias:
+            y = y + layer.bias
+        if layer.activation is not None:
+            y = layer.activation(y)
+        return y
+
+
+def depth_to_space(x, block=2):
+    """[B, H, W, b*b*C] -> [B, b*H, b*W, C]; channel (i*b + j)*C + c lands at (b*h + i, b*w + j).
+
+    Plain reshape/transpose (exports as ONNX Reshape + Transpose, TF's DepthToSpace order).
+    """
+    _, h, w, c = x.shape
+    c //= block * block
+    x = ops.reshape(x, (-1, h, w, block, block, c))
+    x = ops.transpose(x, (0, 1, 3, 2, 4, 5))  # [B, H, b, W, b, C]
+    return ops.reshape(x, (-1, h * block, w * block, c))
+
+
+@keras.saving.register_keras_serializable(package="nebula_keras3")
+class DepthToSpace(keras.layers.Layer):
+    """Sub-pixel shuffle ``[B, H, W, 4C] -> [B, 2H, 2W, C]`` (see ``depth_to_space``)."""
+
+    def __init__(self, block=2, **kwargs):
+        super().__init__(**kwargs)
+        self.block = block
+
+    def call(self, x):
+        return depth_to_space(x, self.block)
+
+    def compute_output_shape(self, input_shape):
+        b, h, w, c = input_shape
+        k = self.block
+        return (b, None if h is None else h * k, None if w is None else w * k, c // (k * k))
+
+    def get_config(self):
+        return {**super().get_config(), "block": self.block}
+
+
+@keras.saving.register_keras_serializable(package="nebula_keras3")
+class ICNR(keras.initializers.Initializer):
+    """ICNR (Aitken et al. 2017): a sub-pixel conv kernel whose ``block**2`` phases start equal.
+
+    Draws a kernel for ``C`` outputs from ``initializer`` and repeats it so that channel
+    ``(i*b + j)*C + c`` holds filter ``c``: depth-to-space of the output then equals
+    nearest-neighbour upsampling of one conv, so training starts without checkerboard.
+    """
+
+    def __init__(self, initializer="glorot_uniform", block=2):
+        self.initializer = keras.initializers.get(initializer)
+        self.block = block
+
+    def __call__(self, shape, dtype=None):
+        *rest, out = shape
+        phases = self.block * self.block
+        base = self.initializer((*rest, out // phases), dtype=dtype)
+        return ops.tile(base, (1,) * len(rest) + (phases,))
+
+    def get_config(self):
+        return {"initializer": keras.initializers.serialize(self.initializer), "block": self.block}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(keras.initializers.deserialize(config["initializer"]), config["block"])
+
+
+@keras.saving.register_keras_serializable(package="nebula_keras3")
+class GLU(keras.layers.Layer):
+    """Gated linear unit over channels: ``[B, H, W, 2C] -> a * sigmoid(b)``, [B, H, W, C]."""
+
+    def call(self, x):
+        a, b = ops.split(x, 2, axis=-1)
+        return a * ops.sigmoid(b)
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape[:-1], input_shape[-1] // 2)
+
+
+@keras.saving.register_keras_serializable(package="nebula_keras3")
+class GlobalSumPooling2D(keras.layers.Layer):
+    """``[B, H, W, C] -> [B, C]``: sum over the spatial axes (SNGAN's discriminator head)."""
+
+    def call(self, x):
+        return ops.sum(x, axis=(1, 2))
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], input_shape[-1])
