@@ -14,10 +14,11 @@ UPSAMPLE_MODES = ("nearest", "subpixel")
 G_ACTIVATIONS = ("glu", "lrelu")
 LOSSES = ("bce", "hinge")
 
-# The nebula family's recipe: data-efficient GAN training for ~1k images. Widths ngf 12 / ndf 16
-# keep a 64 px step near a dcgan64 step on torch (2-core CPU; paired runs, see bench/train_bench.py).
+# The nebula family's recipe: data-efficient GAN training for ~1k images. These settings (ngf 16,
+# ndf 32) are the ones bench/quality.py measured against dcgan64 at equal training time
+# (docs/RESULTS.md); a 64 px step costs about 1.2x a dcgan64 step on torch.
 _NEBULA = {
-    "model": "nebula", "discriminator": "resnet", "spectral_norm": True, "ngf": 12, "ndf": 16,
+    "model": "nebula", "discriminator": "resnet", "spectral_norm": True, "ngf": 16, "ndf": 32,
     "upsample": "nearest", "g_activation": "glu", "sle": True,
     "loss": "hinge", "diffaugment": "color,translation,cutout", "ema_decay": 0.999,
     "r1_gamma": 0.0, "r1_every": 16, "beta_1": 0.5, "beta_2": 0.99,

@@ -1,0 +1,160 @@
+"""Quality at equal wall-clock time: a candidate preset vs a reference preset on a real folder.
+
+Both presets train at the same time, side by side, each limited to the same number of
+threads, on the same held-out split (``nebula train --holdout``), scoring SWD against the
+held-out images every ``--eval-every`` epochs (``epochs.csv``). The reference trains for
+``--reference-epochs``; its training time T (sum of ``epochs.csv`` seconds, evaluation
+excluded) is the budget, and the candidate is stopped once its own training time passes
+T. Running both at once puts them under the same machine load, so the comparison holds on
+a busy machine too (absolute times do not: they are printed for the record).
+
+    python bench/quality.py --data ../shared/data/nebula --out runs/quality
+
+prints SWD (x1e3, lower is better) against training time for both, the ratio at T, and
+writes ``swd_vs_time.png`` and both presets' grids at T into ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+def read_epochs(run_dir: Path) -> list[dict]:
+    path = run_dir / "epochs.csv"
+    if not path.is_file():
+        return []
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def curve(rows: list[dict], column: str) -> list[tuple[int, float, float | None]]:
+    """(epoch, cumulative training seconds, metric or None) per epoch."""
+    out, total = [], 0.0
+    for r in rows:
+        total += float(r["seconds"])
+        value = r.get(column)
+        out.append((int(r["epoch"]), total, float(value) if value not in (None, "") else None))
+    return out
+
+
+def last_scored_within(points, budget):
+    scored = [p for p in points if p[2] is not None and p[1] <= budget * 1.0001]
+    return scored[-1] if scored else None
+
+
+def start(preset, args, out: Path, epochs: int) -> subprocess.Popen:
+    env = dict(os.environ, KERAS_BACKEND=args.backend, OMP_NUM_THREADS=str(args.threads),
+               MKL_NUM_THREADS=str(args.threads), TF_NUM_INTRAOP_THREADS=str(args.threads),
+               TF_NUM_INTEROP_THREADS="1",
+               XLA_FLAGS=os.environ.get("XLA_FLAGS", "") + (" --xla_cpu_multi_thread_eigen=false" if args.threads == 1 else ""))
+    cmd = [sys.executable, "-m", "nebula_keras3", "train", "--preset", preset, "--data", args.data,
+           "--holdout", str(args.holdout), "--eval-every", str(args.eval_every), "--epochs", str(epochs),
+           "--seed", str(args.seed), "--out", str(out / preset), "--quiet"]
+    log = open(out / f"{preset}.log", "w")
+    print("$", " ".join(cmd), flush=True)
+    return subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", required=True, help="real image folder")
+    p.add_argument("--out", default="runs/quality")
+    p.add_argument("--reference", default="dcgan64")
+    p.add_argument("--candidate", default="nebula64")
+    p.add_argument("--reference-epochs", type=int, default=40)
+    p.add_argument("--holdout", type=float, default=0.1)
+    p.add_argument("--eval-every", type=int, default=2)
+    p.add_argument("--threads", type=int, default=1, help="threads per training process")
+    p.add_argument("--backend", default="torch")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--metric", default="swd")
+    args = p.parse_args(argv)
+
+    out = Path(args.out)
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    t0 = time.time()
+    ref = start(args.reference, args, out, args.reference_epochs)
+    cand = start(args.candidate, args, out, 100_000)
+    ref_dir, cand_dir = out / args.reference, out / args.candidate
+    budget = None
+    try:
+        while True:
+            time.sleep(5)
+            if budget is None and ref.poll() is not None:
+                if ref.returncode != 0:
+                    raise SystemExit(f"{args.reference} failed (exit {ref.returncode}); see {out / args.reference}.log")
+                budget = curve(read_epochs(ref_dir), args.metric)[-1][1]
+                print(f"{args.reference}: {args.reference_epochs} epochs in {budget:.0f} s of training "
+                      f"({time.time() - t0:.0f} s wall)", flush=True)
+            if cand.poll() is not None:
+                raise SystemExit(f"{args.candidate} stopped early (exit {cand.returncode}); see {out / args.candidate}.log")
+            if budget is not None:
+                points = curve(read_epochs(cand_dir), args.metric)
+                if points and points[-1][1] >= budget:
+                    break
+    finally:
+        for proc in (ref, cand):
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+                proc.wait()
+
+    ref_points = curve(read_epochs(ref_dir), args.metric)
+    cand_points = curve(read_epochs(cand_dir), args.metric)
+    r = last_scored_within(ref_points, budget)
+    c = last_scored_within(cand_points, budget)
+    print(f"\n{args.metric} (x1e3, lower is better) against {args.holdout:.0%} held-out images, by training time:")
+    for name, points in ((args.reference, ref_points), (args.candidate, cand_points)):
+        shown = ", ".join(f"e{e} {s:.0f}s {v:.1f}" for e, s, v in points if v is not None)
+        print(f"  {name}: {shown}")
+    result = {
+        "budget_seconds": round(budget, 1),
+        "reference": {"preset": args.reference, "epoch": r[0], "seconds": round(r[1], 1), args.metric: r[2]},
+        "candidate": {"preset": args.candidate, "epoch": c[0], "seconds": round(c[1], 1), args.metric: c[2]},
+        "ratio": round(c[2] / r[2], 3),
+        "threads_per_run": args.threads,
+        "backend": args.backend,
+    }
+    print(f"\nat T = {budget:.0f} s: {args.reference} epoch {r[0]} {args.metric} {r[2]:.1f}; "
+          f"{args.candidate} epoch {c[0]} {args.metric} {c[2]:.1f}; ratio {result['ratio']:.2f}")
+    for name, (epoch, *_rest) in ((args.reference, r), (args.candidate, c)):
+        grid = out / name / "samples" / f"epoch_{epoch:03d}.png"
+        if grid.is_file():
+            shutil.copy(grid, out / f"grid_{name}_epoch{epoch:03d}.png")
+    (out / "result.json").write_text(json.dumps(result, indent=2) + "\n")
+    plot(ref_points, cand_points, args, budget, out / f"{args.metric}_vs_time.png")
+    return 0
+
+
+def plot(ref_points, cand_points, args, budget, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for name, points in ((args.reference, ref_points), (args.candidate, cand_points)):
+        xs = [s / 60 for _, s, v in points if v is not None]
+        ys = [v for _, s, v in points if v is not None]
+        ax.plot(xs, ys, marker="o", markersize=3, label=name)
+    ax.axvline(budget / 60, color="grey", linestyle=":", label=f"{args.reference} at {args.reference_epochs} epochs")
+    ax.set_xlabel("training time (min)")
+    ax.set_ylabel(f"{args.metric} x1e3 vs held-out")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
