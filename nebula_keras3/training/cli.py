@@ -38,7 +38,7 @@ def _opt(flag, name, type_, text, **kw):
 
 # Options that shape a new run; each maps to a TrainConfig field. None = the preset's value.
 RUN_OPTIONS = [
-    click.option("--preset", type=click.Choice(list(PRESETS)), default="dcgan64", show_default=True,
+    click.option("--preset", type=click.Choice(list(PRESETS)), default="nebula64", show_default=True,
                  help="Starting configuration; the options below override it."),
     click.option("--data", type=click.Path(file_okay=False), default=None,
                  help="Folder of training images (any format/mode). Default: built-in procedural nebulae."),
