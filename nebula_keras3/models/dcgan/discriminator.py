@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import keras
 
+from nebula_keras3.export import layout  # exported tensor names: the generator output IMAGES is the D input
 from nebula_keras3.models.dcgan.layers import batch_norm, channel_mults, conv_init
 
 
@@ -36,7 +37,7 @@ class DCGANDiscriminator(keras.Model):
             return SpectralNormalization(layer, name=f"{layer.name}_sn") if spectral_norm else layer
 
         mults = list(reversed(channel_mults(image_size)))  # [1, 2, 4, 8] at 64 px
-        images = keras.Input(shape=(image_size, image_size, 3), name="images")
+        images = keras.Input(shape=(image_size, image_size, 3), name=layout.IMAGES)
         x = images
         for i, mult in enumerate(mults):
             x = sn(keras.layers.Conv2D(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import keras
 
+from nebula_keras3.export import layout  # exported tensor names: G maps Z to IMAGES
 from nebula_keras3.models.dcgan.layers import SubPixelConv2DTranspose, batch_norm, channel_mults, conv_init
 
 
@@ -32,7 +33,7 @@ class DCGANGenerator(keras.Model):
 
     def __init__(self, image_size=64, latent_dim=100, ngf=64, seed=None, upsample="auto", **kwargs):
         mults = channel_mults(image_size)
-        z = keras.Input(shape=(latent_dim,), name="z")
+        z = keras.Input(shape=(latent_dim,), name=layout.Z)
         x = keras.layers.Reshape((1, 1, latent_dim), name="z_as_map")(z)
         for i, mult in enumerate(mults):
             first = i == 0
@@ -56,7 +57,7 @@ class DCGANGenerator(keras.Model):
             kernel_initializer=conv_init(None if seed is None else seed + 99),
             name="to_rgb_convt",
         )(x)
-        images = keras.layers.Activation("tanh", dtype="float32", name="images")(x)
+        images = keras.layers.Activation("tanh", dtype="float32", name=layout.IMAGES)(x)
         kwargs.setdefault("name", "generator")
         super().__init__(inputs=z, outputs=images, **kwargs)
         self.image_size = image_size

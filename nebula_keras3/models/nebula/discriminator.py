@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import keras
 
+from nebula_keras3.export import layout  # exported tensor names: the generator output IMAGES is the D input
 from nebula_keras3.models.dcgan.layers import num_stages
 from nebula_keras3.models.nebula.layers import GlobalSumPooling2D, SpectralNormalization, seeded
 
@@ -52,7 +53,7 @@ class ResNetDiscriminator(keras.Model):
         def pool(name):
             return keras.layers.AveragePooling2D(2, name=name)
 
-        images = keras.Input(shape=(image_size, image_size, 3), name="images")
+        images = keras.Input(shape=(image_size, image_size, 3), name=layout.IMAGES)
         x, c_in = images, 3
         for i, c in enumerate(discriminator_widths(image_size, ndf)):
             name = f"block{i}"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import keras
 
+from nebula_keras3.export import layout  # exported tensor names: G maps Z to IMAGES
 from nebula_keras3.models.dcgan.layers import num_stages
 from nebula_keras3.models.nebula.layers import GLU, ICNR, DepthToSpace, seeded
 from nebula_keras3.training.config import G_ACTIVATIONS, UPSAMPLE_MODES
@@ -89,7 +90,7 @@ class NebulaGenerator(keras.Model):
                 return GLU(name=f"{name}_glu")(x)  # [.., 2C] -> [.., C]
             return keras.layers.LeakyReLU(0.2, name=f"{name}_lrelu")(x)
 
-        z = keras.Input(shape=(latent_dim,), name="z")
+        z = keras.Input(shape=(latent_dim,), name=layout.Z)
         x = keras.layers.Dense(4 * 4 * widths[0] * k, use_bias=False, kernel_initializer=init(0),
                                name="stem_dense")(z)
         x = keras.layers.Reshape((4, 4, widths[0] * k), name="stem_map")(x)
@@ -113,7 +114,7 @@ class NebulaGenerator(keras.Model):
                 x = skip_layer_excitation(maps[gates[res]], x, f"sle{gates[res]}to{res}", seeded(seed, 100 + i * 2))
             maps[res] = x
         x = keras.layers.Conv2D(3, 3, padding="same", kernel_initializer=init(99), name="to_rgb_conv")(x)
-        images = keras.layers.Activation("tanh", dtype="float32", name="images")(x)  # [B, S, S, 3]
+        images = keras.layers.Activation("tanh", dtype="float32", name=layout.IMAGES)(x)  # [B, S, S, 3]
         kwargs.setdefault("name", "generator")
         super().__init__(inputs=z, outputs=images, **kwargs)
         self.image_size = image_size
