@@ -8,10 +8,11 @@ import pytest
 from conftest import tiny_config
 from PIL import Image
 
+from nebula_keras3.data import procedural_nebulae
 from nebula_keras3.data.split import holdout_indices, split_holdout
 from nebula_keras3.training import trainer
 from nebula_keras3.training.checkpoint import BEST_FILE, checkpoint_path, read_header
-from nebula_keras3.training.evaluation import EVAL_COLUMNS, generator_to_score
+from nebula_keras3.training.evaluation import EVAL_COLUMNS, score_generator
 
 quiet = dict(progress=False, echo=lambda *_: None)
 
@@ -41,11 +42,18 @@ def test_eval_every_needs_a_holdout():
 
 
 @pytest.mark.backend_independent
-def test_the_scored_generator_is_the_inference_one_when_there_is_one():
-    plain = types.SimpleNamespace(generator="raw")
-    assert generator_to_score(plain) == "raw"
-    with_ema = types.SimpleNamespace(generator="raw", inference_generator="ema")
-    assert generator_to_score(with_ema) == "ema"
+def test_the_scored_images_are_the_ones_gan_generate_draws():
+    # GAN.generate samples the inference generator (the EMA copy when kept) from image seeds 0..n-1
+    images = procedural_nebulae(16, 32, seed=3)
+    calls = []
+
+    def generate(n, seed=0):
+        calls.append((n, seed))
+        return images[:n]
+
+    figures = score_generator(types.SimpleNamespace(generate=generate), images)
+    assert calls == [(16, 0)]
+    assert figures["swd"] == 0.0  # the very same images on both sides
 
 
 def epoch_rows(run):
