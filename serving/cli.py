@@ -174,7 +174,27 @@ def _server_class():
     import uvicorn
 
     class GracefulServer(uvicorn.Server):
-        """uvicorn re-raises SIGTERM after its graceful shutdown; a drained server exits 0 instead."""
+        """uvicorn re-raises SIGTERM after its graceful shutdown; a drained server exits 0 instead.
+
+        uvicorn puts the previous SIGTERM handler back once it has stopped, while the process still
+        tears down; a second SIGTERM then (orchestrators repeat theirs) would kill it with -15. The
+        handler installed here, and restored there, ignores SIGTERM once shutdown has begun, and
+        SIGTERM is ignored outright once uvicorn has returned.
+        """
+
+        def run(self, sockets=None):
+            signal.signal(signal.SIGTERM, self._sigterm_outside_uvicorn)
+            try:
+                return super().run(sockets)
+            finally:
+                if self.should_exit:  # Python resets its own handlers to SIG_DFL at exit, not SIG_IGN
+                    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+        def _sigterm_outside_uvicorn(self, sig, frame):
+            if self.should_exit:
+                return  # already drained and stopping: one exit is enough
+            signal.signal(sig, signal.SIG_DFL)  # not serving yet: die as a signalled process does
+            signal.raise_signal(sig)
 
         def handle_exit(self, sig, frame):
             super().handle_exit(sig, frame)
