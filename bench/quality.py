@@ -12,6 +12,10 @@ a busy machine too (absolute times do not: they are printed for the record).
 
 prints SWD (x1e3, lower is better) against training time for both, the ratio at T, and
 writes ``swd_vs_time.png`` and both presets' grids at T into ``--out``.
+
+``--candidate`` may be repeated, and each may carry ``nebula train`` options after the preset
+(``--candidate "nebula64 --ndf 64"``): all candidates train beside the reference, under the
+same load, and each is compared at T.
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ import argparse
 import csv
 import json
 import os
+import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -51,15 +57,23 @@ def last_scored_within(points, budget):
     return scored[-1] if scored else None
 
 
-def start(preset, args, out: Path, epochs: int) -> subprocess.Popen:
+def run_name(spec: str) -> str:
+    """Folder name of a candidate spec: the preset, then its options (``nebula64 --ndf 64`` -> ``nebula64_ndf64``)."""
+    words = shlex.split(spec)
+    return "_".join([words[0]] + [re.sub(r"[^A-Za-z0-9.]+", "", w) for w in words[1:]])
+
+
+def start(spec, args, out: Path, epochs: int) -> subprocess.Popen:
+    preset, *options = shlex.split(spec)
+    name = run_name(spec)
     env = dict(os.environ, KERAS_BACKEND=args.backend, OMP_NUM_THREADS=str(args.threads),
                MKL_NUM_THREADS=str(args.threads), TF_NUM_INTRAOP_THREADS=str(args.threads),
                TF_NUM_INTEROP_THREADS="1",
                XLA_FLAGS=os.environ.get("XLA_FLAGS", "") + (" --xla_cpu_multi_thread_eigen=false" if args.threads == 1 else ""))
-    cmd = [sys.executable, "-m", "nebula_keras3", "train", "--preset", preset, "--data", args.data,
+    cmd = [sys.executable, "-m", "nebula_keras3", "train", "--preset", preset, *options, "--data", args.data,
            "--holdout", str(args.holdout), "--eval-every", str(args.eval_every), "--epochs", str(epochs),
-           "--seed", str(args.seed), "--out", str(out / preset), "--quiet"]
-    log = open(out / f"{preset}.log", "w")
+           "--seed", str(args.seed), "--out", str(out / name), "--quiet"]
+    log = open(out / f"{name}.log", "w")
     print("$", " ".join(cmd), flush=True)
     return subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
@@ -69,7 +83,8 @@ def main(argv=None) -> int:
     p.add_argument("--data", required=True, help="real image folder")
     p.add_argument("--out", default="runs/quality")
     p.add_argument("--reference", default="dcgan64")
-    p.add_argument("--candidate", default="nebula64")
+    p.add_argument("--candidate", action="append",
+                   help="preset, optionally followed by nebula train options; repeatable (default: nebula64)")
     p.add_argument("--reference-epochs", type=int, default=40)
     p.add_argument("--holdout", type=float, default=0.1)
     p.add_argument("--eval-every", type=int, default=2)
@@ -79,78 +94,88 @@ def main(argv=None) -> int:
     p.add_argument("--metric", default="swd")
     args = p.parse_args(argv)
 
+    candidates = args.candidate or ["nebula64"]
+    names = [run_name(c) for c in candidates]
+    if len({*names, run_name(args.reference)}) != len(names) + 1:
+        raise SystemExit(f"two runs would share a run folder: {[run_name(args.reference), *names]}")
     out = Path(args.out)
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
     t0 = time.time()
     ref = start(args.reference, args, out, args.reference_epochs)
-    cand = start(args.candidate, args, out, 100_000)
-    ref_dir, cand_dir = out / args.reference, out / args.candidate
+    cands = {name: start(spec, args, out, 100_000) for name, spec in zip(names, candidates)}
+    ref_dir = out / run_name(args.reference)
     budget = None
     try:
-        while True:
+        while cands:
             time.sleep(5)
             if budget is None and ref.poll() is not None:
                 if ref.returncode != 0:
-                    raise SystemExit(f"{args.reference} failed (exit {ref.returncode}); see {out / args.reference}.log")
+                    raise SystemExit(f"{args.reference} failed (exit {ref.returncode}); see {ref_dir}.log")
                 budget = curve(read_epochs(ref_dir), args.metric)[-1][1]
                 print(f"{args.reference}: {args.reference_epochs} epochs in {budget:.0f} s of training "
                       f"({time.time() - t0:.0f} s wall)", flush=True)
-            if cand.poll() is not None:
-                raise SystemExit(f"{args.candidate} stopped early (exit {cand.returncode}); see {out / args.candidate}.log")
-            if budget is not None:
-                points = curve(read_epochs(cand_dir), args.metric)
-                if points and points[-1][1] >= budget:
-                    break
+            for name, proc in list(cands.items()):
+                if proc.poll() is not None:
+                    raise SystemExit(f"{name} stopped early (exit {proc.returncode}); see {out / name}.log")
+                if budget is not None:
+                    points = curve(read_epochs(out / name), args.metric)
+                    if points and points[-1][1] >= budget:
+                        os.killpg(proc.pid, signal.SIGTERM)  # past T: the others run on without it
+                        proc.wait()
+                        del cands[name]
     finally:
-        for proc in (ref, cand):
+        for proc in (ref, *cands.values()):
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGTERM)
                 proc.wait()
 
-    ref_points = curve(read_epochs(ref_dir), args.metric)
-    cand_points = curve(read_epochs(cand_dir), args.metric)
-    r = last_scored_within(ref_points, budget)
-    c = last_scored_within(cand_points, budget)
+    curves = {run_name(args.reference): curve(read_epochs(ref_dir), args.metric)}
+    curves.update({name: curve(read_epochs(out / name), args.metric) for name in names})
+    at_t = {name: last_scored_within(points, budget) for name, points in curves.items()}
     print(f"\n{args.metric} (x1e3, lower is better) against {args.holdout:.0%} held-out images, by training time:")
-    for name, points in ((args.reference, ref_points), (args.candidate, cand_points)):
+    for name, points in curves.items():
         shown = ", ".join(f"e{e} {s:.0f}s {v:.1f}" for e, s, v in points if v is not None)
         print(f"  {name}: {shown}")
+    r = at_t[run_name(args.reference)]
     result = {
         "budget_seconds": round(budget, 1),
         "reference": {"preset": args.reference, "epoch": r[0], "seconds": round(r[1], 1), args.metric: r[2]},
-        "candidate": {"preset": args.candidate, "epoch": c[0], "seconds": round(c[1], 1), args.metric: c[2]},
-        "ratio": round(c[2] / r[2], 3),
+        "candidates": [],
         "threads_per_run": args.threads,
         "backend": args.backend,
     }
-    print(f"\nat T = {budget:.0f} s: {args.reference} epoch {r[0]} {args.metric} {r[2]:.1f}; "
-          f"{args.candidate} epoch {c[0]} {args.metric} {c[2]:.1f}; ratio {result['ratio']:.2f}")
-    for name, (epoch, *_rest) in ((args.reference, r), (args.candidate, c)):
+    print(f"\nat T = {budget:.0f} s: {args.reference} epoch {r[0]} {args.metric} {r[2]:.1f}")
+    for name, spec in zip(names, candidates):
+        c = at_t[name]
+        result["candidates"].append({"spec": spec, "epoch": c[0], "seconds": round(c[1], 1), args.metric: c[2],
+                                     "ratio": round(c[2] / r[2], 3)})
+        print(f"  {spec}: epoch {c[0]} {args.metric} {c[2]:.1f}; ratio {c[2] / r[2]:.2f}")
+    for name, (epoch, *_rest) in at_t.items():
         grid = out / name / "samples" / f"epoch_{epoch:03d}.png"
         if grid.is_file():
             shutil.copy(grid, out / f"grid_{name}_epoch{epoch:03d}.png")
     (out / "result.json").write_text(json.dumps(result, indent=2) + "\n")
-    plot(ref_points, cand_points, args, budget, out / f"{args.metric}_vs_time.png")
+    plot(curves, args, budget, out / f"{args.metric}_vs_time.png")
     return 0
 
 
-def plot(ref_points, cand_points, args, budget, path):
+def plot(curves, args, budget, path):
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4))
-    for name, points in ((args.reference, ref_points), (args.candidate, cand_points)):
+    for name, points in curves.items():
         xs = [s / 60 for _, s, v in points if v is not None]
         ys = [v for _, s, v in points if v is not None]
         ax.plot(xs, ys, marker="o", markersize=3, label=name)
     ax.axvline(budget / 60, color="grey", linestyle=":", label=f"{args.reference} at {args.reference_epochs} epochs")
     ax.set_xlabel("training time (min)")
     ax.set_ylabel(f"{args.metric} x1e3 vs held-out")
-    ax.legend()
+    ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
