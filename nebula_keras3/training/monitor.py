@@ -15,8 +15,7 @@ import numpy as np
 from keras import ops
 
 from nebula_keras3.artifacts import atomic_path, write_bytes_atomic
-from nebula_keras3.sampling.grid import make_grid, save_png, to_uint8
-from nebula_keras3.sampling.latents import batch_seeds, latents_from_seeds
+from nebula_keras3.sampling.grid import make_grid, save_png
 from nebula_keras3.training.checkpoint import save_checkpoint
 from nebula_keras3.training.evaluation import EVAL_SECONDS
 
@@ -162,7 +161,6 @@ class TrainingMonitor(keras.callbacks.Callback):
         self.sample_count = sample_count
         self.echo = echo
         self.diverged = None  # (epoch, step, logs) of the first non-finite step
-        self._fixed_z = None
         self.losses_csv = self.run_dir / "losses.csv"
         self.epochs_csv = self.run_dir / "epochs.csv"
         loss_rows = read_csv_rows(self.losses_csv, start_epoch)
@@ -226,10 +224,7 @@ class TrainingMonitor(keras.callbacks.Callback):
 
     def write_epoch_files(self, done: int) -> None:
         """Sample grid, this epoch's CSV rows (appended) and the plot; a resume truncates extras."""
-        gen = self.model.inference_generator  # EMA weights when the run keeps them
-        if self._fixed_z is None:
-            self._fixed_z = latents_from_seeds(batch_seeds(0, self.sample_count), self.model.latent_dim)
-        images = to_uint8(ops.convert_to_numpy(gen(self._fixed_z, training=False)))
+        images = self.model.generate(self.sample_count, seed=0)  # EMA weights when kept; seeds 0..n-1
         save_png(make_grid(images), sample_grid_path(self.run_dir, done))
         append_csv_rows(self.losses_csv, LOSS_COLUMNS, self._epoch_rows)
         append_csv_rows(self.epochs_csv, self.epoch_columns, self.epoch_rows[-1:])
