@@ -15,11 +15,11 @@ G_ACTIVATIONS = ("glu", "lrelu")
 LOSSES = ("bce", "hinge")
 
 # The nebula family's recipe: data-efficient GAN training for ~1k images. bench/quality.py measured
-# it against dcgan64 at equal training time (docs/RESULTS.md). The DCGAN discriminator (BatchNorm,
-# ndf 32) learns fast and costs half a spectral-norm ResNet one (ndf 32), which with hinge loss and
-# DiffAugment colour+translation+cutout barely separated real from fake here (D loss near chance).
-# A 64 px step costs about 0.6x a dcgan64 step on torch (1 thread). EMA 0.99: at 0.999 the average
-# lags the raw weights through the first ~1k steps, most of a short run.
+# it against dcgan64 at equal training time (docs/RESULTS.md: SWD 0.39x dcgan64's). Its D is the
+# DCGAN discriminator (BatchNorm) at ndf 32, half the cost of the spectral-norm ResNet one at ndf 32,
+# which with hinge loss and cutout levelled off at 0.74x. A 64 px step costs about 0.6x a dcgan64
+# step on torch (1 thread). EMA 0.99: at 0.999 the average lags the raw weights through the first
+# ~1k steps, most of a short run.
 _NEBULA = {
     "model": "nebula", "discriminator": "dcgan", "spectral_norm": False, "ngf": 16, "ndf": 32,
     "upsample": "nearest", "g_activation": "glu", "sle": True,
