@@ -64,8 +64,8 @@ def test_shapes_at_every_size_without_transposed_convs(size, upsample):
 
 
 def test_64px_defaults_parameter_counts():
-    # nebula64 widths: G ngf 16 -> 256..16 channels, D ndf 32 -> 32..256 (counted once here so a
-    # change of architecture is a deliberate edit of these numbers).
+    # nebula64's G (ngf 16 -> 256..16 channels) and the ResNet D option at ndf 32 -> 32..256
+    # (counted once here so a change of architecture is a deliberate edit of these numbers).
     g = NebulaGenerator(64, seed=0)
     d = ResNetDiscriminator(64, seed=0)
     count = lambda m: sum(int(np.prod(v.shape)) for v in m.trainable_variables)  # noqa: E731
