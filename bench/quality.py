@@ -58,7 +58,7 @@ def last_scored_within(points, budget):
 
 
 def run_name(spec: str) -> str:
-    """Folder name of a candidate spec: the preset, then its options (``nebula64 --ndf 64`` -> ``nebula64_ndf64``)."""
+    """Folder name of a candidate spec: the preset, then its options (``nebula64 --ndf 64`` -> ``nebula64_ndf_64``)."""
     words = shlex.split(spec)
     return "_".join([words[0]] + [re.sub(r"[^A-Za-z0-9.]+", "", w) for w in words[1:]])
 
@@ -138,6 +138,10 @@ def main(argv=None) -> int:
     for name, points in curves.items():
         shown = ", ".join(f"e{e} {s:.0f}s {v:.1f}" for e, s, v in points if v is not None)
         print(f"  {name}: {shown}")
+    unscored = [name for name, point in at_t.items() if point is None]
+    if unscored:
+        raise SystemExit(f"no {args.metric} score within T = {budget:.0f} s for {', '.join(unscored)} "
+                         f"(score more often: --eval-every)")
     r = at_t[run_name(args.reference)]
     result = {
         "budget_seconds": round(budget, 1),
