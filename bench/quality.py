@@ -63,9 +63,8 @@ def run_name(spec: str) -> str:
     return "_".join([words[0]] + [re.sub(r"[^A-Za-z0-9.]+", "", w) for w in words[1:]])
 
 
-def start(spec, args, out: Path, epochs: int) -> subprocess.Popen:
+def start(spec, name, args, out: Path, epochs: int) -> subprocess.Popen:
     preset, *options = shlex.split(spec)
-    name = run_name(spec)
     env = dict(os.environ, KERAS_BACKEND=args.backend, OMP_NUM_THREADS=str(args.threads),
                MKL_NUM_THREADS=str(args.threads), TF_NUM_INTRAOP_THREADS=str(args.threads),
                TF_NUM_INTEROP_THREADS="1",
@@ -96,16 +95,17 @@ def main(argv=None) -> int:
 
     candidates = args.candidate or ["nebula64"]
     names = [run_name(c) for c in candidates]
-    if len({*names, run_name(args.reference)}) != len(names) + 1:
-        raise SystemExit(f"two runs would share a run folder: {[run_name(args.reference), *names]}")
+    ref_name = run_name(args.reference)
+    if len({*names, ref_name}) != len(names) + 1:
+        raise SystemExit(f"two runs would share a run folder: {[ref_name, *names]}")
     out = Path(args.out)
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
     t0 = time.time()
-    ref = start(args.reference, args, out, args.reference_epochs)
-    cands = {name: start(spec, args, out, 100_000) for name, spec in zip(names, candidates)}
-    ref_dir = out / run_name(args.reference)
+    ref = start(args.reference, ref_name, args, out, args.reference_epochs)
+    cands = {name: start(spec, name, args, out, 100_000) for name, spec in zip(names, candidates)}
+    ref_dir = out / ref_name
     budget = None
     try:
         while cands:
@@ -131,7 +131,7 @@ def main(argv=None) -> int:
                 os.killpg(proc.pid, signal.SIGTERM)
                 proc.wait()
 
-    curves = {run_name(args.reference): curve(read_epochs(ref_dir), args.metric)}
+    curves = {ref_name: curve(read_epochs(ref_dir), args.metric)}
     curves.update({name: curve(read_epochs(out / name), args.metric) for name in names})
     at_t = {name: last_scored_within(points, budget) for name, points in curves.items()}
     print(f"\n{args.metric} (x1e3, lower is better) against {args.holdout:.0%} held-out images, by training time:")
@@ -142,7 +142,7 @@ def main(argv=None) -> int:
     if unscored:
         raise SystemExit(f"no {args.metric} score within T = {budget:.0f} s for {', '.join(unscored)} "
                          f"(score more often: --eval-every)")
-    r = at_t[run_name(args.reference)]
+    r = at_t[ref_name]
     result = {
         "budget_seconds": round(budget, 1),
         "reference": {"preset": args.reference, "epoch": r[0], "seconds": round(r[1], 1), args.metric: r[2]},
