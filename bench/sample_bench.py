@@ -1,13 +1,15 @@
 """Sampling throughput: ONNX Runtime vs Keras (torch eager, JAX) on one generator, in one run.
 
-    .venv/bin/python bench/sample_bench.py [--model runs/x | --image-size 64] [--batch-size 64]
+    .venv/bin/python bench/sample_bench.py [--model runs/x | --preset nebula64] [--batch-size 64]
                                            [--reps 5] [--rounds 2]
 
-The generator is a run folder's ``generator.keras`` (``--model``) or a fresh ``dcgan64``
-one (speed does not depend on the weights). It is exported to ONNX on the TensorFlow
-backend (as ``nebula export`` does) twice: its stride-2 transposed convolutions as ONNX
-ConvTranspose, and in their sub-pixel form (Conv + depth-to-space, same weights). Each ONNX
-model runs with the session options ``nebula sample --onnx`` uses; Keras runs ``generator.predict_on_batch`` on the torch and JAX backends,
+The generator is a run folder's ``generator.keras`` (``--model``) or a fresh one of
+``--preset`` (default dcgan64; speed does not depend on the weights). It is exported to ONNX
+on the TensorFlow backend (as ``nebula export`` does) once per form of its upsampling
+layers (``FORMS``: dcgan's transposed convolutions as ONNX ConvTranspose, sub-pixel Conv +
+depth-to-space or phase matmuls; nebula's nearest-upsample convolutions direct or as phase
+matmuls; same weights). Each ONNX model runs with the session options ``nebula sample --onnx``
+uses; Keras runs ``generator.predict_on_batch`` on the torch and JAX backends,
 each in its own subprocess. Rounds alternate all entries; the table prints median images/s
 and the ratio to Keras-torch eager. Not a test: it measures.
 """
@@ -24,28 +26,37 @@ import tempfile
 import time
 from pathlib import Path
 
-EXPORT = r"""
+LOAD = r"""
 import json, sys
 import keras
-from nebula_keras3.models import DCGANGenerator
 from nebula_keras3.models.dcgan.layers import SubPixelConv2DTranspose
+from nebula_keras3.models.nebula.layers import NearestUpsampleConv2D
+from nebula_keras3.training.config import TrainConfig
+from nebula_keras3.training.trainer import build_models
+UPSAMPLING = (SubPixelConv2DTranspose, NearestUpsampleConv2D)
+def load(model, preset):
+    if model:
+        return keras.saving.load_model(model, compile=False)
+    return build_models(TrainConfig.from_preset(preset, seed=0))[0]
+"""
+
+EXPORT = LOAD + r"""
 from export.onnx_model import convert
-model, size, out = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-g = keras.saving.load_model(model, compile=False) if model else DCGANGenerator(size, seed=0)
-for form in ("transpose", "subpixel"):
+model, preset, out, forms = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4].split(",")
+g = load(model, preset)
+for form in forms:
     for layer in g.layers:
-        if isinstance(layer, SubPixelConv2DTranspose):
+        if isinstance(layer, UPSAMPLING):
             layer.implementation = form
     final, _ = convert(g, int(g.input_shape[-1]), {"bench": "1"})
     open(f"{out}/{form}.onnx", "wb").write(final.SerializeToString())
 """
 
-KERAS = r"""
-import json, sys, time
-import numpy as np, keras
-from nebula_keras3.models import DCGANGenerator
-model, size, batch, reps = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
-g = keras.saving.load_model(model, compile=False) if model else DCGANGenerator(size, seed=0)
+KERAS = LOAD + r"""
+import time
+import numpy as np
+model, preset, batch, reps = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+g = load(model, preset)
 z = np.random.default_rng(0).normal(size=(batch, int(g.input_shape[-1]))).astype("float32")
 for _ in range(2):
     keras.ops.convert_to_numpy(g.predict_on_batch(z))
@@ -54,6 +65,19 @@ for _ in range(reps):
     keras.ops.convert_to_numpy(g.predict_on_batch(z))
 print(json.dumps({"images_per_second": batch * reps / (time.perf_counter() - t)}))
 """
+
+
+def forms_of(model: str, preset: str) -> list[str]:
+    """The upsampling forms the generator's layers can be exported in (they are one family's)."""
+    out = run_worker(LOAD + r"""
+g = load(sys.argv[1], sys.argv[2])
+print(json.dumps(sorted({l.__class__.__name__ for l in g.layers if isinstance(l, UPSAMPLING)})))
+""", "tensorflow", model, preset)
+    kinds = json.loads(out.strip().splitlines()[-1])
+    from nebula_keras3.models.dcgan import layers as dcgan_layers
+    from nebula_keras3.models.nebula import layers as nebula_layers
+
+    return list({"SubPixelConv2DTranspose": dcgan_layers.FORMS, "NearestUpsampleConv2D": nebula_layers.FORMS}[kinds[0]])
 
 
 def run_worker(code: str, backend: str, *args) -> str:
@@ -84,7 +108,7 @@ def time_ort(path: Path, batch: int, reps: int) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default="", help="run folder or .keras file (default: a fresh dcgan64 G)")
-    ap.add_argument("--image-size", type=int, default=64)
+    ap.add_argument("--preset", default="dcgan64", help="fresh generator of this preset when no --model")
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--rounds", type=int, default=2)
@@ -92,19 +116,20 @@ def main() -> None:
     model = args.model
     if model and Path(model).is_dir():
         model = str(Path(model) / "generator.keras")
+    forms = forms_of(model, args.preset)
     with tempfile.TemporaryDirectory() as tmp:
-        run_worker(EXPORT, "tensorflow", model, args.image_size, tmp)
+        run_worker(EXPORT, "tensorflow", model, args.preset, tmp, ",".join(forms))
         ips: dict[str, list[float]] = {}
         for r in range(args.rounds):
             for be in ("torch", "jax"):
-                out = run_worker(KERAS, be, model, args.image_size, args.batch_size, args.reps)
+                out = run_worker(KERAS, be, model, args.preset, args.batch_size, args.reps)
                 ips.setdefault(f"keras {be}", []).append(json.loads(out.strip().splitlines()[-1])["images_per_second"])
-            for form in ("transpose", "subpixel"):
+            for form in forms:
                 ips.setdefault(f"onnx runtime, {form} form", []).append(
                     time_ort(Path(tmp) / f"{form}.onnx", args.batch_size, args.reps))
             print(f"round {r + 1}: " + ", ".join(f"{k} {v[-1]:.0f}" for k, v in ips.items()), flush=True)
     ref = statistics.median(ips["keras torch"])
-    print(f"\ngenerator {model or f'dcgan{args.image_size} (fresh)'}, batch {args.batch_size}, "
+    print(f"\ngenerator {model or f'{args.preset} (fresh)'}, batch {args.batch_size}, "
           f"{args.reps} batches x {args.rounds} rounds")
     print(f"{'':34s}{'img/s (median)':>16s}{'vs keras torch':>16s}")
     for k, v in ips.items():

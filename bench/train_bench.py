@@ -8,7 +8,7 @@ training step: for ``dcgan64`` pytorch/examples ``dcgan/main.py`` (netD on real 
 fake, then netG through the updated netD; Adam 2e-4 / 0.5). Each Keras backend runs
 ``GAN.fit`` in its own subprocess (the backend is fixed per process) on random data for
 ``--steps`` steps after a warm-up fit (compile), with the package's defaults for that
-backend. A backend entry may carry variants, ``jax:subpixel=off`` or
+backend. A backend entry may carry variants, ``jax:upsample=transpose`` or
 ``tensorflow:jit=off``, to measure an alternative against the default in the same run.
 
 Rounds alternate the reference and the backends so drift on a shared machine hits both;
@@ -36,9 +36,8 @@ import nebula_keras3.models.dcgan.layers as dcgan_layers
 from nebula_keras3.training.config import TrainConfig
 from nebula_keras3.training.trainer import build_gan
 opts = spec["options"]
-if "subpixel" in opts:  # measure the other form of the stride-2 transposed convolutions
-    on = opts["subpixel"] == "on"
-    dcgan_layers.SUBPIXEL_BACKENDS = frozenset({keras.backend.backend()} if on else ())
+if "upsample" in opts:  # measure another form of the generator's x2 upsampling layers
+    dcgan_layers.auto_form = lambda backend, filters: opts["upsample"]
 overrides = {}
 if "jit" in opts:
     overrides["jit_compile"] = {"auto": "auto", "on": True, "off": False}[opts["jit"]]
@@ -149,7 +148,7 @@ def matmul_peak_gflops(n: int = 1024, seconds: float = 1.0) -> float:
 
 
 def parse_entry(entry: str) -> tuple[str, dict]:
-    """``jax:subpixel=off,jit=on`` -> ("jax", {"subpixel": "off", "jit": "on"})."""
+    """``jax:upsample=subpixel,jit=on`` -> ("jax", {"upsample": "subpixel", "jit": "on"})."""
     backend, _, rest = entry.partition(":")
     options = dict(kv.split("=", 1) for kv in rest.split(",") if kv) if rest else {}
     return backend, options
@@ -173,7 +172,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=8)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--backends", default="torch,tensorflow,jax",
-                    help="comma-separated; ';' separates entries with variants, e.g. 'jax;jax:subpixel=off'")
+                    help="comma-separated; ';' separates entries with variants, e.g. 'jax;jax:upsample=subpixel'")
     args = ap.parse_args()
     family = FAMILIES[args.family]
     sep = ";" if ";" in args.backends else ","

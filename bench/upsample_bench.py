@@ -1,11 +1,14 @@
-"""Generator forward + backward time per form of its stride-2 transposed convolutions.
+"""Generator forward + backward time per form of its x2 upsampling layers.
 
-    KERAS_BACKEND=torch .venv/bin/python bench/upsample_bench.py transpose,subpixel
-    KERAS_BACKEND=tensorflow JIT=1 .venv/bin/python bench/upsample_bench.py transpose,subpixel
+    KERAS_BACKEND=torch .venv/bin/python bench/upsample_bench.py dcgan64 transpose,subpixel,phase
+    KERAS_BACKEND=jax .venv/bin/python bench/upsample_bench.py nebula64 direct,phase
+    KERAS_BACKEND=tensorflow JIT=1 .venv/bin/python bench/upsample_bench.py dcgan64 transpose,phase
 
-Times d(sum G(z)^2)/d(weights) of a fresh dcgan64 generator at batch 64 (best of 3 after
-2 warm-ups) for each ``upsample`` form given; the evidence behind ``SUBPIXEL_BACKENDS``.
-On JAX the transpose form's backward takes minutes per call on a 2-core CPU. Not a test.
+Times d(sum G(z)^2)/d(weights) of a fresh generator of the preset (dcgan64: its stride-2
+transposed convolutions, ``SubPixelConv2DTranspose``; nebula64: its nearest-upsample
+convolutions, ``NearestUpsampleConv2D``) at batch 64 (best of 3 after 2 warm-ups) for each
+form given; the evidence behind each layer module's ``AUTO_FORMS``. On JAX the dcgan
+transpose form's backward takes seconds per layer on a 2-core CPU. Not a test.
 """
 import os
 import sys
@@ -15,13 +18,20 @@ import keras
 import numpy as np
 from keras import ops
 
-from nebula_keras3.models import DCGANGenerator
+from nebula_keras3.models.dcgan.layers import SubPixelConv2DTranspose
+from nebula_keras3.models.nebula.layers import NearestUpsampleConv2D
+from nebula_keras3.training.config import TrainConfig
+from nebula_keras3.training.trainer import build_gan
 
 b = keras.backend.backend()
+preset, forms = sys.argv[1], sys.argv[2].split(",")
 z = np.random.default_rng(0).normal(size=(64, 100)).astype("float32")
 res = {}
-for form in sys.argv[1].split(","):
-    g = DCGANGenerator(64, upsample=form, seed=0)
+for form in forms:
+    g = build_gan(TrainConfig.from_preset(preset, batch_size=64)).generator
+    for layer in g.layers:
+        if isinstance(layer, (SubPixelConv2DTranspose, NearestUpsampleConv2D)):
+            layer.implementation = form
     if b == "jax":
         import jax
         tv = [v.value for v in g.trainable_variables]; ntv = [v.value for v in g.non_trainable_variables]
@@ -50,4 +60,4 @@ for form in sys.argv[1].split(","):
     for _ in range(3):
         t = time.perf_counter(); run(); ts.append(time.perf_counter() - t)
     res[form] = min(ts)
-print(b, os.environ.get("JIT", ""), " ".join(f"{k} {v*1e3:.0f} ms" for k, v in res.items()), flush=True)
+print(preset, b, os.environ.get("JIT", ""), " ".join(f"{k} {v*1e3:.0f} ms" for k, v in res.items()), flush=True)

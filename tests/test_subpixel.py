@@ -11,12 +11,12 @@ import pytest
 from keras import ops
 
 from nebula_keras3.models import DCGANGenerator
-from nebula_keras3.models.dcgan.layers import SUBPIXEL_BACKENDS, SubPixelConv2DTranspose
+from nebula_keras3.models.dcgan.layers import SubPixelConv2DTranspose, auto_form
 
 
-def _layer_pair(cin, cout, seed):
+def _layer_pair(cin, cout, seed, form="subpixel"):
     ref = keras.layers.Conv2DTranspose(cout, 4, strides=2, padding="same", use_bias=False)
-    sub = SubPixelConv2DTranspose(cout, use_bias=False, implementation="subpixel")
+    sub = SubPixelConv2DTranspose(cout, use_bias=False, implementation=form)
     ref.build((None, 5, 6, cin))
     sub.build((None, 5, 6, cin))
     kernel = np.random.default_rng(seed).normal(size=(4, 4, cout, cin)).astype("float32")
@@ -56,9 +56,10 @@ def _value_and_grads(layer, x, upstream):
     return [np.asarray(ops.convert_to_numpy(t)) for t in (y, gx, gk)]
 
 
+@pytest.mark.parametrize("form", ["subpixel", "phase"])
 @pytest.mark.parametrize("cin,cout", [(3, 2), (16, 8), (8, 3)])
-def test_subpixel_equals_conv_transpose_forward_and_gradients(cin, cout):
-    ref, sub = _layer_pair(cin, cout, seed=cin + cout)
+def test_subpixel_equals_conv_transpose_forward_and_gradients(cin, cout, form):
+    ref, sub = _layer_pair(cin, cout, seed=cin + cout, form=form)
     rng = np.random.default_rng(1)
     x = rng.normal(size=(2, 5, 6, cin)).astype("float32")
     upstream = rng.normal(size=(2, 10, 12, cout)).astype("float32")
@@ -71,16 +72,18 @@ def test_subpixel_equals_conv_transpose_forward_and_gradients(cin, cout):
 
 def test_generator_forms_share_variables_and_output():
     auto = DCGANGenerator(32, latent_dim=8, ngf=4, seed=3)
-    forms = {u: DCGANGenerator(32, latent_dim=8, ngf=4, seed=3, upsample=u) for u in ("transpose", "subpixel")}
+    forms = {u: DCGANGenerator(32, latent_dim=8, ngf=4, seed=3, upsample=u) for u in ("transpose", "subpixel", "phase")}
     for g in forms.values():
         assert [v.path for v in g.weights] == [v.path for v in auto.weights]
         g.set_weights(auto.get_weights())
     z = np.random.default_rng(0).normal(size=(4, 8)).astype("float32")
     outs = {u: ops.convert_to_numpy(g(z, training=False)) for u, g in forms.items()}
     np.testing.assert_allclose(outs["subpixel"], outs["transpose"], atol=1e-5, rtol=0)
+    np.testing.assert_allclose(outs["phase"], outs["transpose"], atol=1e-5, rtol=0)
     np.testing.assert_allclose(ops.convert_to_numpy(auto(z, training=False)), outs["transpose"], atol=1e-5, rtol=0)
-    uses = {l.uses_subpixel for l in auto.layers if isinstance(l, SubPixelConv2DTranspose)}
-    assert uses == {keras.backend.backend() in SUBPIXEL_BACKENDS}
+    for layer in auto.layers:
+        if isinstance(layer, SubPixelConv2DTranspose):
+            assert layer.form == auto_form(keras.backend.backend(), layer.filters)
 
 
 def test_subpixel_layer_refuses_other_shapes():

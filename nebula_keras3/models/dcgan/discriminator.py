@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 
 from nebula_keras3.export import layout  # exported tensor names: the generator output IMAGES is the D input
-from nebula_keras3.models.dcgan.layers import batch_norm, channel_mults, conv_init
+from nebula_keras3.models.dcgan.layers import Stride2Conv2D, batch_norm, channel_mults, conv_init
 
 
 @keras.saving.register_keras_serializable(package="nebula_keras3")
@@ -40,11 +40,8 @@ class DCGANDiscriminator(keras.Model):
         images = keras.Input(shape=(image_size, image_size, 3), name=layout.IMAGES)
         x = images
         for i, mult in enumerate(mults):
-            x = sn(keras.layers.Conv2D(
+            x = sn(Stride2Conv2D(  # 4x4 / 2, "same"; as a patch matmul on JAX
                 ndf * mult,
-                4,
-                strides=2,
-                padding="same",
                 use_bias=False,
                 kernel_initializer=conv_init(None if seed is None else seed + i),
                 name=f"down{i}_conv",

@@ -6,6 +6,7 @@ import math
 
 import keras
 
+from nebula_keras3.models.conv_as_matmul import TRANSPOSE_TAPS, phase_kernels, phase_upsample, stride2_conv
 from nebula_keras3.training.config import SUPPORTED_SIZES  # noqa: F401 (one home, keras-free)
 MAX_CHANNEL_MULT = 8  # the 64 px reference tops out at ngf*8 / ndf*8; larger sizes stay there
 
@@ -44,12 +45,23 @@ def channel_mults(image_size: int) -> list[int]:
     return [min(2 ** (n - 1 - i), MAX_CHANNEL_MULT) for i in range(n)]
 
 
-# Backends on which the generator's stride-2 transposed convolutions run in their
-# sub-pixel form (see SubPixelConv2DTranspose). Measured on 2 CPU cores, G forward +
-# backward at 64 px, batch 64: XLA's CPU backward of conv_transpose takes seconds per
-# layer, the sub-pixel form's does not; on torch and TensorFlow the sub-pixel form took
-# 1.7-2.1x the time of their own transposed convolution.
-SUBPIXEL_BACKENDS = frozenset({"jax"})
+# The form ``implementation="auto"`` picks (others: "transpose"). Measured per layer with
+# bench/upsample_bench.py and bench/conv_forms_bench.py (forward +
+# backward at 64 px, batch 64, 2 CPU cores): XLA's CPU backward of conv_transpose takes
+# seconds per layer, so JAX runs the phase matmuls (4 taps per pixel) on layers with at
+# least PHASE_MIN_FILTERS outputs and the 3x3 sub-pixel conv on the thin to-RGB layer,
+# where 3-column matmuls are slow; torch's and TensorFlow's own transposed convolutions
+# beat both other forms there.
+PHASE_MIN_FILTERS = 16
+
+
+def auto_form(backend: str, filters: int) -> str:
+    if backend != "jax":
+        return "transpose"
+    return "phase" if filters >= PHASE_MIN_FILTERS else "subpixel"
+
+
+FORMS = ("transpose", "subpixel", "phase")
 
 # Kernel tap of the 4x4 transposed kernel used by output phase a (rows of the
 # table) at 3x3 offset d (columns, d = di + 1); 4 is a zero tap (no contribution).
@@ -59,7 +71,7 @@ _SUBPIXEL_TAPS = ((3, 1, 4), (4, 2, 0))
 
 @keras.saving.register_keras_serializable(package="nebula_keras3")
 class SubPixelConv2DTranspose(keras.layers.Conv2DTranspose):
-    """``Conv2DTranspose(filters, 4, strides=2, padding="same")``, optionally computed as sub-pixel conv.
+    """``Conv2DTranspose(filters, 4, strides=2, padding="same")``, computed in one of three exact forms.
 
     Same variables, names and output as the Keras layer. ``implementation``:
 
@@ -70,7 +82,9 @@ class SubPixelConv2DTranspose(keras.layers.Conv2DTranspose):
 
           x [B, H, W, Cin] --conv 3x3--> [B, H, W, 2*2*Cout] --depth-to-space--> [B, 2H, 2W, Cout]
 
-    * ``"auto"`` (default): ``"subpixel"`` on the backends in ``SUBPIXEL_BACKENDS``.
+    * ``"phase"``: each output phase as a 2x2 patch matmul on the input
+      (``nebula_keras3.models.conv_as_matmul``; the transposed convolution's own 4 taps per pixel);
+    * ``"auto"`` (default): ``auto_form`` of the running backend and ``filters``.
     """
 
     def __init__(self, filters, kernel_size=4, strides=2, padding="same", implementation="auto", **kwargs):
@@ -79,8 +93,8 @@ class SubPixelConv2DTranspose(keras.layers.Conv2DTranspose):
 
         if pair(kernel_size) != (4, 4) or pair(strides) != (2, 2) or padding != "same":
             raise ValueError("SubPixelConv2DTranspose is the 4x4, stride-2, 'same' transposed convolution")
-        if implementation not in ("auto", "transpose", "subpixel"):
-            raise ValueError(f"implementation must be auto, transpose or subpixel, got {implementation!r}")
+        if implementation != "auto" and implementation not in FORMS:
+            raise ValueError(f"implementation must be auto or one of {FORMS}, got {implementation!r}")
         if kwargs.get("data_format") not in (None, "channels_last") or kwargs.get("dilation_rate") not in (
             None, 1, (1, 1)
         ) or kwargs.get("output_padding") is not None:
@@ -89,10 +103,11 @@ class SubPixelConv2DTranspose(keras.layers.Conv2DTranspose):
         self.implementation = implementation
 
     @property
-    def uses_subpixel(self) -> bool:
+    def form(self) -> str:
+        """The form ``call`` computes: ``implementation`` with "auto" resolved for the backend."""
         if self.implementation == "auto":
-            return keras.backend.backend() in SUBPIXEL_BACKENDS
-        return self.implementation == "subpixel"
+            return auto_form(keras.backend.backend(), self.filters)
+        return self.implementation
 
     def subpixel_kernel(self):
         """The 3x3 kernel [3, 3, Cin, 2*2*Cout] (channels ordered row phase, column phase, Cout)."""
@@ -109,15 +124,20 @@ class SubPixelConv2DTranspose(keras.layers.Conv2DTranspose):
         return ops.reshape(k, (3, 3, cin, 4 * cout))
 
     def call(self, inputs):
-        if not self.uses_subpixel:
+        form = self.form
+        if form == "transpose":
             return super().call(inputs)
         from keras import ops
 
-        x = ops.conv(inputs, self.subpixel_kernel(), strides=1, padding="same")  # [B, H, W, 4*Cout]
-        h, w = x.shape[1], x.shape[2]
-        x = ops.reshape(x, (-1, h, w, 2, 2, self.filters))  # [B, H, W, a, b, Cout]
-        x = ops.transpose(x, (0, 1, 3, 2, 4, 5))  # [B, H, a, W, b, Cout]
-        x = ops.reshape(x, (-1, 2 * h, 2 * w, self.filters))  # [B, 2H, 2W, Cout]
+        if form == "phase":
+            kernel = ops.transpose(self.kernel, (0, 1, 3, 2))  # [4, 4, Cin, Cout]
+            x = phase_upsample(inputs, phase_kernels(kernel, TRANSPOSE_TAPS))  # [B, 2H, 2W, Cout]
+        else:
+            x = ops.conv(inputs, self.subpixel_kernel(), strides=1, padding="same")  # [B, H, W, 4*Cout]
+            h, w = x.shape[1], x.shape[2]
+            x = ops.reshape(x, (-1, h, w, 2, 2, self.filters))  # [B, H, W, a, b, Cout]
+            x = ops.transpose(x, (0, 1, 3, 2, 4, 5))  # [B, H, a, W, b, Cout]
+            x = ops.reshape(x, (-1, 2 * h, 2 * w, self.filters))  # [B, 2H, 2W, Cout]
         if self.use_bias:
             x = ops.add(x, self.bias)
         if self.activation is not None:
@@ -128,3 +148,51 @@ class SubPixelConv2DTranspose(keras.layers.Conv2DTranspose):
         config = super().get_config()
         config["implementation"] = self.implementation
         return config
+
+
+# The form ``Stride2Conv2D(implementation="auto")`` picks per backend (others: "direct").
+# bench/conv_forms_bench.py, dcgan64 D layers forward + backward, batch 64, 2 CPU cores:
+# JAX 451 ms direct vs 366 ms as matmuls (the 3-channel first layer 55 vs 14 ms).
+DOWN_AUTO_FORMS = {"jax": "matmul"}
+DOWN_FORMS = ("direct", "matmul")
+
+
+@keras.saving.register_keras_serializable(package="nebula_keras3")
+class Stride2Conv2D(keras.layers.Conv2D):
+    """``Conv2D(filters, 4, strides=2, padding="same")`` (the DCGAN discriminator's), in one of two exact forms.
+
+    Same variables and output as the Keras layer. ``implementation``: ``"direct"``
+    (``ops.conv``), ``"matmul"`` (``conv_as_matmul.stride2_conv``: space-to-depth, then one
+    patch matmul), or ``"auto"`` (``DOWN_AUTO_FORMS`` for the running backend, else direct).
+    """
+
+    def __init__(self, filters, kernel_size=4, strides=2, padding="same", implementation="auto", **kwargs):
+        def pair(v):
+            return tuple(v) if isinstance(v, (tuple, list)) else (v, v)
+
+        if pair(kernel_size) != (4, 4) or pair(strides) != (2, 2) or padding != "same":
+            raise ValueError("Stride2Conv2D is the 4x4, stride-2, 'same' convolution")
+        if implementation != "auto" and implementation not in DOWN_FORMS:
+            raise ValueError(f"implementation must be auto or one of {DOWN_FORMS}, got {implementation!r}")
+        if kwargs.get("data_format") not in (None, "channels_last") or kwargs.get("dilation_rate") not in (
+            None, 1, (1, 1)
+        ) or kwargs.get("groups", 1) != 1:
+            raise ValueError("Stride2Conv2D supports channels_last, no dilation, no groups")
+        super().__init__(filters, 4, strides=2, padding="same", **kwargs)
+        self.implementation = implementation
+
+    @property
+    def form(self) -> str:
+        """The form ``call`` computes: ``implementation`` with "auto" resolved for the backend."""
+        if self.implementation == "auto":
+            return DOWN_AUTO_FORMS.get(keras.backend.backend(), "direct")
+        return self.implementation
+
+    def convolution_op(self, inputs, kernel):  # Conv2D.call adds the bias and activation
+        if self.form == "matmul" and inputs.shape[1] is not None and inputs.shape[1] % 2 == 0 \
+                and inputs.shape[2] is not None and inputs.shape[2] % 2 == 0:
+            return stride2_conv(inputs, kernel)
+        return super().convolution_op(inputs, kernel)
+
+    def get_config(self):
+        return {**super().get_config(), "implementation": self.implementation}

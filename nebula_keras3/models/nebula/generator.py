@@ -6,7 +6,7 @@ import keras
 
 from nebula_keras3.export import layout  # exported tensor names: G maps Z to IMAGES
 from nebula_keras3.models.dcgan.layers import num_stages
-from nebula_keras3.models.nebula.layers import GLU, ICNR, DepthToSpace, seeded
+from nebula_keras3.models.nebula.layers import GLU, ICNR, DepthToSpace, NearestUpsampleConv2D, seeded
 from nebula_keras3.training.config import G_ACTIVATIONS, UPSAMPLE_MODES
 
 MAX_WIDTH_MULT = 16  # widest map: ngf * 16 (the 4x4 one at 64 px)
@@ -58,7 +58,8 @@ class NebulaGenerator(keras.Model):
                                          -> [B, 32, 32, 32]   * SLE gate from the 4x4 map
                                          -> [B, 64, 64, 16]   * SLE gate from the 4x4 map
         conv 3x3 + tanh                  -> [B, 64, 64, 3]      (float32)
-    "x2 up" is ``upsample="nearest"`` (UpSampling2D then a 3x3 conv at the new size) or
+    "x2 up" is ``upsample="nearest"`` (nearest x2 upsampling then a 3x3 conv at the new size,
+    one ``NearestUpsampleConv2D``, computed in the backend's faster exact form) or
     ``"subpixel"`` (a 3x3 conv to 4x the channels at the old size, ICNR-initialised, then
     depth-to-space): the same shapes, the sub-pixel form at a quarter of the pixels.
 
@@ -101,9 +102,8 @@ class NebulaGenerator(keras.Model):
             res = 4 * 2**i
             name = f"up{res}"
             if upsample == "nearest":
-                x = keras.layers.UpSampling2D(2, interpolation="nearest", name=f"{name}_nearest")(x)
-                x = keras.layers.Conv2D(c * k, 3, padding="same", use_bias=False, kernel_initializer=init(i),
-                                        name=f"{name}_conv")(x)  # [B, res, res, kC]
+                x = NearestUpsampleConv2D(c * k, use_bias=False, kernel_initializer=init(i),
+                                          name=f"{name}_conv")(x)  # [B, res, res, kC]
             else:
                 x = keras.layers.Conv2D(4 * c * k, 3, padding="same", use_bias=False,
                                         kernel_initializer=ICNR(init(i)),

@@ -5,6 +5,14 @@ from __future__ import annotations
 import keras
 from keras import ops
 
+from nebula_keras3.models.conv_as_matmul import NEAREST_TAPS, phase_kernels, phase_upsample
+
+# The form each backend computes ``NearestUpsampleConv2D`` in under ``implementation="auto"``
+# (others: "direct"). bench/upsample_bench.py, nebula64 G forward + backward, 2 CPU cores:
+# JAX's phase matmuls beat its upsample-then-convolve; torch and TensorFlow convolve faster.
+AUTO_FORMS = {"jax": "phase"}
+FORMS = ("direct", "phase")
+
 
 def l2_normalize(x, eps=1e-12):
     return x / ops.sqrt(ops.maximum(ops.sum(ops.square(x)), eps))
@@ -56,8 +64,7 @@ class SpectralNormalization(keras.layers.SpectralNormalization):
         kernel = self.normalized_kernel(training)
         layer = self.layer
         if isinstance(layer, keras.layers.Conv2D):
-            y = ops.conv(inputs, kernel, strides=layer.strides, padding=layer.padding,
-                         data_format=layer.data_format, dilation_rate=layer.dilation_rate)
+            y = layer.convolution_op(inputs, kernel)  # the wrapped layer's own (fastest) form
         else:
             y = ops.matmul(inputs, kernel)
         if layer.use_bias:
@@ -97,6 +104,49 @@ class DepthToSpace(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "block": self.block}
+
+
+@keras.saving.register_keras_serializable(package="nebula_keras3")
+class NearestUpsampleConv2D(keras.layers.Conv2D):
+    """Nearest x2 upsampling then ``Conv2D(filters, 3, padding="same")``, as one layer.
+
+    ``[B, H, W, Cin] -> [B, 2H, 2W, filters]``; the variables are a plain 3x3 ``Conv2D``'s.
+    ``implementation``: ``"direct"`` (repeat rows and columns, then convolve at 2H x 2W),
+    ``"phase"`` (``nebula_keras3.models.conv_as_matmul``: the same output from four 2x2 patch
+    matmuls on the H x W map, 4/9 of the multiply-adds), or ``"auto"`` (``AUTO_FORMS``).
+    """
+
+    def __init__(self, filters, kernel_size=3, padding="same", implementation="auto", **kwargs):
+        if kernel_size not in (3, (3, 3), [3, 3]) or padding != "same" or kwargs.get("strides", 1) not in (1, (1, 1)):
+            raise ValueError("NearestUpsampleConv2D is a 3x3, stride-1, 'same' convolution after x2 upsampling")
+        if implementation != "auto" and implementation not in FORMS:
+            raise ValueError(f"implementation must be auto or one of {FORMS}, got {implementation!r}")
+        if kwargs.get("data_format") not in (None, "channels_last") or kwargs.get("dilation_rate") not in (
+            None, 1, (1, 1)
+        ) or kwargs.get("groups", 1) != 1:
+            raise ValueError("NearestUpsampleConv2D supports channels_last, no dilation, no groups")
+        super().__init__(filters, 3, padding="same", **kwargs)
+        self.implementation = implementation
+
+    @property
+    def form(self) -> str:
+        """The form ``call`` computes: ``implementation`` with "auto" resolved for the backend."""
+        if self.implementation == "auto":
+            return AUTO_FORMS.get(keras.backend.backend(), "direct")
+        return self.implementation
+
+    def convolution_op(self, inputs, kernel):  # Conv2D.call adds the bias and activation
+        if self.form == "direct":
+            up = ops.repeat(ops.repeat(inputs, 2, axis=1), 2, axis=2)  # [B, 2H, 2W, Cin]
+            return ops.conv(up, kernel, strides=1, padding="same")
+        return phase_upsample(inputs, phase_kernels(kernel, NEAREST_TAPS))  # [B, 2H, 2W, filters]
+
+    def compute_output_shape(self, input_shape):
+        b, h, w, _ = input_shape
+        return (b, None if h is None else 2 * h, None if w is None else 2 * w, self.filters)
+
+    def get_config(self):
+        return {**super().get_config(), "implementation": self.implementation}
 
 
 @keras.saving.register_keras_serializable(package="nebula_keras3")

@@ -1,0 +1,71 @@
+"""The matmul forms of the nebula G's upsample conv and the DCGAN D's stride-2 conv are exact.
+
+Each form must give the output and the gradients (w.r.t. input and kernel) of the plain Keras
+computation it replaces, to 1e-5, on whichever backend runs the suite.
+"""
+
+import keras
+import numpy as np
+import pytest
+
+from nebula_keras3.models.dcgan.layers import Stride2Conv2D
+from nebula_keras3.models.nebula.layers import NearestUpsampleConv2D
+from tests.test_subpixel import _value_and_grads
+
+
+def _assert_same(got, want):
+    for name, g, w in zip(("output", "input gradient", "kernel gradient"), got, want):
+        assert g.shape == w.shape, name
+        np.testing.assert_allclose(g, w, atol=1e-5 * max(1.0, np.abs(w).max()), rtol=0, err_msg=name)
+
+
+def _reference_upsample_conv(cout):
+    """UpSampling2D(nearest) + Conv2D 3x3 'same', one layer whose kernel is the conv's."""
+
+    class Ref(keras.layers.Conv2D):
+        def call(self, x):
+            return super().call(keras.ops.repeat(keras.ops.repeat(x, 2, axis=1), 2, axis=2))
+
+    return Ref(cout, 3, padding="same", use_bias=False)
+
+
+@pytest.mark.parametrize("form", ["direct", "phase"])
+@pytest.mark.parametrize("cin,cout", [(3, 2), (16, 8)])
+def test_nearest_upsample_conv_forms_equal_upsample_then_conv(cin, cout, form):
+    rng = np.random.default_rng(cin * 7 + cout)
+    ref, layer = _reference_upsample_conv(cout), NearestUpsampleConv2D(cout, use_bias=False, implementation=form)
+    ref.build((None, 5, 6, cin))
+    layer.build((None, 5, 6, cin))
+    kernel = rng.normal(size=(3, 3, cin, cout)).astype("float32")
+    ref.kernel.assign(kernel)
+    layer.kernel.assign(kernel)
+    x = rng.normal(size=(2, 5, 6, cin)).astype("float32")
+    upstream = rng.normal(size=(2, 10, 12, cout)).astype("float32")
+    _assert_same(_value_and_grads(layer, x, upstream), _value_and_grads(ref, x, upstream))
+
+
+@pytest.mark.parametrize("form", ["direct", "matmul"])
+@pytest.mark.parametrize("cin,cout", [(3, 4), (8, 16)])
+def test_stride2_conv_forms_equal_keras_conv(cin, cout, form):
+    rng = np.random.default_rng(cin + cout)
+    ref = keras.layers.Conv2D(cout, 4, strides=2, padding="same", use_bias=False)
+    layer = Stride2Conv2D(cout, use_bias=False, implementation=form)
+    ref.build((None, 8, 6, cin))
+    layer.build((None, 8, 6, cin))
+    kernel = rng.normal(size=(4, 4, cin, cout)).astype("float32")
+    ref.kernel.assign(kernel)
+    layer.kernel.assign(kernel)
+    x = rng.normal(size=(2, 8, 6, cin)).astype("float32")
+    upstream = rng.normal(size=(2, 4, 3, cout)).astype("float32")
+    _assert_same(_value_and_grads(layer, x, upstream), _value_and_grads(ref, x, upstream))
+
+
+def test_layers_refuse_other_shapes_and_forms():
+    with pytest.raises(ValueError, match="3x3, stride-1"):
+        NearestUpsampleConv2D(4, kernel_size=5)
+    with pytest.raises(ValueError, match="implementation"):
+        NearestUpsampleConv2D(4, implementation="fast")
+    with pytest.raises(ValueError, match="4x4, stride-2"):
+        Stride2Conv2D(4, kernel_size=3)
+    with pytest.raises(ValueError, match="implementation"):
+        Stride2Conv2D(4, implementation="fast")
