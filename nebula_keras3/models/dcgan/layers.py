@@ -46,7 +46,7 @@ def channel_mults(image_size: int) -> list[int]:
 
 
 # The form ``implementation="auto"`` picks (others: "transpose"). Measured per layer with
-# bench/upsample_bench.py and bench/conv_forms_bench.py (forward +
+# bench/upsample_bench.py and per-layer timings (forward +
 # backward at 64 px, batch 64, 2 CPU cores): XLA's CPU backward of conv_transpose takes
 # seconds per layer, so JAX runs the phase matmuls (4 taps per pixel) on layers with at
 # least PHASE_MIN_FILTERS outputs and the 3x3 sub-pixel conv on the thin to-RGB layer,
@@ -151,7 +151,7 @@ class SubPixelConv2DTranspose(keras.layers.Conv2DTranspose):
 
 
 # The form ``Stride2Conv2D(implementation="auto")`` picks per backend (others: "direct").
-# bench/conv_forms_bench.py, dcgan64 D layers forward + backward, batch 64, 2 CPU cores:
+# Per-layer timing, dcgan64 D layers forward + backward, batch 64, 2 CPU cores:
 # JAX 451 ms direct vs 366 ms as matmuls (the 3-channel first layer 55 vs 14 ms).
 DOWN_AUTO_FORMS = {"jax": "matmul"}
 DOWN_FORMS = ("direct", "matmul")
