@@ -48,6 +48,13 @@ NEAREST_TAPS = np.array([[[1, 0, 0], [0, 1, 1]],  # a = 0: row 0, rows 1 + 2
                         dtype="float32")
 
 
+def checked_implementation(implementation: str, forms: tuple[str, ...]) -> str:
+    """A layer's ``implementation`` argument: "auto" or one of its ``forms``."""
+    if implementation != "auto" and implementation not in forms:
+        raise ValueError(f"implementation must be auto or one of {forms}, got {implementation!r}")
+    return implementation
+
+
 def phase_kernels(kernel, taps):
     """[k, k, Cin, Cout] -> [2 (a), 2 (b), 2 (u), 2 (v), Cin, Cout], the phases' 2x2 kernels."""
     k = kernel.shape[0]

@@ -6,7 +6,13 @@ import math
 
 import keras
 
-from nebula_keras3.models.conv_as_matmul import TRANSPOSE_TAPS, phase_kernels, phase_upsample, stride2_conv
+from nebula_keras3.models.conv_as_matmul import (
+    TRANSPOSE_TAPS,
+    checked_implementation,
+    phase_kernels,
+    phase_upsample,
+    stride2_conv,
+)
 from nebula_keras3.training.config import SUPPORTED_SIZES  # noqa: F401 (one home, keras-free)
 MAX_CHANNEL_MULT = 8  # the 64 px reference tops out at ngf*8 / ndf*8; larger sizes stay there
 
@@ -93,21 +99,17 @@ class SubPixelConv2DTranspose(keras.layers.Conv2DTranspose):
 
         if pair(kernel_size) != (4, 4) or pair(strides) != (2, 2) or padding != "same":
             raise ValueError("SubPixelConv2DTranspose is the 4x4, stride-2, 'same' transposed convolution")
-        if implementation != "auto" and implementation not in FORMS:
-            raise ValueError(f"implementation must be auto or one of {FORMS}, got {implementation!r}")
         if kwargs.get("data_format") not in (None, "channels_last") or kwargs.get("dilation_rate") not in (
             None, 1, (1, 1)
         ) or kwargs.get("output_padding") is not None:
             raise ValueError("SubPixelConv2DTranspose supports channels_last, no dilation, no output_padding")
         super().__init__(filters, kernel_size, strides=strides, padding=padding, **kwargs)
-        self.implementation = implementation
+        self.implementation = checked_implementation(implementation, FORMS)
 
     @property
     def form(self) -> str:
         """The form ``call`` computes: ``implementation`` with "auto" resolved for the backend."""
-        if self.implementation == "auto":
-            return auto_form(keras.backend.backend(), self.filters)
-        return self.implementation
+        return auto_form(keras.backend.backend(), self.filters) if self.implementation == "auto" else self.implementation
 
     def subpixel_kernel(self):
         """The 3x3 kernel [3, 3, Cin, 2*2*Cout] (channels ordered row phase, column phase, Cout)."""
@@ -172,21 +174,17 @@ class Stride2Conv2D(keras.layers.Conv2D):
 
         if pair(kernel_size) != (4, 4) or pair(strides) != (2, 2) or padding != "same":
             raise ValueError("Stride2Conv2D is the 4x4, stride-2, 'same' convolution")
-        if implementation != "auto" and implementation not in DOWN_FORMS:
-            raise ValueError(f"implementation must be auto or one of {DOWN_FORMS}, got {implementation!r}")
         if kwargs.get("data_format") not in (None, "channels_last") or kwargs.get("dilation_rate") not in (
             None, 1, (1, 1)
         ) or kwargs.get("groups", 1) != 1:
             raise ValueError("Stride2Conv2D supports channels_last, no dilation, no groups")
         super().__init__(filters, 4, strides=2, padding="same", **kwargs)
-        self.implementation = implementation
+        self.implementation = checked_implementation(implementation, DOWN_FORMS)
 
     @property
     def form(self) -> str:
         """The form ``call`` computes: ``implementation`` with "auto" resolved for the backend."""
-        if self.implementation == "auto":
-            return DOWN_AUTO_FORMS.get(keras.backend.backend(), "direct")
-        return self.implementation
+        return DOWN_AUTO_FORMS.get(keras.backend.backend(), "direct") if self.implementation == "auto" else self.implementation
 
     def convolution_op(self, inputs, kernel):  # Conv2D.call adds the bias and activation
         if self.form == "matmul" and inputs.shape[1] is not None and inputs.shape[1] % 2 == 0 \

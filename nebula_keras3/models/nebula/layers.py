@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from nebula_keras3.models.conv_as_matmul import NEAREST_TAPS, phase_kernels, phase_upsample
+from nebula_keras3.models.conv_as_matmul import NEAREST_TAPS, checked_implementation, phase_kernels, phase_upsample
 
 # The form each backend computes ``NearestUpsampleConv2D`` in under ``implementation="auto"``
 # (others: "direct"). bench/upsample_bench.py, nebula64 G forward + backward, 2 CPU cores:
@@ -119,21 +119,17 @@ class NearestUpsampleConv2D(keras.layers.Conv2D):
     def __init__(self, filters, kernel_size=3, padding="same", implementation="auto", **kwargs):
         if kernel_size not in (3, (3, 3), [3, 3]) or padding != "same" or kwargs.get("strides", 1) not in (1, (1, 1)):
             raise ValueError("NearestUpsampleConv2D is a 3x3, stride-1, 'same' convolution after x2 upsampling")
-        if implementation != "auto" and implementation not in FORMS:
-            raise ValueError(f"implementation must be auto or one of {FORMS}, got {implementation!r}")
         if kwargs.get("data_format") not in (None, "channels_last") or kwargs.get("dilation_rate") not in (
             None, 1, (1, 1)
         ) or kwargs.get("groups", 1) != 1:
             raise ValueError("NearestUpsampleConv2D supports channels_last, no dilation, no groups")
         super().__init__(filters, 3, padding="same", **kwargs)
-        self.implementation = implementation
+        self.implementation = checked_implementation(implementation, FORMS)
 
     @property
     def form(self) -> str:
         """The form ``call`` computes: ``implementation`` with "auto" resolved for the backend."""
-        if self.implementation == "auto":
-            return AUTO_FORMS.get(keras.backend.backend(), "direct")
-        return self.implementation
+        return AUTO_FORMS.get(keras.backend.backend(), "direct") if self.implementation == "auto" else self.implementation
 
     def convolution_op(self, inputs, kernel):  # Conv2D.call adds the bias and activation
         if self.form == "direct":
