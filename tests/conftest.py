@@ -29,9 +29,14 @@ def real_data() -> Path:
 
 @pytest.fixture(autouse=True, scope="session")
 def _isolated_cache(tmp_path_factory):
-    """Keep the image cache of the test session out of the user's home."""
+    """Keep the image and compile caches of the test session out of the user's home."""
     old = os.environ.get("NEBULA_CACHE_DIR")
     os.environ["NEBULA_CACHE_DIR"] = str(tmp_path_factory.mktemp("nebula-cache"))
+    # Under JAX, what one test compiles the next one loads (as `nebula train` does across runs);
+    # subprocesses inherit NEBULA_CACHE_DIR and share the same folder.
+    from nebula_keras3.training.compile_cache import enable_jax_compile_cache
+
+    enable_jax_compile_cache()
     yield
     if old is None:
         os.environ.pop("NEBULA_CACHE_DIR", None)

@@ -25,6 +25,7 @@ from nebula_keras3.artifacts import (
 )
 from nebula_keras3.models import DCGANDiscriminator, DCGANGenerator, NebulaGenerator, ResNetDiscriminator
 from nebula_keras3.training.checkpoint import checkpoint_path, load_checkpoint
+from nebula_keras3.training.compile_cache import enable_jax_compile_cache
 from nebula_keras3.training.config import TrainConfig
 from nebula_keras3.training.evaluation import EVAL_COLUMNS, HoldoutEvaluation
 from nebula_keras3.training.distribute import check_global_batch, data_shard
@@ -236,6 +237,7 @@ def _run(config: TrainConfig, run_dir: Path, *, resume: bool, progress: bool, ec
 
     check_global_batch(config.batch_size)  # under --distribute: the batch splits over the devices
     t0 = time.perf_counter()
+    enable_jax_compile_cache()  # JAX: compiled programs are reused across runs and resumes
     if config.deterministic:
         from nebula_keras3.training.determinism import enable_deterministic_ops
 
