@@ -8,8 +8,10 @@ training step: for ``dcgan64`` pytorch/examples ``dcgan/main.py`` (netD on real 
 fake, then netG through the updated netD; Adam 2e-4 / 0.5). Each Keras backend runs
 ``GAN.fit`` in its own subprocess (the backend is fixed per process) on random data for
 ``--steps`` steps after a warm-up fit (compile), with the package's defaults for that
-backend. A backend entry may carry variants, ``jax:upsample=transpose`` or
-``tensorflow:jit=off``, to measure an alternative against the default in the same run.
+backend. A backend entry may carry variants to measure an alternative against the default
+in the same run: ``jax:upsample=subpixel`` (DCGAN G: transpose|subpixel|phase),
+``jax:nearest=direct`` (nebula G: direct|phase), ``jax:down=direct`` (DCGAN D:
+direct|matmul), ``tensorflow:jit=off``; several join with commas.
 
 Rounds alternate the reference and the backends so drift on a shared machine hits both;
 the table prints median img/s, the ratio to the reference, and the roofline ratio: the
@@ -33,11 +35,17 @@ import json, sys, time
 spec = json.loads(sys.argv[1])
 import numpy as np, keras
 import nebula_keras3.models.dcgan.layers as dcgan_layers
+import nebula_keras3.models.nebula.layers as nebula_layers
 from nebula_keras3.training.config import TrainConfig
 from nebula_keras3.training.trainer import build_gan
 opts = spec["options"]
-if "upsample" in opts:  # measure another form of the generator's x2 upsampling layers
+backend = keras.backend.backend()
+if "upsample" in opts:  # another form of the DCGAN generator's transposed convolutions
     dcgan_layers.auto_form = lambda backend, filters: opts["upsample"]
+if "nearest" in opts:  # another form of the nebula generator's upsample + conv layers
+    nebula_layers.AUTO_FORMS[backend] = opts["nearest"]
+if "down" in opts:  # another form of the DCGAN discriminator's stride-2 convolutions
+    dcgan_layers.DOWN_AUTO_FORMS[backend] = opts["down"]
 overrides = {}
 if "jit" in opts:
     overrides["jit_compile"] = {"auto": "auto", "on": True, "off": False}[opts["jit"]]

@@ -9,6 +9,14 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
+# XLA's CPU compiler at optimisation level 0 under JAX: the suite's models are tiny, so it is
+# compile time, not run time, that the tests wait on (a jax.random.normal of a new shape, as
+# each initialiser draws, compiles in ~0.3 s instead of 1-2 s here). Results are checked within
+# the same flags (resume vs straight, 2 devices vs 1) or to tolerances, never to stored bits.
+# Set before JAX starts; subprocesses inherit it.
+if os.environ.get("KERAS_BACKEND") == "jax" and "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=0").strip()
+
 
 def real_data_dir() -> Path | None:
     """The real nebula photos: $NEBULA_DATA, else ../shared/data/nebula beside the repo."""

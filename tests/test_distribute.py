@@ -45,7 +45,8 @@ def _arrays(run_dir):
 
 @pytest.mark.skipif(BACKEND != "jax", reason="keras.distribution supports only JAX in Keras 3.15")
 def test_two_devices_equal_one_and_the_checkpoint_resumes_on_one(tmp_path):
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2", "KERAS_BACKEND": "jax"}
+    flags = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2").strip()
+    env = {**os.environ, "XLA_FLAGS": flags, "KERAS_BACKEND": "jax"}
     proc = subprocess.run([sys.executable, "-c", TWO_DEVICES, str(tmp_path / "two")], env=env,
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]

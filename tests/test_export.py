@@ -201,6 +201,7 @@ def test_onnx_model(exported, run_dir):
 # ----------------------------------------------------------------- versioning, CLI, errors
 
 
+@pytest.mark.backend_independent  # version folders: the same logic whichever backend trained
 def test_versioning(exported, run_dir):
     result, out = exported
     base = out / "models"
