@@ -1,4 +1,4 @@
-"""The matmul forms of the nebula G's upsample conv and the DCGAN D's stride-2 conv are exact.
+"""The matmul forms of the nebula G's upsample conv and the DCGAN D's stride-2 and logit convs are exact.
 
 Each form must give the output and the gradients (w.r.t. input and kernel) of the plain Keras
 computation it replaces, to 1e-5, on whichever backend runs the suite.
@@ -8,7 +8,7 @@ import keras
 import numpy as np
 import pytest
 
-from nebula_keras3.models.dcgan.layers import Stride2Conv2D
+from nebula_keras3.models.dcgan.layers import Stride2Conv2D, WholeMapConv2D
 from nebula_keras3.models.nebula.layers import NearestUpsampleConv2D
 from tests.test_subpixel import _value_and_grads
 
@@ -60,7 +60,26 @@ def test_stride2_conv_forms_equal_keras_conv(cin, cout, form):
     _assert_same(_value_and_grads(layer, x, upstream), _value_and_grads(ref, x, upstream))
 
 
+@pytest.mark.parametrize("cin,cout", [(16, 1), (5, 3)])
+def test_whole_map_conv_equals_keras_valid_conv(cin, cout):
+    rng = np.random.default_rng(cin * cout)
+    ref = keras.layers.Conv2D(cout, 4, padding="valid", use_bias=False)
+    layer = WholeMapConv2D(cout, 4, use_bias=False)
+    ref.build((None, 4, 4, cin))
+    layer.build((None, 4, 4, cin))
+    kernel = rng.normal(size=(4, 4, cin, cout)).astype("float32")
+    ref.kernel.assign(kernel)
+    layer.kernel.assign(kernel)
+    x = rng.normal(size=(3, 4, 4, cin)).astype("float32")
+    upstream = rng.normal(size=(3, 1, 1, cout)).astype("float32")
+    _assert_same(_value_and_grads(layer, x, upstream), _value_and_grads(ref, x, upstream))
+
+
 def test_layers_refuse_other_shapes_and_forms():
+    with pytest.raises(ValueError, match="must cover its input map"):
+        WholeMapConv2D(1, 4).build((None, 8, 8, 3))
+    with pytest.raises(ValueError, match="stride-1 'valid'"):
+        WholeMapConv2D(1, 4, padding="same")
     with pytest.raises(ValueError, match="3x3, stride-1"):
         NearestUpsampleConv2D(4, kernel_size=5)
     with pytest.raises(ValueError, match="implementation"):

@@ -12,21 +12,6 @@ from nebula_keras3.training.trainer import build_gan
 from conftest import tiny_config
 
 
-def _torch_cpu_only() -> bool:
-    if keras.backend.backend() != "torch":
-        return False
-    import torch
-
-    return not torch.cuda.is_available()
-
-
-# On this project's 2-core CPU machine (Dec 2026), a float16 GAN step under torch 2.13 CPU fails in
-# backward with "slow_conv2d: grad_weight must be contiguous", on the code that last passed CI as
-# well; a single float16 conv with Keras' permuted kernel does not reproduce it. fp16 is a GPU mode.
-fp16_torch_cpu = pytest.mark.skipif(_torch_cpu_only(), reason="torch's float16 CPU conv backward fails here "
-                                    "(slow_conv2d: grad_weight must be contiguous); fp16 needs a GPU under torch")
-
-
 @pytest.fixture(autouse=True)
 def _global_policy_untouched():
     before = keras.config.dtype_policy().name
@@ -34,7 +19,7 @@ def _global_policy_untouched():
     assert keras.config.dtype_policy().name == before == "float32"
 
 
-@pytest.mark.parametrize("mode, compute", [("bf16", "bfloat16"), pytest.param("fp16", "float16", marks=fp16_torch_cpu)])
+@pytest.mark.parametrize("mode, compute", [("bf16", "bfloat16"), ("fp16", "float16")])
 def test_mixed_precision_steps(mode, compute):
     gan = build_gan(tiny_config(mixed_precision=mode, batch_size=4))
     conv = gan.generator.get_layer("up0_convt")
@@ -66,7 +51,6 @@ def test_mixed_precision_steps(mode, compute):
         keras.ops.convert_to_numpy(images), atol=0.05)
 
 
-@fp16_torch_cpu
 def test_fp16_skips_a_step_with_inf_gradients_and_halves_the_scale():
     """Loss scaling really works: a 1e30 loss scale overflows fp16, the step is skipped."""
     gan = build_gan(tiny_config(mixed_precision="fp16", batch_size=4))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 
 from nebula_keras3.export import layout  # exported tensor names: the generator output IMAGES is the D input
-from nebula_keras3.models.dcgan.layers import Stride2Conv2D, batch_norm, channel_mults, conv_init
+from nebula_keras3.models.dcgan.layers import Stride2Conv2D, WholeMapConv2D, batch_norm, channel_mults, conv_init
 
 
 @keras.saving.register_keras_serializable(package="nebula_keras3")
@@ -49,11 +49,9 @@ class DCGANDiscriminator(keras.Model):
             if i > 0 and not spectral_norm:
                 x = batch_norm(f"down{i}_bn", None if seed is None else seed + 100 + i)(x)
             x = keras.layers.LeakyReLU(negative_slope=0.2, name=f"down{i}_lrelu")(x)
-        x = sn(keras.layers.Conv2D(
+        x = sn(WholeMapConv2D(  # 4x4 valid over the 4x4 map: one matmul
             1,
             4,
-            strides=1,
-            padding="valid",
             use_bias=False,
             kernel_initializer=conv_init(None if seed is None else seed + 99),
             name="to_logit_conv",

@@ -194,3 +194,33 @@ class Stride2Conv2D(keras.layers.Conv2D):
 
     def get_config(self):
         return {**super().get_config(), "implementation": self.implementation}
+
+
+@keras.saving.register_keras_serializable(package="nebula_keras3")
+class WholeMapConv2D(keras.layers.Conv2D):
+    """``Conv2D(filters, k, padding="valid")`` on a k x k map, computed as the one matmul it is.
+
+    [B, k, k, C] -> flatten -> [B, k*k*C] @ kernel [k*k*C, filters] -> [B, 1, 1, filters]; the
+    same variable (kernel [k, k, C, filters]) and output as the Keras layer, on every backend.
+    The DCGAN discriminator's logit layer: as a convolution, its 1-output-channel kernel breaks
+    torch 2.13's CPU float16/bfloat16 backward where oneDNN has no 16-bit kernels and
+    ``slow_conv2d`` runs instead ("grad_weight must be contiguous", CPUs without AVX-512).
+    """
+
+    def __init__(self, filters, kernel_size=4, **kwargs):
+        if kwargs.get("padding", "valid") != "valid" or kwargs.get("strides", 1) not in (1, (1, 1)) \
+                or kwargs.get("data_format") not in (None, "channels_last"):
+            raise ValueError("WholeMapConv2D is the stride-1 'valid' convolution over a channels_last map")
+        kwargs.pop("padding", None), kwargs.pop("strides", None)
+        super().__init__(filters, kernel_size, strides=1, padding="valid", **kwargs)
+
+    def build(self, input_shape):
+        if tuple(input_shape[1:3]) != tuple(self.kernel_size):
+            raise ValueError(f"WholeMapConv2D's kernel {self.kernel_size} must cover its input map, "
+                             f"got {tuple(input_shape[1:3])}")
+        super().build(input_shape)
+
+    def convolution_op(self, inputs, kernel):  # Conv2D.call adds the bias and activation
+        kernel = keras.ops.reshape(kernel, (-1, self.filters))  # rows in (h, w, c) order, as the flattened map
+        y = keras.ops.matmul(keras.ops.reshape(inputs, (-1, kernel.shape[0])), kernel)
+        return keras.ops.reshape(y, (-1, 1, 1, self.filters))
