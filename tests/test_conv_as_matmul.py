@@ -19,6 +19,18 @@ def _assert_same(got, want):
         np.testing.assert_allclose(g, w, atol=1e-5 * max(1.0, np.abs(w).max()), rtol=0, err_msg=name)
 
 
+def _assert_layer_equals_reference(layer, ref, x_shape, out_hw, rng):
+    """Both layers get one random kernel; output and gradients of x [x_shape] -> [B, *out_hw, filters] agree."""
+    for lay in (ref, layer):
+        lay.build((None, *x_shape[1:]))
+    kernel = rng.normal(size=(*layer.kernel_size, x_shape[-1], layer.filters)).astype("float32")
+    ref.kernel.assign(kernel)
+    layer.kernel.assign(kernel)
+    x = rng.normal(size=x_shape).astype("float32")
+    upstream = rng.normal(size=(x_shape[0], *out_hw, layer.filters)).astype("float32")
+    _assert_same(_value_and_grads(layer, x, upstream), _value_and_grads(ref, x, upstream))
+
+
 def _reference_upsample_conv(cout):
     """UpSampling2D(nearest) + Conv2D 3x3 'same', one layer whose kernel is the conv's."""
 
@@ -34,14 +46,7 @@ def _reference_upsample_conv(cout):
 def test_nearest_upsample_conv_forms_equal_upsample_then_conv(cin, cout, form):
     rng = np.random.default_rng(cin * 7 + cout)
     ref, layer = _reference_upsample_conv(cout), NearestUpsampleConv2D(cout, use_bias=False, implementation=form)
-    ref.build((None, 5, 6, cin))
-    layer.build((None, 5, 6, cin))
-    kernel = rng.normal(size=(3, 3, cin, cout)).astype("float32")
-    ref.kernel.assign(kernel)
-    layer.kernel.assign(kernel)
-    x = rng.normal(size=(2, 5, 6, cin)).astype("float32")
-    upstream = rng.normal(size=(2, 10, 12, cout)).astype("float32")
-    _assert_same(_value_and_grads(layer, x, upstream), _value_and_grads(ref, x, upstream))
+    _assert_layer_equals_reference(layer, ref, (2, 5, 6, cin), (10, 12), rng)
 
 
 @pytest.mark.parametrize("form", ["direct", "matmul"])
@@ -50,14 +55,7 @@ def test_stride2_conv_forms_equal_keras_conv(cin, cout, form):
     rng = np.random.default_rng(cin + cout)
     ref = keras.layers.Conv2D(cout, 4, strides=2, padding="same", use_bias=False)
     layer = Stride2Conv2D(cout, use_bias=False, implementation=form)
-    ref.build((None, 8, 6, cin))
-    layer.build((None, 8, 6, cin))
-    kernel = rng.normal(size=(4, 4, cin, cout)).astype("float32")
-    ref.kernel.assign(kernel)
-    layer.kernel.assign(kernel)
-    x = rng.normal(size=(2, 8, 6, cin)).astype("float32")
-    upstream = rng.normal(size=(2, 4, 3, cout)).astype("float32")
-    _assert_same(_value_and_grads(layer, x, upstream), _value_and_grads(ref, x, upstream))
+    _assert_layer_equals_reference(layer, ref, (2, 8, 6, cin), (4, 3), rng)
 
 
 @pytest.mark.parametrize("cin,cout", [(16, 1), (5, 3)])
@@ -65,14 +63,7 @@ def test_whole_map_conv_equals_keras_valid_conv(cin, cout):
     rng = np.random.default_rng(cin * cout)
     ref = keras.layers.Conv2D(cout, 4, padding="valid", use_bias=False)
     layer = WholeMapConv2D(cout, 4, use_bias=False)
-    ref.build((None, 4, 4, cin))
-    layer.build((None, 4, 4, cin))
-    kernel = rng.normal(size=(4, 4, cin, cout)).astype("float32")
-    ref.kernel.assign(kernel)
-    layer.kernel.assign(kernel)
-    x = rng.normal(size=(3, 4, 4, cin)).astype("float32")
-    upstream = rng.normal(size=(3, 1, 1, cout)).astype("float32")
-    _assert_same(_value_and_grads(layer, x, upstream), _value_and_grads(ref, x, upstream))
+    _assert_layer_equals_reference(layer, ref, (3, 4, 4, cin), (1, 1), rng)
 
 
 def test_layers_refuse_other_shapes_and_forms():
@@ -80,6 +71,8 @@ def test_layers_refuse_other_shapes_and_forms():
         WholeMapConv2D(1, 4).build((None, 8, 8, 3))
     with pytest.raises(ValueError, match="stride-1 'valid'"):
         WholeMapConv2D(1, 4, padding="same")
+    with pytest.raises(ValueError, match="no dilation, no groups"):
+        WholeMapConv2D(2, 4, groups=2)
     with pytest.raises(ValueError, match="3x3, stride-1"):
         NearestUpsampleConv2D(4, kernel_size=5)
     with pytest.raises(ValueError, match="implementation"):
@@ -88,3 +81,16 @@ def test_layers_refuse_other_shapes_and_forms():
         Stride2Conv2D(4, kernel_size=3)
     with pytest.raises(ValueError, match="implementation"):
         Stride2Conv2D(4, implementation="fast")
+
+
+def test_layers_rebuild_from_their_json_config():
+    # A config read back from JSON holds [1, 1] where the constructor got (1, 1) or 1.
+    import json
+
+    from nebula_keras3.models.dcgan.layers import SubPixelConv2DTranspose
+
+    for layer in (NearestUpsampleConv2D(4), Stride2Conv2D(4, implementation="matmul"), WholeMapConv2D(1, 4),
+                  SubPixelConv2DTranspose(4)):
+        config = json.loads(json.dumps(keras.saving.serialize_keras_object(layer)))
+        back = keras.saving.deserialize_keras_object(config)
+        assert type(back) is type(layer) and back.get_config() == layer.get_config()

@@ -48,6 +48,19 @@ NEAREST_TAPS = np.array([[[1, 0, 0], [0, 1, 1]],  # a = 0: row 0, rows 1 + 2
                         dtype="float32")
 
 
+def as_pair(v) -> tuple:
+    """2 -> (2, 2); (2, 2), or [2, 2] as a layer config read back from JSON holds it -> (2, 2)."""
+    return tuple(v) if isinstance(v, (tuple, list)) else (v, v)
+
+
+def check_plain_conv(layer: str, kwargs: dict, no: str = "groups") -> None:
+    """Refuse the Keras conv options these rewrites do not compute: channels_first, dilation, ``no``."""
+    plain = kwargs.get("output_padding") is None if no == "output_padding" else kwargs.get("groups", 1) == 1
+    if kwargs.get("data_format") not in (None, "channels_last") or as_pair(kwargs.get("dilation_rate") or 1) != (1, 1) \
+            or not plain:
+        raise ValueError(f"{layer} supports channels_last, no dilation, no {no}")
+
+
 def checked_implementation(implementation: str, forms: tuple[str, ...]) -> str:
     """A layer's ``implementation`` argument: "auto" or one of its ``forms``."""
     if implementation != "auto" and implementation not in forms:

@@ -8,6 +8,8 @@ import keras
 
 from nebula_keras3.models.conv_as_matmul import (
     TRANSPOSE_TAPS,
+    as_pair,
+    check_plain_conv,
     checked_implementation,
     phase_kernels,
     phase_upsample,
@@ -94,15 +96,9 @@ class SubPixelConv2DTranspose(keras.layers.Conv2DTranspose):
     """
 
     def __init__(self, filters, kernel_size=4, strides=2, padding="same", implementation="auto", **kwargs):
-        def pair(v):
-            return tuple(v) if isinstance(v, (tuple, list)) else (v, v)
-
-        if pair(kernel_size) != (4, 4) or pair(strides) != (2, 2) or padding != "same":
+        if as_pair(kernel_size) != (4, 4) or as_pair(strides) != (2, 2) or padding != "same":
             raise ValueError("SubPixelConv2DTranspose is the 4x4, stride-2, 'same' transposed convolution")
-        if kwargs.get("data_format") not in (None, "channels_last") or kwargs.get("dilation_rate") not in (
-            None, 1, (1, 1)
-        ) or kwargs.get("output_padding") is not None:
-            raise ValueError("SubPixelConv2DTranspose supports channels_last, no dilation, no output_padding")
+        check_plain_conv("SubPixelConv2DTranspose", kwargs, no="output_padding")
         super().__init__(filters, kernel_size, strides=strides, padding=padding, **kwargs)
         self.implementation = checked_implementation(implementation, FORMS)
 
@@ -169,15 +165,9 @@ class Stride2Conv2D(keras.layers.Conv2D):
     """
 
     def __init__(self, filters, kernel_size=4, strides=2, padding="same", implementation="auto", **kwargs):
-        def pair(v):
-            return tuple(v) if isinstance(v, (tuple, list)) else (v, v)
-
-        if pair(kernel_size) != (4, 4) or pair(strides) != (2, 2) or padding != "same":
+        if as_pair(kernel_size) != (4, 4) or as_pair(strides) != (2, 2) or padding != "same":
             raise ValueError("Stride2Conv2D is the 4x4, stride-2, 'same' convolution")
-        if kwargs.get("data_format") not in (None, "channels_last") or kwargs.get("dilation_rate") not in (
-            None, 1, (1, 1)
-        ) or kwargs.get("groups", 1) != 1:
-            raise ValueError("Stride2Conv2D supports channels_last, no dilation, no groups")
+        check_plain_conv("Stride2Conv2D", kwargs)
         super().__init__(filters, 4, strides=2, padding="same", **kwargs)
         self.implementation = checked_implementation(implementation, DOWN_FORMS)
 
@@ -207,11 +197,10 @@ class WholeMapConv2D(keras.layers.Conv2D):
     ``slow_conv2d`` runs instead ("grad_weight must be contiguous", CPUs without AVX-512).
     """
 
-    def __init__(self, filters, kernel_size=4, **kwargs):
-        if kwargs.get("padding", "valid") != "valid" or kwargs.get("strides", 1) not in (1, (1, 1)) \
-                or kwargs.get("data_format") not in (None, "channels_last"):
-            raise ValueError("WholeMapConv2D is the stride-1 'valid' convolution over a channels_last map")
-        kwargs.pop("padding", None), kwargs.pop("strides", None)
+    def __init__(self, filters, kernel_size=4, strides=1, padding="valid", **kwargs):
+        if padding != "valid" or as_pair(strides) != (1, 1):
+            raise ValueError("WholeMapConv2D is the stride-1 'valid' convolution over its whole input map")
+        check_plain_conv("WholeMapConv2D", kwargs)
         super().__init__(filters, kernel_size, strides=1, padding="valid", **kwargs)
 
     def build(self, input_shape):

@@ -5,7 +5,14 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from nebula_keras3.models.conv_as_matmul import NEAREST_TAPS, checked_implementation, phase_kernels, phase_upsample
+from nebula_keras3.models.conv_as_matmul import (
+    NEAREST_TAPS,
+    as_pair,
+    check_plain_conv,
+    checked_implementation,
+    phase_kernels,
+    phase_upsample,
+)
 
 # The form each backend computes ``NearestUpsampleConv2D`` in under ``implementation="auto"``
 # (others: "direct"). bench/upsample_bench.py, nebula64 G forward + backward, 2 CPU cores:
@@ -117,12 +124,9 @@ class NearestUpsampleConv2D(keras.layers.Conv2D):
     """
 
     def __init__(self, filters, kernel_size=3, padding="same", implementation="auto", **kwargs):
-        if kernel_size not in (3, (3, 3), [3, 3]) or padding != "same" or kwargs.get("strides", 1) not in (1, (1, 1)):
+        if as_pair(kernel_size) != (3, 3) or padding != "same" or as_pair(kwargs.get("strides", 1)) != (1, 1):
             raise ValueError("NearestUpsampleConv2D is a 3x3, stride-1, 'same' convolution after x2 upsampling")
-        if kwargs.get("data_format") not in (None, "channels_last") or kwargs.get("dilation_rate") not in (
-            None, 1, (1, 1)
-        ) or kwargs.get("groups", 1) != 1:
-            raise ValueError("NearestUpsampleConv2D supports channels_last, no dilation, no groups")
+        check_plain_conv("NearestUpsampleConv2D", kwargs)
         super().__init__(filters, 3, padding="same", **kwargs)
         self.implementation = checked_implementation(implementation, FORMS)
 
