@@ -103,3 +103,15 @@ def make_generator_run(folder: Path, *, image_size: int = 32, latent_dim: int = 
              "epoch": 0, "step": 1, "preset": "tiny", "model": model}
     (folder / "generator.json").write_text(json.dumps(facts))
     return folder
+
+
+# Eager JAX compiles every op for every new shape (XLA on the CPU): a forward pass at 128 or
+# 256 px costs 10-16 s there and runs the layers a 64 px one runs, so the size tests build every
+# size on every backend but run the larger sizes' forward pass on TensorFlow and torch only.
+JAX_EAGER_MAX_SIZE = 64
+
+
+def forward_runs_at(size: int) -> bool:
+    import keras
+
+    return keras.backend.backend() != "jax" or size <= JAX_EAGER_MAX_SIZE
