@@ -7,8 +7,9 @@ The generator is a run folder's ``generator.keras`` (``--model``) or a fresh one
 ``--preset`` (default dcgan64; speed does not depend on the weights). It is exported to ONNX
 on the TensorFlow backend (as ``nebula export`` does) once per form of its upsampling
 layers (``FORMS``: dcgan's transposed convolutions as ONNX ConvTranspose, sub-pixel Conv +
-depth-to-space or phase matmuls; nebula's nearest-upsample convolutions direct or as phase
-matmuls; same weights). Each ONNX model runs with the session options ``nebula sample --onnx``
+depth-to-space or phase matmuls; nebula's nearest-upsample convolutions direct, as phase
+matmuls or as one 2x2 phase conv; same weights); the row ``nebula export`` writes
+(``EXPORT_FORM``) is marked. Each ONNX model runs with the session options ``nebula sample --onnx``
 uses; Keras runs ``generator.predict_on_batch`` on the torch and JAX backends,
 each in its own subprocess. Rounds alternate all entries; the table prints median images/s
 and the ratio to Keras-torch eager. Not a test: it measures.
@@ -67,8 +68,9 @@ print(json.dumps({"images_per_second": batch * reps / (time.perf_counter() - t)}
 """
 
 
-def forms_of(model: str, preset: str) -> list[str]:
-    """The upsampling forms the generator's layers can be exported in (they are one family's)."""
+def forms_of(model: str, preset: str) -> tuple[list[str], str]:
+    """The upsampling forms the generator's layers can be exported in (they are one family's),
+    and the one ``nebula export`` writes."""
     out = run_worker(LOAD + r"""
 g = load(sys.argv[1], sys.argv[2])
 print(json.dumps(sorted({l.__class__.__name__ for l in g.layers if isinstance(l, UPSAMPLING)})))
@@ -77,7 +79,8 @@ print(json.dumps(sorted({l.__class__.__name__ for l in g.layers if isinstance(l,
     from nebula_keras3.models.dcgan import layers as dcgan_layers
     from nebula_keras3.models.nebula import layers as nebula_layers
 
-    return list({"SubPixelConv2DTranspose": dcgan_layers.FORMS, "NearestUpsampleConv2D": nebula_layers.FORMS}[kinds[0]])
+    module = {"SubPixelConv2DTranspose": dcgan_layers, "NearestUpsampleConv2D": nebula_layers}[kinds[0]]
+    return list(module.FORMS), module.EXPORT_FORM
 
 
 def run_worker(code: str, backend: str, *args) -> str:
@@ -116,7 +119,7 @@ def main() -> None:
     model = args.model
     if model and Path(model).is_dir():
         model = str(Path(model) / "generator.keras")
-    forms = forms_of(model, args.preset)
+    forms, export_form = forms_of(model, args.preset)
     with tempfile.TemporaryDirectory() as tmp:
         run_worker(EXPORT, "tensorflow", model, args.preset, tmp, ",".join(forms))
         ips: dict[str, list[float]] = {}
@@ -125,16 +128,17 @@ def main() -> None:
                 out = run_worker(KERAS, be, model, args.preset, args.batch_size, args.reps)
                 ips.setdefault(f"keras {be}", []).append(json.loads(out.strip().splitlines()[-1])["images_per_second"])
             for form in forms:
-                ips.setdefault(f"onnx runtime, {form} form", []).append(
+                label = f"onnx runtime, {form}" + (" (nebula export)" if form == export_form else "")
+                ips.setdefault(label, []).append(
                     time_ort(Path(tmp) / f"{form}.onnx", args.batch_size, args.reps))
             print(f"round {r + 1}: " + ", ".join(f"{k} {v[-1]:.0f}" for k, v in ips.items()), flush=True)
     ref = statistics.median(ips["keras torch"])
     print(f"\ngenerator {model or f'{args.preset} (fresh)'}, batch {args.batch_size}, "
           f"{args.reps} batches x {args.rounds} rounds")
-    print(f"{'':34s}{'img/s (median)':>16s}{'vs keras torch':>16s}")
+    print(f"{'':40s}{'img/s (median)':>16s}{'vs keras torch':>16s}")
     for k, v in ips.items():
         m = statistics.median(v)
-        print(f"{k:34s}{m:16.1f}{m / ref:15.2f}x")
+        print(f"{k:40s}{m:16.1f}{m / ref:15.2f}x")
 
 
 if __name__ == "__main__":

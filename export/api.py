@@ -268,6 +268,7 @@ def export_in_process(request: ExportRequest) -> ExportResult:
     import onnx  # noqa: F401
 
     from nebula_keras3.export import onnx_model
+    from nebula_keras3.models.export_forms import export_forms
 
     model, file_facts = load_generator(source)
     facts = _model_facts(model, file_facts, source)
@@ -292,7 +293,8 @@ def export_in_process(request: ExportRequest) -> ExportResult:
     report: dict = {}
     if need_onnx or parity:
         try:
-            final, dual = onnx_model.convert(model, latent_dim, facts, opset=opset)
+            with export_forms(model):
+                final, dual = onnx_model.convert(model, latent_dim, facts, opset=opset)
         except Exception as e:  # noqa: BLE001
             raise ExportError(f"ONNX conversion failed: {type(e).__name__}: {e}") from None
         onnx_bytes = final.SerializeToString()
@@ -331,6 +333,7 @@ def _write_version(model, facts, model_dir: Path, version: int, overwrite: bool,
                    onnx_bytes: bytes | None, check: bool):
     """Write BASE/<name>/<version> via a hidden temp folder and a rename."""
     from nebula_keras3.export import saved_model as sm
+    from nebula_keras3.models.export_forms import export_forms
 
     try:
         model_dir.mkdir(parents=True, exist_ok=True)
@@ -340,7 +343,8 @@ def _write_version(model, facts, model_dir: Path, version: int, overwrite: bool,
     tmp = layout.staging_dir(model_dir, version)
     try:
         try:
-            sm.write_saved_model(model, facts["latent_dim"], facts["image_size"], tmp)
+            with export_forms(model):
+                sm.write_saved_model(model, facts["latent_dim"], facts["image_size"], tmp)
             layout.write_facts(tmp, facts)
             if onnx_bytes is not None:
                 write_bytes_atomic(onnx_bytes, tmp / layout.ONNX_FILE)

@@ -72,10 +72,10 @@ def tiny_run(tmp_path_factory) -> Path:
 
 
 def make_generator_run(folder: Path, *, image_size: int = 32, latent_dim: int = 16, ngf: int = 8,
-                       bn_seed: int = 0, model: str = "dcgan") -> Path:
+                       bn_seed: int = 0, model: str = "dcgan", upsample: str = "nearest") -> Path:
     """An untrained generator saved as a run folder, BatchNorm moving statistics perturbed.
 
-    ``model="nebula"``: a NebulaGenerator (sub-pixel upsampling, GLU, skip-layer excitation).
+    ``model="nebula"``: a NebulaGenerator (``upsample`` as given, GLU, skip-layer excitation).
 
     Moving mean/variance far from 0/1 make a train-mode (batch statistics) export or
     sampler differ visibly from the inference-mode model, so such a bug cannot hide.
@@ -89,7 +89,7 @@ def make_generator_run(folder: Path, *, image_size: int = 32, latent_dim: int = 
 
     folder.mkdir(parents=True, exist_ok=True)
     if model == "nebula":
-        g = NebulaGenerator(image_size, latent_dim, ngf, upsample="subpixel", sle=True, seed=0)
+        g = NebulaGenerator(image_size, latent_dim, ngf, upsample=upsample, sle=True, seed=0)
     else:
         g = DCGANGenerator(image_size, latent_dim, ngf, seed=0)
     rng = np.random.default_rng(bn_seed)

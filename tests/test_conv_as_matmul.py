@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from nebula_keras3.models.dcgan.layers import Stride2Conv2D, WholeMapConv2D
-from nebula_keras3.models.nebula.layers import NearestUpsampleConv2D
+from nebula_keras3.models.nebula.layers import FORMS, NearestUpsampleConv2D
 from tests.test_subpixel import _value_and_grads
 
 
@@ -41,7 +41,7 @@ def _reference_upsample_conv(cout):
     return Ref(cout, 3, padding="same", use_bias=False)
 
 
-@pytest.mark.parametrize("form", ["direct", "phase"])
+@pytest.mark.parametrize("form", FORMS)
 @pytest.mark.parametrize("cin,cout", [(3, 2), (16, 8)])
 def test_nearest_upsample_conv_forms_equal_upsample_then_conv(cin, cout, form):
     rng = np.random.default_rng(cin * 7 + cout)
@@ -94,3 +94,23 @@ def test_layers_rebuild_from_their_json_config():
         config = json.loads(json.dumps(keras.saving.serialize_keras_object(layer)))
         back = keras.saving.deserialize_keras_object(config)
         assert type(back) is type(layer) and back.get_config() == layer.get_config()
+
+
+def test_export_forms_apply_inside_the_block_only_and_give_the_same_images():
+    from nebula_keras3.models import NebulaGenerator
+    from nebula_keras3.models.export_forms import export_forms
+    from nebula_keras3.models.nebula.layers import EXPORT_FORM
+
+    g = NebulaGenerator(32, latent_dim=8, ngf=2, seed=0)
+    ups = [layer for layer in g.layers if isinstance(layer, NearestUpsampleConv2D)]
+    assert ups and EXPORT_FORM != "auto"
+    z = np.random.default_rng(0).normal(size=(2, 8)).astype("float32")
+    trained_form = keras.ops.convert_to_numpy(g(z))
+    with export_forms(g):
+        assert {layer.form for layer in ups} == {EXPORT_FORM}
+        exported_form = keras.ops.convert_to_numpy(g(z))
+    assert {layer.implementation for layer in ups} == {"auto"}
+    np.testing.assert_allclose(exported_form, trained_form, atol=1e-5)
+    with pytest.raises(KeyError), export_forms(g):
+        raise KeyError("a failed export")
+    assert {layer.implementation for layer in ups} == {"auto"}

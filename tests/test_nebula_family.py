@@ -121,7 +121,7 @@ def test_bad_settings_are_clear_errors():
 # ----------------------------------------------------------------- export and sampling
 
 
-def test_nebula_generator_exports_to_standard_onnx_with_parity(tmp_path):
+def test_nebula_generator_exports_to_standard_onnx_and_saved_model_with_parity(tmp_path):
     pytest.importorskip("tf2onnx")
     onnx = pytest.importorskip("onnx")
     from click.testing import CliRunner
@@ -130,11 +130,14 @@ def test_nebula_generator_exports_to_standard_onnx_with_parity(tmp_path):
     from nebula_keras3.sampling.cli import sample_command
 
     run = make_generator_run(tmp_path / "run", image_size=32, latent_dim=16, ngf=4, model="nebula")
-    result = export_generator(run, onnx_path=tmp_path / "neb.onnx")
+    result = export_generator(run, saved_model_base=tmp_path / "models", onnx_path=tmp_path / "neb.onnx")
     assert max(r["max_uint8"] for r in result.parity.values()) <= 1
+    # the SavedModel's signatures (traced in the export form too) against Keras in its trained form
+    assert result.saved_model_check and all(v <= 1 for v in result.saved_model_check.values())
     m = onnx.load(result.onnx_path)
     assert {n.domain for n in m.graph.node} <= {"", "ai.onnx"}  # standard ops only
-    assert not {n.op_type for n in m.graph.node} & {"ConvTranspose"}
+    # the upsampling layers' export form: one 2x2 conv per layer, no upsampled copy of the map
+    assert not {n.op_type for n in m.graph.node} & {"ConvTranspose", "Tile", "Resize"}
     out = {}
     for flag, src in (("--onnx", result.onnx_path), ("--model", run)):
         r = CliRunner().invoke(sample_command, [flag, str(src), "-n", "5", "--seed", "3", "--npy",

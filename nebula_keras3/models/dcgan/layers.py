@@ -70,6 +70,11 @@ def auto_form(backend: str, filters: int) -> str:
 
 
 FORMS = ("transpose", "subpixel", "phase")
+# The form exported graphs (SavedModel, ONNX) compute (nebula_keras3.models.export_forms):
+# ONNX Runtime's ConvTranspose beats the sub-pixel conv and the phase forms here
+# (bench/sample_bench.py, dcgan64 G at batch 64: 734 vs 490 img/s sub-pixel; a 2x2-conv phase
+# form measured no faster: 195 vs 201 img/s on a loaded machine).
+EXPORT_FORM = "transpose"
 
 # Kernel tap of the 4x4 transposed kernel used by output phase a (rows of the
 # table) at 3x3 offset d (columns, d = di + 1); 4 is a zero tap (no contribution).
@@ -94,6 +99,8 @@ class SubPixelConv2DTranspose(keras.layers.Conv2DTranspose):
       (``nebula_keras3.models.conv_as_matmul``; the transposed convolution's own 4 taps per pixel);
     * ``"auto"`` (default): ``auto_form`` of the running backend and ``filters``.
     """
+
+    export_form = EXPORT_FORM
 
     def __init__(self, filters, kernel_size=4, strides=2, padding="same", implementation="auto", **kwargs):
         if as_pair(kernel_size) != (4, 4) or as_pair(strides) != (2, 2) or padding != "same":
@@ -163,6 +170,8 @@ class Stride2Conv2D(keras.layers.Conv2D):
     (``ops.conv``), ``"matmul"`` (``conv_as_matmul.stride2_conv``: space-to-depth, then one
     patch matmul), or ``"auto"`` (``DOWN_AUTO_FORMS`` for the running backend, else direct).
     """
+
+    export_form = EXPORT_FORM
 
     def __init__(self, filters, kernel_size=4, strides=2, padding="same", implementation="auto", **kwargs):
         if as_pair(kernel_size) != (4, 4) or as_pair(strides) != (2, 2) or padding != "same":

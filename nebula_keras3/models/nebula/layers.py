@@ -10,6 +10,7 @@ from nebula_keras3.models.conv_as_matmul import (
     as_pair,
     check_plain_conv,
     checked_implementation,
+    phase_conv_upsample,
     phase_kernels,
     phase_upsample,
 )
@@ -18,7 +19,13 @@ from nebula_keras3.models.conv_as_matmul import (
 # (others: "direct"). bench/upsample_bench.py, nebula64 G forward + backward, 2 CPU cores:
 # JAX's phase matmuls beat its upsample-then-convolve; torch and TensorFlow convolve faster.
 AUTO_FORMS = {"jax": "phase"}
-FORMS = ("direct", "phase")
+FORMS = ("direct", "phase", "phase_conv")
+# The form exported graphs (SavedModel, ONNX) compute (nebula_keras3.models.export_forms): the
+# 2x2-conv phase form does 4/9 of the direct form's multiply-adds in one Conv and a shuffle, with
+# no Tile; nebula64 G at batch 64, same run: ONNX Runtime 236 vs 188 img/s, a TensorFlow graph
+# 580 vs 464 (bench/sample_bench.py runs each form). Training keeps AUTO_FORMS: the 2x2-conv
+# form's backward measured no faster on any backend (bench/train_bench.py nearest=phase_conv).
+EXPORT_FORM = "phase_conv"
 
 
 def l2_normalize(x, eps=1e-12):
@@ -120,8 +127,11 @@ class NearestUpsampleConv2D(keras.layers.Conv2D):
     ``[B, H, W, Cin] -> [B, 2H, 2W, filters]``; the variables are a plain 3x3 ``Conv2D``'s.
     ``implementation``: ``"direct"`` (repeat rows and columns, then convolve at 2H x 2W),
     ``"phase"`` (``nebula_keras3.models.conv_as_matmul``: the same output from four 2x2 patch
-    matmuls on the H x W map, 4/9 of the multiply-adds), or ``"auto"`` (``AUTO_FORMS``).
+    matmuls on the H x W map, 4/9 of the multiply-adds), ``"phase_conv"`` (the four phases as
+    one 2x2 convolution to 4*filters channels, the same count), or ``"auto"`` (``AUTO_FORMS``).
     """
+
+    export_form = EXPORT_FORM
 
     def __init__(self, filters, kernel_size=3, padding="same", implementation="auto", **kwargs):
         if as_pair(kernel_size) != (3, 3) or padding != "same" or as_pair(kwargs.get("strides", 1)) != (1, 1):
@@ -139,7 +149,8 @@ class NearestUpsampleConv2D(keras.layers.Conv2D):
         if self.form == "direct":
             up = ops.repeat(ops.repeat(inputs, 2, axis=1), 2, axis=2)  # [B, 2H, 2W, Cin]
             return ops.conv(up, kernel, strides=1, padding="same")
-        return phase_upsample(inputs, phase_kernels(kernel, NEAREST_TAPS))  # [B, 2H, 2W, filters]
+        upsample = phase_upsample if self.form == "phase" else phase_conv_upsample
+        return upsample(inputs, phase_kernels(kernel, NEAREST_TAPS))  # [B, 2H, 2W, filters]
 
     def compute_output_shape(self, input_shape):
         b, h, w, _ = input_shape
