@@ -10,7 +10,7 @@ fake, then netG through the updated netD; Adam 2e-4 / 0.5). Each Keras backend r
 ``--steps`` steps after a warm-up fit (compile), with the package's defaults for that
 backend. A backend entry may carry variants to measure an alternative against the default
 in the same run: ``jax:upsample=subpixel`` (DCGAN G: transpose|subpixel|phase),
-``jax:nearest=direct`` (nebula G: direct|phase), ``jax:down=direct`` (DCGAN D:
+``jax:nearest=direct`` (nebula G: direct|phase|phase_conv), ``jax:down=direct`` (DCGAN D:
 direct|matmul), ``tensorflow:jit=off``; several join with commas.
 
 Rounds alternate the reference and the backends so drift on a shared machine hits both;

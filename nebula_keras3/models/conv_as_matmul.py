@@ -1,11 +1,13 @@
-"""Exact rewrites of the GANs' x2 upsampling and stride-2 convolutions as patch matmuls.
+"""Exact rewrites of the GANs' x2 upsampling and stride-2 convolutions as patch matmuls (or one small conv).
 
 Used where a backend runs these layers faster as matmuls than as its own convolutions
 (XLA's CPU convolutions, whose transposed-convolution backward, 3-channel inputs and
 strided backward run far below its matmul speed here; bench/upsample_bench.py and
 bench/train_bench.py measure each form). Every rewrite computes the layer's output from
 the layer's own kernel variable (gradients reach it), equal up to float rounding
-(tests/test_conv_as_matmul.py).
+(tests/test_conv_as_matmul.py). ``phase_conv_upsample`` packs the same phases into one 2x2
+convolution instead: the form exported graphs use for the nebula G (ONNX Runtime and TensorFlow
+graphs run it fastest; ``models/export_forms.py``).
 
 Upsampling. Both generator families upsample with a linear map from x [B, H, W, Cin] to
 [B, 2H, 2W, Cout] in which output pixel (2i + a, 2j + b) -- phase (a, b) -- reads only the
