@@ -96,6 +96,19 @@ def test_layers_rebuild_from_their_json_config():
         assert type(back) is type(layer) and back.get_config() == layer.get_config()
 
 
+def test_export_forms_are_forms_of_their_layers():
+    from nebula_keras3.models.dcgan import layers as dcgan_layers
+    from nebula_keras3.models.nebula import layers as nebula_layers
+
+    declared = {cls: getattr(cls, "export_form", None) for module in (dcgan_layers, nebula_layers)
+                for cls in vars(module).values() if isinstance(cls, type)}
+    assert declared[dcgan_layers.SubPixelConv2DTranspose] in dcgan_layers.FORMS
+    assert declared[NearestUpsampleConv2D] in FORMS
+    # the other layers (Stride2Conv2D, WholeMapConv2D, ...) are not changed by an export
+    assert {cls for cls, form in declared.items() if form} == {dcgan_layers.SubPixelConv2DTranspose,
+                                                               NearestUpsampleConv2D}
+
+
 def test_export_forms_apply_inside_the_block_only_and_give_the_same_images():
     from nebula_keras3.models import NebulaGenerator
     from nebula_keras3.models.export_forms import export_forms

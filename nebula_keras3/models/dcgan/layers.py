@@ -171,8 +171,6 @@ class Stride2Conv2D(keras.layers.Conv2D):
     patch matmul), or ``"auto"`` (``DOWN_AUTO_FORMS`` for the running backend, else direct).
     """
 
-    export_form = EXPORT_FORM
-
     def __init__(self, filters, kernel_size=4, strides=2, padding="same", implementation="auto", **kwargs):
         if as_pair(kernel_size) != (4, 4) or as_pair(strides) != (2, 2) or padding != "same":
             raise ValueError("Stride2Conv2D is the 4x4, stride-2, 'same' convolution")
