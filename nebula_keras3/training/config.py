@@ -14,12 +14,12 @@ UPSAMPLE_MODES = ("nearest", "subpixel")
 G_ACTIVATIONS = ("glu", "lrelu")
 LOSSES = ("bce", "hinge")
 
-# The nebula family's recipe: data-efficient GAN training for ~1k images. bench/quality.py measured
-# it against dcgan64 at equal training time (docs/RESULTS.md: SWD 0.39x dcgan64's). Its D is the
-# DCGAN discriminator (BatchNorm) at ndf 32, half the cost of the spectral-norm ResNet one at ndf 32,
-# which with hinge loss and cutout levelled off at 0.74x. A 64 px step costs about 0.6x a dcgan64
-# step on torch (1 thread). EMA 0.99: at 0.999 the average lags the raw weights through the first
-# ~1k steps, most of a short run.
+# The nebula family's recipe: data-efficient GAN training for ~1k images, chosen with
+# bench/quality.py against dcgan64 at equal training time (docs/RESULTS.md, "Quality at equal
+# training time"). Its D is the DCGAN discriminator (BatchNorm) at ndf 32, cheaper per step than the
+# spectral-norm ResNet one, which with hinge loss and cutout scored worse in an earlier run of it.
+# EMA 0.99: at 0.999 the average lags the raw weights through the first ~1k steps, most of a
+# short run.
 _NEBULA = {
     "model": "nebula", "discriminator": "dcgan", "spectral_norm": False, "ngf": 16, "ndf": 32,
     "upsample": "nearest", "g_activation": "glu", "sle": True,
@@ -34,7 +34,8 @@ PRESETS: dict[str, dict] = {
     # The default family at 64 and 128 px.
     "nebula64": {**_NEBULA},
     "nebula128": {**_NEBULA, "image_size": 128, "ngf": 8, "ndf": 16},
-    # `make demo`: a few minutes on a 2-core CPU on the built-in procedural nebulae.
+    # `make demo`: a short run on the built-in procedural nebulae (its time: docs/RESULTS.md,
+    # "make demo and make test").
     "demo": {**_NEBULA, "image_size": 32, "epochs": 40, "num_procedural": 1024,
              "batch_size": 32},
     # Tests and smoke runs: seconds per epoch.

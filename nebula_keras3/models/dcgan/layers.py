@@ -54,12 +54,12 @@ def channel_mults(image_size: int) -> list[int]:
 
 
 # The form ``implementation="auto"`` picks (others: "transpose"). Measured per layer with
-# bench/upsample_bench.py and per-layer timings (forward +
-# backward at 64 px, batch 64, 2 CPU cores): XLA's CPU backward of conv_transpose takes
-# seconds per layer, so JAX runs the phase matmuls (4 taps per pixel) on layers with at
-# least PHASE_MIN_FILTERS outputs and the 3x3 sub-pixel conv on the thin to-RGB layer,
-# where 3-column matmuls are slow; torch's and TensorFlow's own transposed convolutions
-# beat both other forms there.
+# bench/upsample_bench.py and per-layer timings (forward + backward at 64 px, batch 64, 2 CPU
+# cores; the whole step: docs/RESULTS.md, "JAX's layer forms"): XLA's CPU backward of
+# conv_transpose is the slowest form by far, so JAX runs the phase matmuls (4 taps per
+# pixel) on layers with at least PHASE_MIN_FILTERS outputs and the 3x3 sub-pixel conv on
+# the thin to-RGB layer, where 3-column matmuls are slow; torch's and TensorFlow's own
+# transposed convolutions beat both other forms there.
 PHASE_MIN_FILTERS = 16
 
 
@@ -71,9 +71,8 @@ def auto_form(backend: str, filters: int) -> str:
 
 FORMS = ("transpose", "subpixel", "phase")
 # The form exported graphs (SavedModel, ONNX) compute (nebula_keras3.models.export_forms):
-# ONNX Runtime's ConvTranspose beats the sub-pixel conv and the phase forms here
-# (bench/sample_bench.py, dcgan64 G at batch 64: 734 vs 490 img/s sub-pixel; a 2x2-conv phase
-# form measured no faster: 195 vs 201 img/s on a loaded machine).
+# ONNX Runtime's ConvTranspose beats the sub-pixel conv and the phase forms here, and a 2x2-conv
+# phase form was no faster (bench/sample_bench.py; docs/RESULTS.md, "Sampling throughput").
 EXPORT_FORM = "transpose"
 
 # Kernel tap of the 4x4 transposed kernel used by output phase a (rows of the
@@ -156,8 +155,9 @@ class SubPixelConv2DTranspose(keras.layers.Conv2DTranspose):
 
 
 # The form ``Stride2Conv2D(implementation="auto")`` picks per backend (others: "direct").
-# Per-layer timing, dcgan64 D layers forward + backward, batch 64, 2 CPU cores:
-# JAX 451 ms direct vs 366 ms as matmuls (the 3-channel first layer 55 vs 14 ms).
+# Per-layer timing, dcgan64 D layers forward + backward, batch 64, 2 CPU cores: JAX's patch
+# matmul beats its direct conv, most on the 3-channel first layer (the whole step:
+# docs/RESULTS.md, "JAX's layer forms").
 DOWN_AUTO_FORMS = {"jax": "matmul"}
 DOWN_FORMS = ("direct", "matmul")
 

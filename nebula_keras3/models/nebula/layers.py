@@ -17,14 +17,15 @@ from nebula_keras3.models.conv_as_matmul import (
 
 # The form each backend computes ``NearestUpsampleConv2D`` in under ``implementation="auto"``
 # (others: "direct"). bench/upsample_bench.py, nebula64 G forward + backward, 2 CPU cores:
-# JAX's phase matmuls beat its upsample-then-convolve; torch and TensorFlow convolve faster.
+# JAX's phase matmuls beat its upsample-then-convolve; torch and TensorFlow convolve faster
+# (docs/RESULTS.md, "JAX's layer forms").
 AUTO_FORMS = {"jax": "phase"}
 FORMS = ("direct", "phase", "phase_conv")
 # The form exported graphs (SavedModel, ONNX) compute (nebula_keras3.models.export_forms): the
 # 2x2-conv phase form does 4/9 of the direct form's multiply-adds in one Conv and a shuffle, with
-# no Tile; nebula64 G at batch 64, same run: ONNX Runtime 236 vs 188 img/s, a TensorFlow graph
-# 580 vs 464 (bench/sample_bench.py runs each form). Training keeps AUTO_FORMS: the 2x2-conv
-# form's backward measured no faster on any backend (bench/train_bench.py nearest=phase_conv).
+# no Tile, and is the fastest form in ONNX Runtime and in a TensorFlow graph (docs/RESULTS.md,
+# "Sampling throughput"; bench/sample_bench.py runs each form). Training keeps AUTO_FORMS: the
+# 2x2-conv form's backward was no faster on any backend (bench/train_bench.py nearest=phase_conv).
 EXPORT_FORM = "phase_conv"
 
 
