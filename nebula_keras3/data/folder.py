@@ -156,17 +156,35 @@ def _decode_to_memory(root, entries, unreadable, **decode) -> FolderImages:
 
 
 def _list_files(root: Path) -> tuple[list[tuple[str, int, int]], list[tuple[str, str]]]:
-    """Sorted ``(relpath, size, mtime_ns)`` of regular files; ``(relpath, reason)`` of others."""
+    """Sorted ``(relpath, size, mtime_ns)`` of regular files; ``(relpath, reason)`` of others.
+
+    What ``os.walk`` visits (symlinked folders are not entered, unreadable folders are
+    passed over), without building a path object per file: a training start lists the
+    whole folder to find its cache entry.
+    """
     entries, others = [], []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-        for name in filenames:
-            if name.startswith("."):
+    pending = [""]  # folders to list, as relative POSIX prefixes ("" or "sub/dir/")
+    while pending:
+        prefix = pending.pop()
+        try:
+            with os.scandir(os.path.join(root, prefix) if prefix else root) as listing:
+                found = list(listing)
+        except OSError:
+            continue
+        for entry in found:
+            if entry.name.startswith("."):
                 continue
-            path = os.path.join(dirpath, name)
-            rel = Path(os.path.relpath(path, root)).as_posix()
+            rel = prefix + entry.name
             try:
-                st = os.stat(path)
+                is_dir = entry.is_dir()
+            except OSError:
+                is_dir = False
+            if is_dir:
+                if not entry.is_symlink():
+                    pending.append(rel + "/")
+                continue
+            try:
+                st = entry.stat()
             except OSError as e:
                 others.append((rel, f"unreadable: {e.strerror or e}"))
                 continue
