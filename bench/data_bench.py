@@ -1,7 +1,8 @@
-"""Peak memory of loading and training on an image folder larger than it is sensible to hold.
+"""Peak memory of loading and training on a large image folder; training-start time on a cached one.
 
     KERAS_BACKEND=torch .venv/bin/python bench/data_bench.py [--count 20000] [--image-size 128]
         [--folder /tmp/nebula-data-bench] [--steps 5] [--batch-size 64]
+    .venv/bin/python bench/data_bench.py --start [--count 20000] [--image-size 128] [--rounds 3]
 
 Builds (once) a folder of ``--count`` synthetic JPEGs of 160-256 px, then in one
 process: imports Keras (the baseline), decodes the folder at ``--image-size`` into a
@@ -11,7 +12,16 @@ and trains ``--steps`` GAN steps of a small model on it. A thread samples
 anonymous (private) memory and of its whole resident set above the baseline, next
 to the size of the decoded uint8 array. Resident file pages of the memory-mapped
 cache are page cache the kernel can drop at any time, so the anonymous figure is
-the memory the data actually needs. Not a test: it measures.
+the memory the data actually needs.
+
+``--start``: what a training start spends on its data once the cache is warm. Builds
+(once) a folder of ``--count`` small synthetic JPEGs (64 px, in ``/tmp/nebula-start-bench``
+by default), decodes it at ``--image-size`` into a cache (timed, once), then times
+``--rounds`` times what ``nebula train`` does before building the model: list the folder,
+map the cached array (``load_training_images``) and fingerprint it (``data_fingerprint``,
+from the digest stored with the cache). For comparison it times hashing every pixel
+(``pixel_digest``), what fingerprinting cost before the digest was stored. Imports no
+Keras. Not a test: it measures.
 """
 
 from __future__ import annotations
@@ -69,15 +79,15 @@ class PeakMemory:
         self._thread.join()
 
 
-def make_folder(folder: Path, count: int, seed: int = 0) -> None:
-    """``count`` JPEGs of random size 160..256 px: smooth colour fields with some noise."""
+def make_folder(folder: Path, count: int, seed: int = 0, sizes: tuple[int, int] = (160, 256)) -> None:
+    """``count`` JPEGs of random size ``sizes[0]..sizes[1]`` px: smooth colour fields with some noise."""
     from PIL import Image
 
     folder.mkdir(parents=True, exist_ok=True)
     have = len(list(folder.glob("*.jpg")))
     rng = np.random.default_rng(seed)
     for i in range(count):
-        w, h = rng.integers(160, 257, 2)
+        w, h = rng.integers(sizes[0], sizes[1] + 1, 2)
         if i < have:
             continue
         coarse = rng.integers(0, 256, (6, 6, 3), dtype=np.uint8)
@@ -86,14 +96,57 @@ def make_folder(folder: Path, count: int, seed: int = 0) -> None:
         Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8)).save(folder / f"{i:06d}.jpg", quality=90)
 
 
+def start_bench(args) -> None:
+    """Training-start time on a warm cache: list + map + fingerprint, against a full pixel hash."""
+    from nebula_keras3.data import data_fingerprint, load_training_images
+    from nebula_keras3.data.fingerprint import pixel_digest
+
+    folder = args.folder or Path(tempfile.gettempdir()) / "nebula-start-bench"
+    t = time.perf_counter()
+    make_folder(folder, args.count, sizes=(64, 64))
+    print(f"folder: {folder} ({args.count} JPEGs of 64 px, ready in {time.perf_counter() - t:.0f} s)")
+    cache = Path(tempfile.mkdtemp(prefix="nebula-start-bench-cache-"))
+    try:
+        t = time.perf_counter()
+        images, description = load_training_images(str(folder), args.image_size, cache_dir=cache, progress=False)
+        data_fingerprint(images)
+        print(f"cold start (decode + write the cache, digest while writing): {time.perf_counter() - t:.1f} s; "
+              f"{description}, {images.nbytes / 2**20:.0f} MiB of pixels")
+        del images
+        starts, fingerprints = [], []
+        for _ in range(args.rounds):
+            t0 = time.perf_counter()
+            images, description = load_training_images(str(folder), args.image_size, cache_dir=cache, progress=False)
+            t1 = time.perf_counter()
+            fingerprint = data_fingerprint(images)
+            starts.append(time.perf_counter() - t0)
+            fingerprints.append(time.perf_counter() - t1)
+        assert "(from cache)" in description
+        t = time.perf_counter()
+        assert pixel_digest(images) == fingerprint["sha256"]
+        full = time.perf_counter() - t
+    finally:
+        shutil.rmtree(cache, ignore_errors=True)
+    print(f"warm start, median of {args.rounds}: {np.median(starts):.3f} s "
+          f"(of which data_fingerprint {np.median(fingerprints) * 1e3:.2f} ms)")
+    print(f"hashing every pixel instead (page cache warm): {full:.2f} s")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=20_000)
     parser.add_argument("--image-size", type=int, default=128)
-    parser.add_argument("--folder", type=Path, default=Path(tempfile.gettempdir()) / "nebula-data-bench")
+    parser.add_argument("--folder", type=Path, default=None,
+                        help="default: /tmp/nebula-data-bench (/tmp/nebula-start-bench with --start)")
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--start", action="store_true", help="time a training start on a warm cache instead")
+    parser.add_argument("--rounds", type=int, default=3, help="--start: warm starts timed")
     args = parser.parse_args()
+    if args.start:
+        start_bench(args)
+        return
+    args.folder = args.folder or Path(tempfile.gettempdir()) / "nebula-data-bench"
 
     t = time.perf_counter()
     make_folder(args.folder, args.count)

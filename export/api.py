@@ -238,7 +238,7 @@ def load_generator(source):
     """``(keras model, file facts)`` for a run folder or .keras file (TensorFlow backend)."""
     import keras
 
-    import nebula_keras3.models  # noqa: F401  (registers the serializable classes)
+    import nebula_keras3.models.dcgan, nebula_keras3.models.nebula  # noqa: F401,E401  (registers both families' classes)
     from nebula_keras3.artifacts import ArtifactError, resolve_generator
 
     try:

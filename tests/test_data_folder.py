@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile
 
+from nebula_keras3.data.decode import to_rgb
 from nebula_keras3.data.folder import (
     DataError,
     SkippedImagesWarning,
     load_image_folder,
-    to_rgb,
 )
 
 pytestmark = pytest.mark.backend_independent
@@ -250,7 +250,7 @@ def test_large_jpeg_is_judged_and_decoded_at_draft_size(tmp_path, monkeypatch):
 @pytest.mark.parametrize("mode", ["I;16", "I;16B", "I", "F", "F-nan", "RGBA", "LA"])
 def test_deep_and_alpha_images_are_mapped_at_output_size(mode, monkeypatch):
     """Same picture as converting the full image first, but only S x S pixels go through numpy."""
-    from nebula_keras3.data import folder
+    from nebula_keras3.data import decode
 
     rng = np.random.default_rng(0)
     smooth = np.asarray(_rgb(30, 20).resize((300, 200), Image.Resampling.BICUBIC))[..., 0].astype(float)
@@ -267,14 +267,14 @@ def test_deep_and_alpha_images_are_mapped_at_output_size(mode, monkeypatch):
     else:
         rgba = np.dstack([_rgb(300, 200)] + [rng.integers(0, 256, (200, 300), dtype=np.uint8)])
         im = Image.fromarray(rgba, "RGBA").convert(mode)
-    reference = folder._crop_resize(to_rgb(im), 32).astype(int)
+    reference = decode._crop_resize(to_rgb(im), 32).astype(int)
     shapes = []
-    real = folder._gray_array
-    monkeypatch.setattr(folder, "_gray_array", lambda a: shapes.append(a.shape) or real(a))
-    out = folder.square_rgb(im, 32)
+    real = decode._gray_array
+    monkeypatch.setattr(decode, "_gray_array", lambda a: shapes.append(a.shape) or real(a))
+    out = decode.square_rgb(im, 32)
     assert out.shape == (32, 32, 3) and out.dtype == np.uint8
     assert np.abs(out.astype(int) - reference).max() <= 2  # rounding of the 8-bit step moved
-    if mode in folder._DEEP_MODES or mode == "F-nan":
+    if mode in decode._DEEP_MODES or mode == "F-nan":
         assert shapes == [(32, 32)]  # no full-size float64 copy
 def test_sequential_and_threaded_decoding_agree(zoo):
     a, _ = _load(zoo, workers=1)
@@ -392,9 +392,9 @@ def test_real_nebula_folder(tmp_path):
 
 
 def test_cache_is_a_memmap_streamed_in_chunks_equal_to_the_in_memory_path(zoo, tmp_path, monkeypatch):
-    from nebula_keras3.data import folder
+    from nebula_keras3.data import cache
 
-    monkeypatch.setattr(folder, "_CHUNK", 3)  # 13 images: four full chunks and a partial one
+    monkeypatch.setattr(cache, "_CHUNK", 3)  # 13 images: four full chunks and a partial one
     memory, _ = _load(zoo, use_cache=False)
     assert not isinstance(memory.images, np.memmap)
     for attempt in ("written", "read back"):
@@ -413,15 +413,15 @@ def test_killed_cache_write_leaves_no_half_cache(zoo, tmp_path):
     cache = tmp_path / "cache"
     script = f"""
 import os, signal
-from nebula_keras3.data import folder
-folder._CHUNK = 2
-real, calls = folder._decode_one, []
+from nebula_keras3.data import cache, decode, folder
+cache._CHUNK = 2
+real, calls = decode.decode_one, []
 def dying(*args):
     calls.append(1)
     if len(calls) == 7:  # three chunks already written to the temp file
         os.kill(os.getpid(), signal.SIGKILL)
     return real(*args)
-folder._decode_one = dying
+decode.decode_one = dying
 folder.load_image_folder({str(zoo)!r}, 32, cache_dir={str(cache)!r}, workers=1, progress=False)
 """
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)

@@ -59,3 +59,61 @@ def test_get_config_is_the_constructor_arguments():
     assert clone.output_shape == g.output_shape
     d = DCGANDiscriminator(32, ndf=3, seed=5)
     assert DCGANDiscriminator.from_config(d.get_config()).get_config() == d.get_config()
+
+
+# Saved models name their classes by these registered names; moving a class between modules
+# keeps them (package + class name), renaming one or its package would orphan every saved file.
+REGISTERED = {
+    "DCGANDiscriminator", "DCGANGenerator", "DepthToSpace", "GLU", "GlobalSumPooling2D", "ICNR",
+    "NearestUpsampleConv2D", "NebulaGenerator", "ResNetDiscriminator", "SpectralNormalization",
+    "Stride2Conv2D", "SubPixelConv2DTranspose", "WholeMapConv2D",
+}
+
+
+def test_registered_names_are_stable():
+    import nebula_keras3.models.dcgan
+    import nebula_keras3.models.nebula  # noqa: F401
+
+    ours = {k for k, v in keras.saving.get_custom_objects().items() if v.__module__.startswith("nebula_keras3.models")}
+    assert ours == {f"nebula_keras3>{name}" for name in REGISTERED}
+
+
+def test_models_package_and_options_import_no_keras_and_the_families_stay_apart():
+    """The training config reads the model options without Keras; neither family imports the other."""
+    import ast
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = ("import sys, nebula_keras3.models, nebula_keras3.models.options, nebula_keras3.training.config; "
+            "print('keras' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "False"
+    models = Path(__file__).resolve().parents[1] / "nebula_keras3" / "models"
+    for family, other in (("dcgan", "nebula"), ("nebula", "dcgan")):
+        for path in (models / family).glob("*.py"):
+            imported = [n.module or "" for n in ast.walk(ast.parse(path.read_text())) if isinstance(n, ast.ImportFrom)]
+            imported += [a.name for n in ast.walk(ast.parse(path.read_text())) if isinstance(n, ast.Import)
+                         for a in n.names]
+            assert not [m for m in imported if m.startswith(f"nebula_keras3.models.{other}")], path
+            assert not [m for m in imported if m.startswith("nebula_keras3.training")], path
+
+
+def test_loaders_register_the_classes_they_load_in_a_fresh_process(tmp_path):
+    """The sampler and the exporter load a saved nebula generator with nothing else imported first."""
+    import subprocess
+    import sys
+
+    from conftest import make_generator_run
+
+    run = make_generator_run(tmp_path / "run", model="nebula")
+    code = (
+        "from nebula_keras3.sampling.keras_sampler import KerasSampler\n"
+        f"print(type(KerasSampler({str(run)!r}).model).__name__)\n"
+        "from nebula_keras3.export.api import load_generator\n"
+        f"print(type(load_generator({str(run)!r})[0]).__name__)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split()[-2:] == ["NebulaGenerator", "NebulaGenerator"]

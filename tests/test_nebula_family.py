@@ -9,7 +9,8 @@ from conftest import forward_runs_at, make_generator_run, tiny_config
 
 from nebula_keras3.models import NebulaGenerator, ResNetDiscriminator
 from nebula_keras3.models.nebula.generator import generator_widths
-from nebula_keras3.models.nebula.layers import DepthToSpace, SpectralNormalization, depth_to_space
+from nebula_keras3.models.common import SpectralNormalization
+from nebula_keras3.models.nebula.layers import DepthToSpace, depth_to_space
 from nebula_keras3.training.gan import GAN
 
 def to_np(x):

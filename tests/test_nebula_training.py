@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from conftest import tiny_config
 
-from nebula_keras3.models.nebula.layers import SpectralNormalization
+from nebula_keras3.models.common import SpectralNormalization
 from nebula_keras3.training import augment as augment_module
 from nebula_keras3.training import trainer
 from nebula_keras3.training.augment import DiffAugment, cutout_size, translation_shift

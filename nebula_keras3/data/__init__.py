@@ -1,17 +1,17 @@
 """Training data: image folders, the built-in procedural set, and Keras batches.
 
-``folder`` and ``procedural`` import numpy/Pillow only; ``ImageBatches`` (a
-``keras.utils.PyDataset``) is imported from ``pipeline`` on first use, so
-``import nebula_keras3.data`` stays free of Keras.
+``folder`` (with ``decode``, ``cache`` and ``fingerprint``) and ``procedural`` import
+numpy/Pillow only; ``ImageBatches`` (a ``keras.utils.PyDataset``) is imported from
+``pipeline`` on first use, so ``import nebula_keras3.data`` stays free of Keras.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 
 import numpy as np
 
+from nebula_keras3.data.fingerprint import data_fingerprint
 from nebula_keras3.data.folder import (
     DataError,
     FolderImages,
@@ -63,18 +63,6 @@ def load_training_images(
     return loaded.images, (
         f"{len(loaded.images)} images from {data_dir} at {image_size} px{skipped}{cached}"
     )
-
-
-def data_fingerprint(images: np.ndarray) -> dict:
-    """What a run trained on: image count, shape and a SHA-256 of the uint8 pixels.
-
-    Any change to the files (added, removed, edited) or to their decoding changes it.
-    """
-    images = np.ascontiguousarray(images)
-    digest = hashlib.sha256()
-    digest.update(repr((images.dtype.str, images.shape)).encode())
-    digest.update(memoryview(images).cast("B"))
-    return {"image_count": int(images.shape[0]), "shape": list(images.shape[1:]), "sha256": digest.hexdigest()}
 
 
 def __getattr__(name: str):

@@ -27,7 +27,7 @@ class KerasSampler:
             raise SamplerError(str(e)) from None
         import keras
 
-        import nebula_keras3.models  # noqa: F401  (registers DCGANGenerator & co.)
+        import nebula_keras3.models.dcgan, nebula_keras3.models.nebula  # noqa: F401,E401  (registers both families' classes)
 
         try:
             self.model = keras.saving.load_model(model_path, compile=False)

@@ -3,7 +3,7 @@
 A JAX run compiles its jitted train step, and each small op Keras runs eagerly, anew in
 every process: a ``--resume``, a second run of the same preset or the test suite pays the
 compile again. With the cache on, JAX stores every compiled program under
-``<cache dir>/jax-compile`` (``default_cache_dir()``: ``$NEBULA_CACHE_DIR``, else
+``<cache dir>/jax-compile`` (``nebula_keras3.paths``: ``$NEBULA_CACHE_DIR``, else
 ``~/.cache/nebula-keras3``), keyed by the program and the XLA version, and loads it the
 next time instead of compiling. The result of a cached program is the compiled one's, so
 runs and resumes stay exact.
@@ -17,7 +17,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-SUBDIR = "jax-compile"
+from nebula_keras3.paths import JAX_COMPILE_CACHE, cache_subdir
+
 OFF_ENV = "NEBULA_JAX_CACHE"
 MAX_BYTES = 2 * 1024**3  # least recently used programs are dropped above this
 
@@ -32,11 +33,7 @@ def enable_jax_compile_cache(cache_dir: str | os.PathLike | None = None) -> Path
 
     if jax.config.jax_compilation_cache_dir:  # the user's own choice (JAX_COMPILATION_CACHE_DIR)
         return Path(jax.config.jax_compilation_cache_dir)
-    if cache_dir is None:
-        from nebula_keras3.data.folder import default_cache_dir
-
-        cache_dir = default_cache_dir()
-    path = Path(cache_dir).expanduser() / SUBDIR
+    path = cache_subdir(JAX_COMPILE_CACHE, cache_dir)
     path.mkdir(parents=True, exist_ok=True)
     jax.config.update("jax_compilation_cache_dir", str(path))
     # Every program, not only those over JAX's 1 s default: Keras' eager ops are many

@@ -7,11 +7,14 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-SUPPORTED_SIZES = (32, 64, 128, 256)  # image sizes every model family builds
-MODELS = ("dcgan", "nebula")  # generator families
-DISCRIMINATORS = ("dcgan", "resnet")
-UPSAMPLE_MODES = ("nearest", "subpixel")
-G_ACTIVATIONS = ("glu", "lrelu")
+from nebula_keras3.models.options import (  # the models' own options, validated here
+    DISCRIMINATORS,
+    G_ACTIVATIONS,
+    MODELS,
+    SUPPORTED_SIZES,
+    UPSAMPLE_MODES,
+)
+
 LOSSES = ("bce", "hinge")
 
 # The nebula family's recipe: data-efficient GAN training for ~1k images, chosen with

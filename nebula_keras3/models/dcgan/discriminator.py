@@ -5,6 +5,7 @@ from __future__ import annotations
 import keras
 
 from nebula_keras3.export import layout  # exported tensor names: the generator output IMAGES is the D input
+from nebula_keras3.models.common import SpectralNormalization
 from nebula_keras3.models.dcgan.layers import Stride2Conv2D, WholeMapConv2D, batch_norm, channel_mults, conv_init
 
 
@@ -31,8 +32,6 @@ class DCGANDiscriminator(keras.Model):
     """
 
     def __init__(self, image_size=64, ndf=64, spectral_norm=False, seed=None, **kwargs):
-        from nebula_keras3.models.nebula.layers import SpectralNormalization
-
         def sn(layer):
             return SpectralNormalization(layer, name=f"{layer.name}_sn") if spectral_norm else layer
 

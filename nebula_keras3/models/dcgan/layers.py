@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import keras
 
 from nebula_keras3.models.conv_as_matmul import (
@@ -15,7 +13,8 @@ from nebula_keras3.models.conv_as_matmul import (
     phase_upsample,
     stride2_conv,
 )
-from nebula_keras3.training.config import SUPPORTED_SIZES  # noqa: F401 (one home, keras-free)
+from nebula_keras3.models.options import num_stages
+
 MAX_CHANNEL_MULT = 8  # the 64 px reference tops out at ngf*8 / ndf*8; larger sizes stay there
 
 
@@ -33,15 +32,6 @@ def batch_norm(name: str, seed=None) -> keras.layers.BatchNormalization:
         beta_initializer="zeros",
         name=name,
     )
-
-
-def num_stages(image_size: int) -> int:
-    """Stride-2 stages between 4x4 and the image: 64 px -> 4 (4-8-16-32-64)."""
-    if image_size not in SUPPORTED_SIZES:
-        raise ValueError(
-            f"image_size must be one of {SUPPORTED_SIZES}, got {image_size}"
-        )
-    return int(math.log2(image_size)) - 2
 
 
 def channel_mults(image_size: int) -> list[int]:

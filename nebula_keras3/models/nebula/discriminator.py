@@ -5,8 +5,9 @@ from __future__ import annotations
 import keras
 
 from nebula_keras3.export import layout  # exported tensor names: the generator output IMAGES is the D input
-from nebula_keras3.models.dcgan.layers import num_stages
-from nebula_keras3.models.nebula.layers import GlobalSumPooling2D, SpectralNormalization, seeded
+from nebula_keras3.models.common import SpectralNormalization, seeded
+from nebula_keras3.models.nebula.layers import GlobalSumPooling2D
+from nebula_keras3.models.options import num_stages
 
 MAX_WIDTH_MULT = 8  # ndf * 8 at most (the 4x4 blocks)
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import keras
 
 from nebula_keras3.export import layout  # exported tensor names: G maps Z to IMAGES
-from nebula_keras3.models.dcgan.layers import num_stages
-from nebula_keras3.models.nebula.layers import GLU, ICNR, DepthToSpace, NearestUpsampleConv2D, seeded
-from nebula_keras3.training.config import G_ACTIVATIONS, UPSAMPLE_MODES
+from nebula_keras3.models.common import seeded
+from nebula_keras3.models.nebula.layers import GLU, ICNR, DepthToSpace, NearestUpsampleConv2D
+from nebula_keras3.models.options import G_ACTIVATIONS, UPSAMPLE_MODES, num_stages
 
 MAX_WIDTH_MULT = 16  # widest map: ngf * 16 (the 4x4 one at 64 px)
 

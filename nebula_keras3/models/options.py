@@ -1,0 +1,24 @@
+"""What the model families can be built with: sizes, families, modes, and the stage count.
+
+Read by the model constructors and by the training config (its validation and
+the CLI's choices). Imports no Keras.
+"""
+
+from __future__ import annotations
+
+import math
+
+SUPPORTED_SIZES = (32, 64, 128, 256)  # image sizes every model family builds
+MODELS = ("dcgan", "nebula")  # generator families
+DISCRIMINATORS = ("dcgan", "resnet")
+UPSAMPLE_MODES = ("nearest", "subpixel")  # nebula generator
+G_ACTIVATIONS = ("glu", "lrelu")  # nebula generator
+
+
+def num_stages(image_size: int) -> int:
+    """Stride-2 stages between 4x4 and the image: 64 px -> 4 (4-8-16-32-64)."""
+    if image_size not in SUPPORTED_SIZES:
+        raise ValueError(
+            f"image_size must be one of {SUPPORTED_SIZES}, got {image_size}"
+        )
+    return int(math.log2(image_size)) - 2
