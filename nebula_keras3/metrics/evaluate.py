@@ -155,6 +155,9 @@ def memorisation(train: np.ndarray, train_names: list[str], fake: np.ndarray, *,
         source = f"{len(held_out)} held out of the {len(kept) + len(out)} training images (--holdout {holdout}, seed {split_seed})"
     else:
         source = f"{len(held_out)} held-out images"
+    if len(held_out) * COPY_QUANTILE < 1:
+        source += (f"; fewer than {round(1 / COPY_QUANTILE)}, so the copy threshold is coarse "
+                   "(about their closest one)")
     try:
         neighbours = TrainingNeighbours(train, held_out)
         found = neighbours.score(fake)
