@@ -116,6 +116,25 @@ def evaluate_images(real: np.ndarray, fake: np.ndarray, *, metrics=METRICS, seed
     return result
 
 
+def resolution_swd(real: np.ndarray, fake: np.ndarray, *, seed: int = 0) -> dict:
+    """SWD x1e3 per pyramid level at the real images' size (``swd_<res>`` from it down to 16 px,
+    and their mean ``swd``), the generated images resized to that size with LANCZOS first.
+
+    So a 64 px model's samples upscaled to 128 px are scored on the same pyramid as a
+    128 px model's: whatever detail the finest levels find beyond the upscale is real.
+    """
+    from nebula_keras3.metrics.memorisation import resize_images
+
+    real, fake = np.asarray(real), np.asarray(fake)
+    for name, x in (("real", real), ("generated", fake)):
+        if x.dtype != np.uint8 or x.ndim != 4 or x.shape[-1] != 3 or x.shape[1] != x.shape[2]:
+            raise EvaluationError(f"{name} images must be uint8 [n, S, S, 3], got {x.dtype} {list(x.shape)}")
+    try:
+        return sliced_wasserstein_distance(real, resize_images(fake, real.shape[1]), seed=seed)
+    except ValueError as e:
+        raise EvaluationError(str(e)) from None
+
+
 def _feature_metrics(real_f, fake_f, tag, metrics, seed) -> dict:
     out = {}
     if "fid" in metrics:
