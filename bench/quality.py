@@ -16,6 +16,13 @@ writes ``swd_vs_time.png`` and both presets' grids at T into ``--out``.
 ``--candidate`` may be repeated, and each may carry ``nebula train`` options after the preset
 (``--candidate "nebula64 --ndf 64"``): all candidates train beside the reference, under the
 same load, and each is compared at T.
+
+Resolution: once the runs stop, each run's last checkpoint (its state at T) renders
+``--resolution-images`` images that are scored against the held-out photos at the largest
+image size of the runs, per SWD pyramid level (from that size down to 16 px); a
+lower-resolution run's samples are upscaled to that size with LANCZOS first
+(``metrics.evaluate.resolution_swd``), so its finest levels show what an upscale lacks.
+``result.json`` holds them under ``full_size_swd``.
 """
 
 from __future__ import annotations
@@ -91,6 +98,8 @@ def main(argv=None) -> int:
     p.add_argument("--backend", default="torch")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--metric", default="swd")
+    p.add_argument("--resolution-images", type=int, default=256,
+                   help="images per run for the full-size SWD at the end (0: skip it)")
     args = p.parse_args(argv)
 
     candidates = args.candidate or ["nebula64"]
@@ -160,9 +169,37 @@ def main(argv=None) -> int:
         grid = out / name / "samples" / f"epoch_{epoch:03d}.png"
         if grid.is_file():
             shutil.copy(grid, out / f"grid_{name}_epoch{epoch:03d}.png")
+    if args.resolution_images:
+        result["full_size_swd"] = full_size_swd({name: out / name for name in curves}, args)
     (out / "result.json").write_text(json.dumps(result, indent=2) + "\n")
     plot(curves, args, budget, out / f"{args.metric}_vs_time.png")
     return 0
+
+
+def full_size_swd(run_dirs: dict, args) -> dict:
+    """Per-level SWD of each run's last checkpoint against the held-out photos at the largest
+    run size, lower-resolution samples upscaled (LANCZOS); printed and returned per run."""
+    os.environ["KERAS_BACKEND"] = args.backend  # before Keras is imported here
+    from nebula_keras3.data.folder import load_image_folder
+    from nebula_keras3.data.split import split_holdout
+    from nebula_keras3.metrics.evaluate import resolution_swd
+    from nebula_keras3.sampling.keras_sampler import KerasSampler
+
+    samplers = {name: KerasSampler(run, checkpoint="last") for name, run in run_dirs.items()}
+    size = max(s.image_size for s in samplers.values())
+    _, held_out = split_holdout(load_image_folder(args.data, size, progress=False).images, args.holdout, args.seed)
+    held_out = held_out[: args.resolution_images]
+    print(f"\nSWD x1e3 per level at {size} px against {len(held_out)} held-out images "
+          f"(last checkpoints; lower-resolution samples upscaled with LANCZOS):")
+    scores = {}
+    for name, sampler in samplers.items():
+        figures = resolution_swd(held_out, sampler.sample(0, len(held_out)), seed=args.seed)
+        scores[name] = {"image_size": size, "model_size": sampler.image_size, "epoch": sampler.facts.get("epoch"),
+                        **{k: round(v, 2) for k, v in figures.items()}}
+        levels = "  ".join(f"{k} {v:.1f}" for k, v in figures.items())
+        upscaled = f" (from {sampler.image_size} px)" if sampler.image_size != size else ""
+        print(f"  {name}{upscaled}, epoch {scores[name]['epoch']}: {levels}")
+    return scores
 
 
 def plot(curves, args, budget, path):

@@ -3,6 +3,8 @@
     from nebula_keras3.export.api import export_generator
     result = export_generator("runs/x", saved_model_base="models", onnx_path="x.onnx")
 
+The options are the fields of :class:`ExportRequest` (``nebula export`` builds one too).
+
 Export always runs on the Keras TensorFlow backend. When the caller's backend is
 JAX or PyTorch, the same request runs in a TensorFlow-backend worker process
 (:mod:`nebula_keras3.export.worker`: an :class:`ExportRequest` as JSON in, an
@@ -69,7 +71,23 @@ class ExportResult:
 
 @dataclass
 class ExportRequest:
-    """The arguments of :func:`export_generator`, as data (what the worker process receives)."""
+    """What to export and where: the options of :func:`export_generator` and ``nebula export``,
+    spelled once (the worker process receives one as JSON).
+
+    Attributes:
+        source: run folder (with generator.keras) or a ``.keras`` file.
+        saved_model_base: TF Serving base folder; writes ``BASE/<model_name>/<version>/``.
+        onnx_path: also (or only) write the ONNX model here.
+        model_name: TF Serving model name (folder under the base).
+        version: explicit version; default the next free integer (1 when none).
+        onnx_beside: with a SavedModel, also write the ONNX model into the version folder.
+        parity: end with the ONNX Runtime vs Keras check (batch 1 and 7); ParityError
+            (an ExportError) when a uint8 pixel differs by more than 1.
+        overwrite: replace an existing explicit ``version`` (refused otherwise).
+        opset: ONNX opset (default 17).
+        checkpoint: the training state of a run folder: ``None`` (its final generator.keras),
+            ``"best"``, ``"last"`` or a checkpoint file (``training.generator_state``).
+    """
 
     source: str
     saved_model_base: str | None = None
@@ -80,6 +98,13 @@ class ExportRequest:
     parity: bool = True
     overwrite: bool = False
     opset: int | None = None
+    checkpoint: str | None = None
+
+    def __post_init__(self):
+        for f in ("source", "saved_model_base", "onnx_path", "checkpoint"):  # paths travel as text
+            value = getattr(self, f)
+            if isinstance(value, os.PathLike):
+                setattr(self, f, os.fspath(value))
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -114,20 +139,29 @@ def current_backend() -> str:
         return "tensorflow"
 
 
-def _validate(source, saved_model_base, onnx_path, model_name, version):
-    if saved_model_base is None and onnx_path is None:
+def _validate(request: ExportRequest) -> None:
+    r = request
+    if r.saved_model_base is None and r.onnx_path is None:
         raise ExportError("nothing to export: give a SavedModel base folder and/or an ONNX path")
-    if not _NAME_RE.match(str(model_name)):
-        raise ExportError(f"invalid model name {model_name!r}: use letters, digits, '.', '_', '-'")
-    if version is not None and (not isinstance(version, int) or isinstance(version, bool) or version < 1):
-        raise ExportError(f"version must be a positive integer, got {version!r}")
-    if not Path(source).exists():
-        raise ExportError(f"{source} does not exist")
-    if onnx_path is not None and Path(onnx_path).is_dir():
-        raise ExportError(f"ONNX path {onnx_path} is a folder; give a file name such as {layout.ONNX_FILE}")
-    for target, what in ((onnx_path, "ONNX file"), (saved_model_base, "SavedModel base folder")):
+    if not _NAME_RE.match(str(r.model_name)):
+        raise ExportError(f"invalid model name {r.model_name!r}: use letters, digits, '.', '_', '-'")
+    if r.version is not None and (not isinstance(r.version, int) or isinstance(r.version, bool) or r.version < 1):
+        raise ExportError(f"version must be a positive integer, got {r.version!r}")
+    if not Path(r.source).exists():
+        raise ExportError(f"{r.source} does not exist")
+    if r.onnx_path is not None and Path(r.onnx_path).is_dir():
+        raise ExportError(f"ONNX path {r.onnx_path} is a folder; give a file name such as {layout.ONNX_FILE}")
+    for target, what in ((r.onnx_path, "ONNX file"), (r.saved_model_base, "SavedModel base folder")):
         if target is not None:
             _check_writable(Path(target), what)
+    if r.checkpoint is not None:
+        from nebula_keras3.training.generator_state import FINAL, GeneratorStateError, checkpoint_file
+
+        if r.checkpoint != FINAL:
+            try:
+                checkpoint_file(r.source, r.checkpoint)  # before the worker starts
+            except GeneratorStateError as e:
+                raise ExportError(str(e)) from None
 
 
 def _check_writable(path: Path, what: str) -> None:
@@ -149,51 +183,28 @@ def _exists_message(path) -> str:
 # --------------------------------------------------------------------------- API
 
 
-def export_generator(
-    source,
-    *,
-    saved_model_base=None,
-    onnx_path=None,
-    model_name: str = layout.DEFAULT_MODEL_NAME,
-    version: int | None = None,
-    onnx_beside: bool = True,
-    parity: bool = True,
-    overwrite: bool = False,
-    opset: int | None = None,
-) -> ExportResult:
+def export_generator(source, **options) -> ExportResult:
     """Export the generator of a run folder or ``.keras`` file.
 
-    Args:
-        source: run folder (with generator.keras) or a ``.keras`` file.
-        saved_model_base: TF Serving base folder; writes ``BASE/<model_name>/<version>/``.
-        onnx_path: also (or only) write the ONNX model here.
-        model_name: TF Serving model name (folder under the base).
-        version: explicit version; default the next free integer (1 when none).
-        onnx_beside: with a SavedModel, also write the ONNX model into the version folder.
-        parity: end with the ONNX Runtime vs Keras check (batch 1 and 7); ParityError
-            (an ExportError) when a uint8 pixel differs by more than 1.
-        overwrite: replace an existing explicit ``version`` (refused otherwise).
-        opset: ONNX opset (default 17).
+    ``source`` is an :class:`ExportRequest`, or the request's ``source`` with its other
+    fields as keyword arguments::
+
+        export_generator("runs/x", saved_model_base="models", checkpoint="best")
 
     Raises:
         ExportError: with a one-line reason.
     """
-    _validate(source, saved_model_base, onnx_path, model_name, version)
-    if saved_model_base is not None and version is not None and not overwrite:
-        existing = Path(saved_model_base) / model_name / str(version)
+    if isinstance(source, ExportRequest):
+        if options:
+            raise TypeError("give an ExportRequest or keyword options, not both")
+        request = source
+    else:
+        request = ExportRequest(source, **options)
+    _validate(request)
+    if request.saved_model_base is not None and request.version is not None and not request.overwrite:
+        existing = Path(request.saved_model_base) / request.model_name / str(request.version)
         if existing.exists():
             raise ExportError(_exists_message(existing))
-    request = ExportRequest(
-        source=str(source),
-        saved_model_base=None if saved_model_base is None else str(saved_model_base),
-        onnx_path=None if onnx_path is None else str(onnx_path),
-        model_name=model_name,
-        version=version,
-        onnx_beside=onnx_beside,
-        parity=parity,
-        overwrite=overwrite,
-        opset=opset,
-    )
     if current_backend() == "tensorflow":
         return export_in_process(request)
     from nebula_keras3.export import worker
@@ -211,55 +222,43 @@ def _model_facts(model, file_facts: dict, source) -> dict:
     if len(out_shape) != 4 or out_shape[1] != out_shape[2] or out_shape[3] != 3:
         raise ExportError(f"{source}: generator output shape {out_shape} is not [B, S, S, 3]")
     image_size = int(out_shape[1])
-    for key, actual in (("latent_dim", latent_dim), ("image_size", image_size)):
+    for key, actual in ((layout.LATENT_DIM, latent_dim), (layout.IMAGE_SIZE, image_size)):
         stated = file_facts.get(key)
         if stated is not None and int(stated) != actual:
             raise ExportError(f"{source}: facts say {key}={stated} but the model has {actual}")
     facts = {
         "backend": None,
-        "epoch": None,
-        "step": None,
+        layout.EPOCH: None,
+        layout.STEP: None,
         "preset": None,
         "model": "dcgan" if type(model).__name__ == "DCGANGenerator" else type(model).__name__,
     }
     facts.update(file_facts)
-    facts.update(
-        latent_dim=latent_dim,
-        image_size=image_size,
-        keras_version=keras.__version__,
-        nebula_keras3_version=nebula_keras3.__version__,
-        exported_at=_dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
-        source=str(Path(source).resolve()),
-    )
+    facts.update({
+        layout.LATENT_DIM: latent_dim,
+        layout.IMAGE_SIZE: image_size,
+        "keras_version": keras.__version__,
+        "nebula_keras3_version": nebula_keras3.__version__,
+        "exported_at": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
+        "source": str(Path(source).resolve()),
+    })
     return facts
 
 
-def load_generator(source):
-    """``(keras model, file facts)`` for a run folder or .keras file (TensorFlow backend)."""
-    import keras
-
-    import nebula_keras3.models.dcgan, nebula_keras3.models.nebula  # noqa: F401,E401  (registers both families' classes)
-    from nebula_keras3.artifacts import ArtifactError, resolve_generator
+def load_generator(source, checkpoint: str | None = None):
+    """``(keras model, file facts)`` for a run folder or .keras file at a training state
+    (``checkpoint``, see :class:`ExportRequest`)."""
+    from nebula_keras3.training.generator_state import GeneratorStateError, load_generator_state
 
     try:
-        model_path, file_facts = resolve_generator(source)
-    except ArtifactError as e:
+        return load_generator_state(source, checkpoint)
+    except GeneratorStateError as e:
         raise ExportError(str(e)) from None
-    try:
-        model = keras.saving.load_model(model_path, compile=False)
-    except Exception as e:  # noqa: BLE001 - any load failure is one message
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ExportError(f"cannot load {model_path}: {first}") from None
-    return model, file_facts
 
 
 def export_in_process(request: ExportRequest) -> ExportResult:
     """Run an export request in this process (Keras must run on the TensorFlow backend)."""
     import keras
-
-    source, saved_model_base, onnx_path = request.source, request.saved_model_base, request.onnx_path
-    model_name, version, overwrite = request.model_name, request.version, request.overwrite
-    onnx_beside, parity, opset = request.onnx_beside, request.parity, request.opset
 
     if keras.backend.backend() != "tensorflow":
         raise ExportError(
@@ -270,35 +269,37 @@ def export_in_process(request: ExportRequest) -> ExportResult:
     from nebula_keras3.export import onnx_model
     from nebula_keras3.models.export_forms import export_forms
 
-    model, file_facts = load_generator(source)
-    facts = _model_facts(model, file_facts, source)
-    latent_dim = facts["latent_dim"]
-    opset = onnx_model.DEFAULT_OPSET if opset is None else int(opset)
+    r = request
+    model, file_facts = load_generator(r.source, r.checkpoint)
+    facts = _model_facts(model, file_facts, r.source)
+    latent_dim = facts[layout.LATENT_DIM]
+    opset = onnx_model.DEFAULT_OPSET if r.opset is None else int(r.opset)
     if opset < 17:
         raise ExportError(f"ONNX opset must be >= 17, got {opset}")
     facts["onnx_opset"] = opset
 
     model_dir = None
-    if saved_model_base is not None:
-        model_dir = Path(saved_model_base) / model_name
+    version = r.version
+    if r.saved_model_base is not None:
+        model_dir = Path(r.saved_model_base) / r.model_name
         explicit_version = version is not None
         if version is None:
             version = next_version(model_dir)
-        elif (model_dir / str(version)).exists() and not overwrite:
+        elif (model_dir / str(version)).exists() and not r.overwrite:
             raise ExportError(_exists_message(model_dir / str(version)))
 
     # ONNX first: conversion and parity must pass before anything is written.
-    need_onnx = onnx_path is not None or (model_dir is not None and onnx_beside)
+    need_onnx = r.onnx_path is not None or (model_dir is not None and r.onnx_beside)
     onnx_bytes = None
     report: dict = {}
-    if need_onnx or parity:
+    if need_onnx or r.parity:
         try:
             with export_forms(model):
                 final, dual = onnx_model.convert(model, latent_dim, facts, opset=opset)
         except Exception as e:  # noqa: BLE001
             raise ExportError(f"ONNX conversion failed: {type(e).__name__}: {e}") from None
         onnx_bytes = final.SerializeToString()
-        if parity:
+        if r.parity:
             try:
                 report = onnx_model.parity_check(model, onnx_bytes, dual.SerializeToString(), latent_dim)
             except onnx_model.ParityError as e:
@@ -308,16 +309,16 @@ def export_in_process(request: ExportRequest) -> ExportResult:
     sm_check: dict = {}
     if model_dir is not None:
         saved_dir, version, sm_check = _write_version(
-            model, facts, model_dir, version, overwrite, explicit_version,
-            onnx_bytes if onnx_beside else None, check=parity,
+            model, facts, model_dir, version, r.overwrite, explicit_version,
+            onnx_bytes if r.onnx_beside else None, check=r.parity,
         )
 
     written_onnx = None
-    if onnx_path is not None:
+    if r.onnx_path is not None:
         try:
-            written_onnx = write_bytes_atomic(onnx_bytes, onnx_path)
+            written_onnx = write_bytes_atomic(onnx_bytes, r.onnx_path)
         except OSError as e:
-            raise ExportError(f"cannot write {onnx_path}: {e.strerror or e}") from None
+            raise ExportError(f"cannot write {r.onnx_path}: {e.strerror or e}") from None
 
     return ExportResult(
         saved_model_dir=saved_dir,
@@ -344,7 +345,7 @@ def _write_version(model, facts, model_dir: Path, version: int, overwrite: bool,
     try:
         try:
             with export_forms(model):
-                sm.write_saved_model(model, facts["latent_dim"], facts["image_size"], tmp)
+                sm.write_saved_model(model, facts[layout.LATENT_DIM], facts[layout.IMAGE_SIZE], tmp)
             layout.write_facts(tmp, facts)
             if onnx_bytes is not None:
                 write_bytes_atomic(onnx_bytes, tmp / layout.ONNX_FILE)
@@ -391,7 +392,7 @@ def verify_saved_model(path, model, facts: dict, onnx_bytes: bytes | None) -> di
     from nebula_keras3.sampling.latents import latents_from_seeds
 
     loaded = tf.saved_model.load(str(path))
-    d, s = facts["latent_dim"], facts["image_size"]
+    d, s = facts[layout.LATENT_DIM], facts[layout.IMAGE_SIZE]
     L = layout
     z = np.random.default_rng().standard_normal((7, d)).astype(np.float32)
     ref = to_uint8(model(tf.constant(z), training=False).numpy())

@@ -9,15 +9,17 @@ import time
 import click
 
 from nebula_keras3.export import layout
+from nebula_keras3.training.generator_state import CHECKPOINT_HELP, describe_state
 
 
 def _echo_result(result, seconds: float) -> None:
+    click.echo(f"exported the {describe_state(result.facts)} of {result.facts.get('source')}")
     click.echo("model facts:")
     for k in sorted(result.facts):
         click.echo(f"  {k}: {result.facts[k]}")
     if result.saved_model_dir is not None:
         click.echo(f"SavedModel (version {result.version}): {result.saved_model_dir}")
-        specs = layout.signatures(result.facts["latent_dim"], result.facts["image_size"])
+        specs = layout.signatures(result.facts[layout.LATENT_DIM], result.facts[layout.IMAGE_SIZE])
         click.echo("  signatures: " + ", ".join(
             f"{name} ({', '.join(sig.inputs)} -> {', '.join(f'{k} {t.dtype}' for k, t in sig.outputs.items())})"
             for name, sig in specs.items()))
@@ -47,30 +49,22 @@ def _echo_result(result, seconds: float) -> None:
 @click.option("--onnx-beside/--no-onnx-beside", default=True, show_default=True,
               help="Also write the ONNX model into the SavedModel version folder.")
 @click.option("--opset", type=click.IntRange(min=17), default=None, help="ONNX opset (default 17).")
-def export_command(source, saved_model_base, onnx_path, model_name, version, overwrite,
-                   onnx_beside, opset):
+@click.option("--checkpoint", metavar="best|last|FILE", default=None, help=CHECKPOINT_HELP)
+def export_command(**options):
     """Export a run's generator for TF Serving (SavedModel) and/or ONNX Runtime.
 
     RUN_OR_MODEL is a run folder or a .keras file. Give --saved-model, --onnx or both.
     The export runs on the TensorFlow backend (in a subprocess when Keras runs on
     another one) and ends with an ONNX Runtime vs Keras parity check.
     """
-    if saved_model_base is None and onnx_path is None:
+    # The options are named as ExportRequest's fields: one spelling, no forwarding list.
+    if options["saved_model_base"] is None and options["onnx_path"] is None:
         raise click.UsageError("give --saved-model BASE_DIR and/or --onnx FILE")
-    from nebula_keras3.export.api import ExportError, export_generator
+    from nebula_keras3.export.api import ExportError, ExportRequest, export_generator
 
     t0 = time.perf_counter()
     try:
-        result = export_generator(
-            source,
-            saved_model_base=saved_model_base,
-            onnx_path=onnx_path,
-            model_name=model_name,
-            version=version,
-            onnx_beside=onnx_beside,
-            overwrite=overwrite,
-            opset=opset,
-        )
+        result = export_generator(ExportRequest(**options))
     except ExportError as e:
         raise click.ClickException(str(e)) from None
     _echo_result(result, time.perf_counter() - t0)

@@ -103,6 +103,17 @@ def tf_tensor_names(signature: str) -> tuple[dict[str, str], dict[str, str]]:
 
 # --------------------------------------------------------------------------- facts
 
+# Keys of the model facts (``FACTS_FILE``, the ONNX metadata, ``generator.json``) that code
+# reads; the facts hold more (versions, backend, time of export), for people.
+LATENT_DIM = "latent_dim"
+IMAGE_SIZE = "image_size"
+EPOCH = "epoch"  # finished training epochs of the exported state
+STEP = "step"
+WEIGHTS = "weights"  # "ema" or "raw"
+# Which training state was exported: "final" (the run's generator.keras), "best" / "last"
+# (checkpoints/best.npz / last.npz) or the path of another checkpoint file.
+CHECKPOINT = "checkpoint"
+
 
 def write_facts(version_dir: str | os.PathLike, facts: dict) -> Path:
     """Write the model facts file of a version folder (atomically)."""

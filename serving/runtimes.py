@@ -100,8 +100,8 @@ class OnnxRunner(Runner):
             self.image_shape = tuple(int(d) for d in shape_out[1:])
         except (TypeError, ValueError):
             raise RunnerError(f"{path}: needs static latent and image dims, got {shape_in} -> {shape_out}") from None
-        if self.facts.get("latent_dim") not in (None, self.latent_dim):
-            raise RunnerError(f"{path}: facts say latent_dim={self.facts['latent_dim']}, ONNX has {self.latent_dim}")
+        if self.facts.get(layout.LATENT_DIM) not in (None, self.latent_dim):
+            raise RunnerError(f"{path}: facts say latent_dim={self.facts[layout.LATENT_DIM]}, ONNX has {self.latent_dim}")
 
         if (self.version_dir / SAVED_MODEL_FILE).is_file():
             specs, sdj = read_saved_model_signatures(self.version_dir)

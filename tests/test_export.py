@@ -356,3 +356,35 @@ def test_parity_failure_is_loud():
         onnx_model.parity_check(a, final.SerializeToString(), dual.SerializeToString(), LATENT)
     ok = onnx_model.parity_check(b, final.SerializeToString(), dual.SerializeToString(), LATENT)
     assert sorted(ok) == [1, 7]
+
+
+def test_export_checkpoint_best_exports_the_weights_of_best_npz(tmp_path):
+    """`nebula export RUN --checkpoint best`: the ONNX model draws what a generator holding
+    best.npz's EMA arrays draws (not the final generator), and its facts say so."""
+    import keras
+
+    from nebula_keras3.sampling.keras_sampler import KerasSampler
+    from nebula_keras3.sampling.onnx_sampler import OnnxSampler
+    from nebula_keras3.training.checkpoint import BEST_FILE, checkpoint_path
+    from test_checkpoint_choice import ema_arrays, make_run_with_best_at_epoch_1
+
+    run = make_run_with_best_at_epoch_1(tmp_path / "run")
+    proc = _cli(run, "--checkpoint", "best", "--onnx", tmp_path / "best.onnx")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "exported the best checkpoint, epoch 1 of" in proc.stdout
+    assert "  checkpoint: best" in proc.stdout and "  epoch: 1" in proc.stdout
+    onnx = OnnxSampler(tmp_path / "best.onnx")
+    assert onnx.facts["checkpoint"] == "best" and onnx.facts["epoch"] == 1
+
+    # The generator of best.npz, assembled here by hand: the final generator's architecture
+    # with best.npz's EMA arrays assigned by variable path.
+    best = keras.saving.load_model(run / "generator.keras", compile=False)
+    arrays = ema_arrays(checkpoint_path(run, BEST_FILE))
+    for v in best.variables:
+        v.assign(arrays[v.path])
+    z = latents_from_seeds(np.arange(8), LATENT)
+    expected = to_uint8(keras.ops.convert_to_numpy(best(z, training=False)))
+    got = onnx.images_from_latents(z)
+    assert np.abs(got.astype(int) - expected).max() <= 1
+    final = KerasSampler(run).images_from_latents(z)
+    assert np.abs(got.astype(int) - final).max() > 8  # not the final generator's images

@@ -323,3 +323,22 @@ def test_evaluate_model_size_must_match_npy_images(tmp_path):
     assert out.strip().startswith("Error: the generated images are 32 px but") and "64 px" in out
     with pytest.raises(EvaluationError, match="real and generated sets differ"):
         evaluate_images(procedural_nebulae(4, 32), procedural_nebulae(4, 64))
+
+
+@pytest.mark.backend_independent
+def test_resolution_swd_scores_upscaled_low_resolution_samples_on_the_full_size_pyramid():
+    from PIL import Image
+
+    from nebula_keras3.metrics.evaluate import resolution_swd
+
+    real = procedural_nebulae(24, 64, seed=1)
+    low = np.stack([np.asarray(Image.fromarray(im).resize((32, 32), Image.Resampling.LANCZOS)) for im in real])
+    upscaled = np.stack([np.asarray(Image.fromarray(im).resize((64, 64), Image.Resampling.LANCZOS)) for im in low])
+    figures = resolution_swd(real, low, seed=3)
+    assert sorted(figures) == ["swd", "swd_16", "swd_32", "swd_64"]
+    assert figures == sliced_wasserstein_distance(real, upscaled, seed=3)  # LANCZOS to the real size first
+    assert resolution_swd(real, real, seed=3)["swd_64"] == 0.0
+    # the upscale lost the finest detail: its 64 px level is worse than its coarse ones
+    assert figures["swd_64"] > 2 * figures["swd_16"]
+    with pytest.raises(EvaluationError, match="power of two"):
+        resolution_swd(real[:, :48, :48], low)

@@ -12,7 +12,7 @@ from nebula_keras3.data import procedural_nebulae
 from nebula_keras3.data.split import holdout_indices, split_holdout
 from nebula_keras3.training import trainer
 from nebula_keras3.training.checkpoint import BEST_FILE, checkpoint_path, read_header
-from nebula_keras3.training.evaluation import EVAL_COLUMNS, score_generator
+from nebula_keras3.training.holdout_scoring import EVAL_COLUMNS, score_generator
 
 quiet = dict(progress=False, echo=lambda *_: None)
 
@@ -56,6 +56,19 @@ def test_the_scored_images_are_the_ones_gan_generate_draws():
     assert figures["swd"] == 0.0  # the very same images on both sides
 
 
+@pytest.mark.backend_independent
+def test_the_training_time_copy_rate_scores_generated_images_against_the_training_images():
+    from nebula_keras3.metrics.memorisation import TrainingNeighbours
+
+    train, held_out = procedural_nebulae(24, 32, seed=1), procedural_nebulae(8, 32, seed=2)
+    neighbours = TrainingNeighbours(train, held_out)
+    copier = types.SimpleNamespace(generate=lambda n, seed=0: train[:n])  # renders training images
+    novel = types.SimpleNamespace(generate=lambda n, seed=0: procedural_nebulae(n, 32, seed=3))
+    assert score_generator(copier, held_out, neighbours=neighbours)["nn_copy_rate"] == 1.0
+    assert score_generator(novel, held_out, neighbours=neighbours)["nn_copy_rate"] <= 0.125
+    assert "nn_copy_rate" not in score_generator(copier, held_out)  # no training images: not measured
+
+
 def epoch_rows(run):
     with open(run / "epochs.csv", newline="") as f:
         return list(csv.DictReader(f))
@@ -69,8 +82,9 @@ def test_eval_every_writes_figures_best_checkpoint_and_resumes_exactly(tmp_path)
     rows = epoch_rows(tmp_path / "straight")
     assert [r["epoch"] for r in rows] == ["1", "2"]
     for r in rows:
-        for key in EVAL_COLUMNS:
+        for key in ("swd", "fid_randcnn", "kid_randcnn"):
             assert float(r[key]) > 0, (key, r)
+        assert 0.0 <= float(r["nn_copy_rate"]) <= 1.0, r  # an untrained tiny generator copies nothing
     swd = [float(r["swd"]) for r in rows]
     best = read_header(checkpoint_path(tmp_path / "straight", BEST_FILE))
     assert best["epoch"] == 1 + int(np.argmin(swd)) and best["swd"] == pytest.approx(min(swd))

@@ -23,10 +23,15 @@ from nebula_keras3.metrics.features import (
     kernel_distance,
     prdc,
 )
+from nebula_keras3.metrics.memorisation import COPY_QUANTILE
 from nebula_keras3.metrics.swd import sliced_wasserstein_distance
 
 METRICS = ("swd", "fid", "kid", "prdc")
 DEFAULT_NUM = 1000
+DEFAULT_FOLDER_SIZE = 64  # --image-size when both sides are folders of photos
+DEFAULT_HOLDOUT = 0.1  # memorisation: share of --data held out for the scale when nothing says otherwise
+NEAREST_ROWS = 16  # generated images (the closest cases) in the --nearest picture
+MIN_IMAGE_SIZE = 16
 
 # Every figure evaluate_images can return, with the one-line meaning the table prints.
 DESCRIPTIONS = {
@@ -42,6 +47,17 @@ DESCRIPTIONS = {
     "fid_inception": "FID on InceptionV3 pool features (the published recipe, with your weights)",
     "kid_inception": "KID x1e3 on InceptionV3 pool features",
     "kid_inception_std": "std of kid_inception over subsets",
+    "nn_copy_rate": f"share of generated images as close to a training image as the closest {COPY_QUANTILE:.0%} "
+                    f"of held-out photos come (random-CNN features; copies give 1, new photos about {COPY_QUANTILE})",
+    "nn_distance_ratio_median": "median nearest-training distance of generated images / that of held-out "
+                                "photos (features; about 1 = as novel as new photos, 0 = copies)",
+    "nn_copy_rate_pixel": "nn_copy_rate in 64 px pixel space",
+    "nn_distance_ratio_median_pixel": "nn_distance_ratio_median in 64 px pixel space",
+    "nn_threshold": "copy threshold: that quantile of held-out nearest-training distances (features)",
+    "nn_threshold_pixel": "copy threshold in pixel space (RMS uint8 levels)",
+    "nn_held_out_median": "median held-out nearest-training distance (features)",
+    "nn_held_out_median_pixel": "median held-out nearest-training distance (RMS uint8 levels)",
+    "nn_copy_quantile": "quantile of held-out distances that sets the copy threshold",
 }
 
 
@@ -100,6 +116,25 @@ def evaluate_images(real: np.ndarray, fake: np.ndarray, *, metrics=METRICS, seed
     return result
 
 
+def resolution_swd(real: np.ndarray, fake: np.ndarray, *, seed: int = 0) -> dict:
+    """SWD x1e3 per pyramid level at the real images' size (``swd_<res>`` from it down to 16 px,
+    and their mean ``swd``), the generated images resized to that size with LANCZOS first.
+
+    So a 64 px model's samples upscaled to 128 px are scored on the same pyramid as a
+    128 px model's: whatever detail the finest levels find beyond the upscale is real.
+    """
+    from nebula_keras3.metrics.memorisation import resize_images
+
+    real, fake = np.asarray(real), np.asarray(fake)
+    for name, x in (("real", real), ("generated", fake)):
+        if x.dtype != np.uint8 or x.ndim != 4 or x.shape[-1] != 3 or x.shape[1] != x.shape[2]:
+            raise EvaluationError(f"{name} images must be uint8 [n, S, S, 3], got {x.dtype} {list(x.shape)}")
+    try:
+        return sliced_wasserstein_distance(real, resize_images(fake, real.shape[1]), seed=seed)
+    except ValueError as e:
+        raise EvaluationError(str(e)) from None
+
+
 def _feature_metrics(real_f, fake_f, tag, metrics, seed) -> dict:
     out = {}
     if "fid" in metrics:
@@ -112,9 +147,54 @@ def _feature_metrics(real_f, fake_f, tag, metrics, seed) -> dict:
     return out
 
 
+def memorisation(train: np.ndarray, train_names: list[str], fake: np.ndarray, *,
+                 held_out: np.ndarray | None = None, holdout: float = DEFAULT_HOLDOUT, split_seed: int = 0,
+                 picture_rows: int = NEAREST_ROWS) -> tuple[dict, list[dict], np.ndarray]:
+    """``(figures, nearest, picture)``: how close the generated images come to the training photos.
+
+    The held-out photos that set the scale (``metrics.memorisation``) are ``held_out`` when
+    given (``--holdout-data``; all of ``train`` is then searched); otherwise the seeded
+    ``data.split`` split of ``train`` (``holdout`` of it, seeded by ``split_seed``: a run's
+    own ``--holdout`` and ``--seed`` give the very photos it did not train on), and the
+    nearest photos are searched among the rest. ``nearest`` lists, per generated image,
+    its ``NEIGHBOURS`` nearest training photos (name, distance) in each space; ``picture``
+    is ``memorisation.nearest_picture``.
+    """
+    from nebula_keras3.metrics.memorisation import SPACES, TrainingNeighbours, nearest_picture
+
+    names = list(train_names)
+    if held_out is None:
+        from nebula_keras3.data.split import holdout_indices
+
+        try:
+            kept, out = holdout_indices(len(train), holdout, split_seed)
+        except ValueError as e:
+            raise EvaluationError(str(e)) from None
+        train, held_out, names = train[kept], train[out], [names[i] for i in kept]
+        source = f"{len(held_out)} held out of the {len(kept) + len(out)} training images (--holdout {holdout}, seed {split_seed})"
+    else:
+        source = f"{len(held_out)} held-out images"
+    if len(held_out) * COPY_QUANTILE < 1:
+        source += (f"; fewer than {round(1 / COPY_QUANTILE)}, so the copy threshold is coarse "
+                   "(about their closest one)")
+    try:
+        neighbours = TrainingNeighbours(train, held_out)
+        found = neighbours.score(fake)
+    except ValueError as e:
+        raise EvaluationError(str(e)) from None
+    figures = {**found.figures, **neighbours.facts(), "nn_held_out": source}
+    nearest = [
+        {"generated": i, **{s: [[names[j], round(float(d), 5)] for j, d in zip(found.indices[s][i], found.distances[s][i])]
+                            for s in SPACES}}
+        for i in range(len(fake))
+    ]
+    return figures, nearest, nearest_picture(fake, train, found, rows=picture_rows)
+
+
 def format_table(result: dict) -> str:
     """The figures as an aligned text table: name, value, meaning."""
-    rows = [(k, f"{v:.4f}", _describe(k)) for k, v in result.items() if k not in ("n", "image_size")]
+    rows = [(k, f"{v:.4f}", _describe(k)) for k, v in result.items()
+            if k not in ("n", "image_size") and isinstance(v, float)]
     head = f"{result.get('n', '?')} real vs {result.get('n', '?')} generated images at {result.get('image_size', '?')} px"
     width = max([len(k) for k, _, _ in rows] + [6])
     vwidth = max([len(v) for _, v, _ in rows] + [5])
@@ -155,52 +235,101 @@ def _load_folder(path: Path, image_size: int) -> np.ndarray:
         raise EvaluationError(str(e)) from None
 
 
-def _folder_image_size(path: Path) -> int:
-    """Shorter side of the first (sorted) readable image under ``path``."""
-    from PIL import Image
-
-    for file in sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".")):
-        try:
-            with Image.open(file) as im:
-                return min(im.size)
-        except Exception:  # noqa: BLE001 - not an image: try the next file
-            continue
-    raise EvaluationError(f"no usable images in {path}")
+def folder_pair_size(data) -> int:
+    """``--image-size`` when the generated side is a folder and none is given: the size of a
+    ``.npy`` real side, else ``DEFAULT_FOLDER_SIZE`` (two folders of photos of any size)."""
+    path = Path(data)
+    if path.is_file():
+        return int(_load_npy(path, "real images").shape[1])
+    return DEFAULT_FOLDER_SIZE
 
 
-def load_generated_images(*, model=None, onnx=None, images=None, n: int = DEFAULT_NUM,
-                          seed: int = 0) -> tuple[np.ndarray, str]:
-    """``(uint8 [n, S, S, 3], description)`` from exactly one of a model, an ONNX file or images.
+def check_image_size(image_size: int, metrics) -> None:
+    """A clear error for an ``--image-size`` the metrics cannot use (before any slow work)."""
+    if image_size < MIN_IMAGE_SIZE:
+        raise EvaluationError(f"--image-size must be at least {MIN_IMAGE_SIZE} px, got {image_size}")
+    if "swd" in metrics and image_size & (image_size - 1):
+        raise EvaluationError(f"SWD needs a power-of-two --image-size (16, 32, 64, 128, ...), got {image_size}")
 
-    Models render image seeds ``seed .. seed+n-1`` (the ``nebula sample`` recipe); a
-    folder or ``.npy`` gives its first ``n`` images (a folder at its first image's size).
+
+def load_generated_images(*, model=None, onnx=None, images=None, n: int = DEFAULT_NUM, seed: int = 0,
+                          image_size: int | None = None, checkpoint: str | None = None) -> tuple[np.ndarray, str, dict]:
+    """``(uint8 [n, S, S, 3], description, state)`` from exactly one of a model, an ONNX file or images.
+
+    Models render image seeds ``seed .. seed+n-1`` (the ``nebula sample`` recipe) at their
+    own size, resized (LANCZOS) to ``image_size`` when one is given; ``checkpoint`` picks a
+    run folder's training state (``training.generator_state``), which ``state`` names
+    (``{"checkpoint": ..., "epoch": ...}``; empty for images). A folder is read like the
+    training data at ``image_size`` (default ``DEFAULT_FOLDER_SIZE``); a ``.npy`` gives its
+    first ``n`` images.
     """
+    from nebula_keras3.metrics.memorisation import resize_images
+
     if sum(x is not None for x in (model, onnx, images)) != 1:
         raise EvaluationError("give exactly one of --model RUN_OR_KERAS, --onnx FILE or --images DIR_OR_NPY")
+    if checkpoint is not None and model is None:
+        raise EvaluationError("--checkpoint picks a training state of a --model run folder")
     if images is not None:
         path = Path(images)
         if path.is_dir():
-            out = _take(_load_folder(path, _folder_image_size(path)), n, f"generated folder {path}", None)
+            size = image_size or DEFAULT_FOLDER_SIZE
+            out = _take(_load_folder(path, size), n, f"generated folder {path}", None)
         elif path.is_file():
             out = _take(_load_npy(path, "generated images"), n, f"{path}", None)
+            if image_size is not None:
+                out = resize_images(out, image_size)
         else:
             raise EvaluationError(f"generated images {path} do not exist")
-        return out, f"{n} images from {path}"
+        return out, f"{n} images from {path} at {out.shape[1]} px", {}
     from nebula_keras3.sampling.onnx_sampler import SamplerError
 
+    state = {}
     try:
         if onnx is not None:
             from nebula_keras3.sampling.onnx_sampler import OnnxSampler
 
             sampler = OnnxSampler(onnx)
+            where = f"{sampler.path}"
         else:
+            from nebula_keras3.export import layout
             from nebula_keras3.sampling.keras_sampler import KerasSampler
+            from nebula_keras3.training.generator_state import describe_state
 
-            sampler = KerasSampler(model)
+            sampler = KerasSampler(model, checkpoint=checkpoint)
+            state = {k: sampler.facts.get(k) for k in (layout.CHECKPOINT, layout.EPOCH)}
+            where = f"{sampler.path} ({describe_state(sampler.facts)})"
         out = sampler.sample(seed, n)
     except SamplerError as e:
         raise EvaluationError(str(e)) from None
-    return out, f"{n} images from {sampler.path} (seeds {seed}..{seed + n - 1})"
+    native = out.shape[1]
+    if image_size is not None and image_size != native:
+        out = resize_images(out, image_size)
+        where += f", {native} px resized to {image_size} px (LANCZOS)"
+    return out, f"{n} images from {where} (seeds {seed}..{seed + n - 1})", state
+
+
+def load_all_real_images(data, image_size: int) -> tuple[np.ndarray, list[str], str]:
+    """``(uint8 [N, S, S, 3], names, description)``: every image of a folder (read as training
+    reads it: centre crop, LANCZOS resize to ``image_size``) or ``.npy`` (already that size)."""
+    path = Path(data)
+    if path.is_dir():
+        from nebula_keras3.data.folder import DataError, load_image_folder
+
+        try:
+            loaded = load_image_folder(path, image_size, progress=False)
+        except DataError as e:
+            raise EvaluationError(str(e)) from None
+        images, names = loaded.images, list(loaded.files)
+    elif path.is_file():
+        images = _load_npy(path, "real images")
+        if images.shape[1] != image_size:
+            raise EvaluationError(
+                f"the generated images are {image_size} px but {path} holds {images.shape[1]} px images"
+            )
+        names = [f"{path.name}[{i}]" for i in range(len(images))]
+    else:
+        raise EvaluationError(f"real images {path} do not exist")
+    return images, names, f"{len(images)} images from {path} at {image_size} px"
 
 
 def load_real_images(data, image_size: int, *, n: int = DEFAULT_NUM, seed: int = 0) -> tuple[np.ndarray, str]:
@@ -209,15 +338,5 @@ def load_real_images(data, image_size: int, *, n: int = DEFAULT_NUM, seed: int =
     A folder is read as training reads it (centre crop, LANCZOS resize to ``image_size``);
     a ``.npy`` must already hold images of ``image_size``.
     """
-    path = Path(data)
-    if path.is_dir():
-        images = _load_folder(path, image_size)
-    elif path.is_file():
-        images = _load_npy(path, "real images")
-        if images.shape[1] != image_size:
-            raise EvaluationError(
-                f"the generated images are {image_size} px but {path} holds {images.shape[1]} px images"
-            )
-    else:
-        raise EvaluationError(f"real images {path} do not exist")
-    return _take(images, n, f"{path}", seed), f"{n} of {len(images)} images from {path} at {image_size} px"
+    images, _, _ = load_all_real_images(data, image_size)
+    return _take(images, n, f"{data}", seed), f"{n} of {len(images)} images from {data} at {image_size} px"

@@ -15,6 +15,7 @@ from pathlib import Path
 import click
 
 from nebula_keras3.artifacts import atomic_path
+from nebula_keras3.training.generator_state import CHECKPOINT_HELP, describe_state
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
@@ -63,8 +64,9 @@ def _write(fn, what: str, path) -> None:
 @click.option("--steps", type=int, default=8, show_default=True, help="Frames of --interpolate.")
 @click.option("--gif", "gif_path", metavar="FILE", help="With --interpolate: also write an animated GIF.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True)
+@click.option("--checkpoint", metavar="best|last|FILE", default=None, help=f"With --model: {CHECKPOINT_HELP}")
 def sample_command(onnx_path, model_path, n, seed, out, ncols, individual_dir, npy_path,
-                   interpolate, steps, gif_path, batch_size):
+                   interpolate, steps, gif_path, batch_size, checkpoint):
     """Render generator images: a grid, individual PNGs, a .npy, or an interpolation strip/GIF.
 
     Examples:
@@ -76,6 +78,8 @@ def sample_command(onnx_path, model_path, n, seed, out, ncols, individual_dir, n
     t0 = time.perf_counter()
     if (onnx_path is None) == (model_path is None):
         raise click.UsageError("give exactly one of --onnx FILE or --model RUN_OR_KERAS")
+    if checkpoint is not None and model_path is None:
+        raise click.UsageError("--checkpoint picks a training state of a --model run folder, not of --onnx")
     if interpolate is None:
         if n <= 0:
             raise click.UsageError(f"-n must be a positive number of images, got {n}")
@@ -105,7 +109,8 @@ def sample_command(onnx_path, model_path, n, seed, out, ncols, individual_dir, n
         else:
             from nebula_keras3.sampling.keras_sampler import KerasSampler
 
-            sampler = KerasSampler(model_path, batch_size=batch_size)
+            sampler = KerasSampler(model_path, batch_size=batch_size, checkpoint=checkpoint)
+            click.echo(f"{model_path}: {describe_state(sampler.facts)}")
 
         import numpy as np
 

@@ -18,23 +18,16 @@ from nebula_keras3.sampling.onnx_sampler import SamplerError
 class KerasSampler:
     """A run folder's (or ``.keras`` file's) generator, in inference mode."""
 
-    def __init__(self, source: str | os.PathLike, batch_size: int = 256):
-        from nebula_keras3.artifacts import ArtifactError, resolve_generator
+    def __init__(self, source: str | os.PathLike, batch_size: int = 256, checkpoint: str | None = None):
+        """``checkpoint``: the training state of a run folder (``None``: its final generator,
+        ``"best"``, ``"last"`` or a checkpoint file; see ``training.generator_state``)."""
+        from nebula_keras3.training.generator_state import GeneratorStateError, load_generator_state
 
         try:
-            model_path, facts = resolve_generator(source)
-        except ArtifactError as e:
+            self.model, facts = load_generator_state(source, checkpoint)
+        except GeneratorStateError as e:
             raise SamplerError(str(e)) from None
-        import keras
-
-        import nebula_keras3.models.dcgan, nebula_keras3.models.nebula  # noqa: F401,E401  (registers both families' classes)
-
-        try:
-            self.model = keras.saving.load_model(model_path, compile=False)
-        except Exception as e:  # noqa: BLE001
-            text = str(e).strip()
-            first = text.splitlines()[0][:300] if text else type(e).__name__
-            raise SamplerError(f"cannot load {model_path}: {first}") from None
+        model_path = source
         in_shape = tuple(self.model.inputs[0].shape)
         out_shape = tuple(self.model.outputs[0].shape)
         if len(in_shape) != 2 or len(out_shape) != 4 or out_shape[-1] != 3:
@@ -42,7 +35,7 @@ class KerasSampler:
                 f"{model_path} is not a generator: input {in_shape}, output {out_shape}"
             )
         self.path = model_path
-        self.facts = facts
+        self.facts = facts  # with the state used (generator_state.describe_state)
         self.latent_dim = int(in_shape[1])
         self.image_size = int(out_shape[1])
         self.batch_size = int(batch_size)

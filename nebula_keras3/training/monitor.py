@@ -17,7 +17,7 @@ from keras import ops
 from nebula_keras3.artifacts import atomic_path, write_bytes_atomic
 from nebula_keras3.sampling.grid import make_grid, save_png
 from nebula_keras3.training.checkpoint import save_checkpoint
-from nebula_keras3.training.evaluation import EVAL_SECONDS
+from nebula_keras3.training.holdout_scoring import EVAL_SECONDS
 
 LOSS_COLUMNS = ("epoch", "step", "d_loss", "g_loss", "d_real", "d_fake")
 EPOCH_COLUMNS = ("epoch", "step", "seconds", "images_per_second", "d_loss", "g_loss", "d_real", "d_fake")

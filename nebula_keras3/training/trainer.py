@@ -27,7 +27,7 @@ from nebula_keras3.models import DCGANDiscriminator, DCGANGenerator, NebulaGener
 from nebula_keras3.training.checkpoint import checkpoint_path, load_checkpoint
 from nebula_keras3.training.compile_cache import enable_jax_compile_cache
 from nebula_keras3.training.config import TrainConfig
-from nebula_keras3.training.evaluation import EVAL_COLUMNS, HoldoutEvaluation
+from nebula_keras3.training.holdout_scoring import EVAL_COLUMNS, HoldoutEvaluation
 from nebula_keras3.training.distribute import check_global_batch, data_shard
 from nebula_keras3.training.gan import GAN, reference_adam
 from nebula_keras3.training.precision import dtype_policy, float32_copy, wrap_optimizer
@@ -283,7 +283,7 @@ def _run(config: TrainConfig, run_dir: Path, *, resume: bool, progress: bool, ec
     )
     callbacks = [_DataEpoch(batches)]
     if config.eval_every:  # before the monitor: it puts its figures into the epoch's logs
-        callbacks.append(HoldoutEvaluation(run_dir, held_out, config.eval_every,
+        callbacks.append(HoldoutEvaluation(run_dir, held_out, config.eval_every, train_images=images,
                                            previous_rows=monitor.epoch_rows, seed=config.seed, echo=echo))
     if start_epoch < config.epochs:
         echo(

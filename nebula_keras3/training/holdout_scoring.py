@@ -2,9 +2,10 @@
 
 ``HoldoutEvaluation`` is a Keras callback: every K epochs it renders as many images
 as are held out (image seeds 0..n-1, the ``nebula sample`` recipe), scores them with
-``metrics.evaluate.evaluate_images`` and puts the figures (``EVAL_COLUMNS``) into the
-epoch's logs, where ``TrainingMonitor`` writes them to ``epochs.csv`` and the loss
-plot. When SWD improves it writes ``checkpoints/best.npz`` (same format and atomic
+``metrics.evaluate.evaluate_images`` and, given the training images, measures how many
+are copies of training photos (``nn_copy_rate``, ``metrics.memorisation``: the held-out
+photos set the scale). It puts the figures (``EVAL_COLUMNS``) into the epoch's logs,
+where ``TrainingMonitor`` writes them to ``epochs.csv`` and the loss plot. When SWD improves it writes ``checkpoints/best.npz`` (same format and atomic
 write as ``last.npz``). It draws no random number the training uses, so resuming
 stays exact.
 """
@@ -18,35 +19,46 @@ import keras
 import numpy as np
 
 from nebula_keras3.metrics.evaluate import evaluate_images
+from nebula_keras3.metrics.memorisation import TrainingNeighbours
 from nebula_keras3.training.checkpoint import BEST_FILE, save_checkpoint
 
 # Columns added to epochs.csv; the first one picks checkpoints/best.npz (lower is better).
-EVAL_COLUMNS = ("swd", "fid_randcnn", "kid_randcnn")
+EVAL_COLUMNS = ("swd", "fid_randcnn", "kid_randcnn", "nn_copy_rate")
 EVAL_METRICS = ("swd", "fid", "kid")
 # Put into the logs too: TrainingMonitor leaves the scoring time out of the epoch's img/s.
 EVAL_SECONDS = "eval_seconds"
 MAX_EVAL_IMAGES = 512  # SWD/FID on more held-out images would cost more than an epoch
 
 
-def score_generator(gan, held_out: np.ndarray, *, seed: int = 0) -> dict:
-    """``EVAL_COLUMNS`` figures of the GAN's inference generator (EMA when kept) against uint8 ``held_out``."""
+def score_generator(gan, held_out: np.ndarray, *, seed: int = 0, neighbours: TrainingNeighbours | None = None) -> dict:
+    """``EVAL_COLUMNS`` figures of the GAN's inference generator (EMA when kept) against uint8 ``held_out``.
+
+    ``nn_copy_rate`` needs ``neighbours`` (the training photos, scaled by the held-out ones);
+    without them it is left out.
+    """
     held_out = held_out[:MAX_EVAL_IMAGES]
     fake = gan.generate(len(held_out), seed=0)  # uint8 [n, S, S, 3], image seeds 0..n-1 as `nebula sample`
     figures = evaluate_images(held_out, fake, metrics=EVAL_METRICS, seed=seed)
-    return {k: round(float(figures[k]), 5) for k in EVAL_COLUMNS}
+    if neighbours is not None:
+        figures.update(neighbours.score(fake).figures)
+    return {k: round(float(figures[k]), 5) for k in EVAL_COLUMNS if k in figures}
 
 
 class HoldoutEvaluation(keras.callbacks.Callback):
     """Every ``every`` epochs: score against ``held_out``, log the figures, keep the best checkpoint.
 
     ``previous_rows`` are the epoch rows of the checkpointed epochs (on resume), from which
-    the best score so far is recovered.
+    the best score so far is recovered. ``train_images`` (the images trained on) add
+    ``nn_copy_rate``.
     """
 
-    def __init__(self, run_dir, held_out: np.ndarray, every: int, *, previous_rows=(), seed: int = 0, echo=print):
+    def __init__(self, run_dir, held_out: np.ndarray, every: int, *, train_images: np.ndarray | None = None,
+                 previous_rows=(), seed: int = 0, echo=print):
         super().__init__()
         self.run_dir = run_dir
         self.held_out = held_out
+        self.train_images = train_images
+        self._neighbours = None  # built at the first scoring: the training photos' features, once
         self.every = int(every)
         self.seed = seed
         self.echo = echo
@@ -59,7 +71,9 @@ class HoldoutEvaluation(keras.callbacks.Callback):
         if done % self.every or self.model.stop_training:  # not due, or diverged: nothing to score
             return
         t0 = time.perf_counter()
-        figures = score_generator(self.model, self.held_out, seed=self.seed)
+        if self._neighbours is None and self.train_images is not None:
+            self._neighbours = TrainingNeighbours(self.train_images, self.held_out)
+        figures = score_generator(self.model, self.held_out, seed=self.seed, neighbours=self._neighbours)
         if logs is not None:
             logs.update(figures, **{EVAL_SECONDS: time.perf_counter() - t0})  # the same dict reaches TrainingMonitor.on_epoch_end next
         key = EVAL_COLUMNS[0]
