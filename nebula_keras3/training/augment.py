@@ -13,6 +13,11 @@ deterministic, differentiable *apply*:
 
 Translation is written as two 0/1 matrix products (exact in float32), so it runs and
 differentiates the same way on every backend.
+
+Adaptive augmentation (StyleGAN2-ADA's controller, Karras et al. 2020): with ``draw(..., p=P)``
+each op of the policy is also gated per image, on with probability ``P`` (one uniform draw per
+op and image, after the op's own parameters); ``apply`` keeps an image unchanged where its gate
+is off (an exact select). ``ada_adjust`` steers ``P`` from the sign of D on the reals.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import keras
 from keras import ops
 
 POLICY_OPS = ("color", "translation", "cutout")
+ADA_INTERVAL = 4  # GAN steps between two adjustments of p
 TRANSLATION_RATIO = 0.125
 CUTOUT_RATIO = 0.5
 
@@ -51,8 +57,12 @@ class DiffAugment:
     def __bool__(self):
         return bool(self.ops)
 
-    def draw(self, batch_size, image_size: int, seed) -> dict:
-        """Per-image parameters, drawn in policy order from ``seed`` (a SeedGenerator)."""
+    def draw(self, batch_size, image_size: int, seed, p=None) -> dict:
+        """Per-image parameters, drawn in policy order from ``seed`` (a SeedGenerator).
+
+        With ``p`` (a scalar in [0, 1], ADA's probability), also one gate per op and image,
+        ``params["<op>_on"]`` [B] bool, on with probability ``p``; drawn after the op parameters.
+        """
         params = {}
         for op in self.ops:
             if op == "color":
@@ -66,17 +76,48 @@ class DiffAugment:
                 params["cutout"] = keras.random.randint(
                     (batch_size, 2), 0, image_size + 1 - c % 2, seed=seed
                 )  # [B, (oy, ox)]
+        if p is not None:
+            for op in self.ops:  # uniform in [0, 1): never below p = 0, always below p = 1
+                params[gate_key(op)] = ops.less(keras.random.uniform((batch_size,), seed=seed), p)
         return params
 
     def apply(self, images, params: dict):
         """Augment ``images`` [B, H, W, C] with drawn ``params`` (deterministic, differentiable)."""
         x = images
         for op in self.ops:
-            x = {"color": apply_color, "translation": apply_translation, "cutout": apply_cutout}[op](x, params)
+            y = {"color": apply_color, "translation": apply_translation, "cutout": apply_cutout}[op](x, params)
+            gate = params.get(gate_key(op))
+            x = y if gate is None else ops.where(ops.reshape(gate, (-1, 1, 1, 1)), y, x)
         return x
 
     def __call__(self, images, seed):
         return self.apply(images, self.draw(ops.shape(images)[0], images.shape[1], seed))
+
+
+def gate_key(op: str) -> str:
+    """The ``params`` key of ``op``'s per-image ADA gate."""
+    return f"{op}_on"
+
+
+def ada_adjust(p, sign_sum, count, step, real_logits, target: float, kimg: float):
+    """One step of StyleGAN2-ADA's controller, as pure ``keras.ops`` (runs under jit).
+
+    Accumulates ``sign(D(real))`` over the step's ``real_logits`` [B, 1] into ``sign_sum`` and
+    the number of images into ``count``; after every ``ADA_INTERVAL``-th GAN step (``step`` =
+    steps done before this one) it sets ``r_t = sign_sum / count`` and
+    ``p <- clip(p + sign(r_t - target) * count / (kimg * 1000), 0, 1)`` (``count`` is
+    batch * ADA_INTERVAL with full batches: p can cross [0, 1] in ``kimg`` thousand images),
+    then zeroes both accumulators. Returns the new ``(p, sign_sum, count)``, float32 scalars.
+    """
+    p, sign_sum, count = (ops.convert_to_tensor(v, "float32") for v in (p, sign_sum, count))
+    logits = ops.cast(real_logits, "float32")
+    sign_sum = sign_sum + ops.sum(ops.sign(logits))
+    count = count + ops.cast(ops.shape(logits)[0], "float32")
+    due = ops.equal(ops.mod(ops.convert_to_tensor(step) + 1, ADA_INTERVAL), 0)
+    r_t = sign_sum / count
+    adjusted = ops.clip(p + ops.sign(r_t - target) * count / (kimg * 1000.0), 0.0, 1.0)
+    zero = ops.zeros_like(sign_sum)
+    return ops.where(due, adjusted, p), ops.where(due, zero, sign_sum), ops.where(due, zero, count)
 
 
 def _per_image(r, x):
@@ -119,3 +160,15 @@ def apply_cutout(x, params):
 
     hole = ops.logical_and(inside(h, offset[:, 0])[:, :, None], inside(w, offset[:, 1])[:, None, :])  # [B, H, W]
     return x * ops.cast(ops.logical_not(hole), x.dtype)[..., None]
+
+
+ADA_COLUMN = "ada_p"  # epochs.csv column (and step log) of ADA's augmentation probability
+
+
+class AdaProbabilityLog(keras.callbacks.Callback):
+    """Puts ADA's p at each epoch's end (the GAN's ``ada_p`` variable) into the epoch's logs
+    as a float, for ``TrainingMonitor``'s ``epochs.csv`` column ``ada_p``; place it before the monitor."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs[ADA_COLUMN] = round(float(ops.convert_to_numpy(self.model.ada_p.value)), 6)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from nebula_keras3.training.config import (
+    ADA_DEFAULT_POLICY,
     DISCRIMINATORS,
     G_ACTIVATIONS,
     LOSSES,
@@ -63,6 +64,12 @@ RUN_OPTIONS = [
     _opt("--r1-every", "r1_every", click.IntRange(min=1), "Lazy R1: apply every k-th step"),
     _opt("--ema-decay", "ema_decay", click.FloatRange(min=0, max=1, max_open=True),
          "EMA of the generator's weights, 0 = off"),
+    _opt("--ada-target", "ada_target", click.FloatRange(min=0, max=1),
+         "Adaptive augmentation (StyleGAN2-ADA; 0.6 is its choice): steer the probability of each "
+         f"DiffAugment op (the --diffaugment policy, or {ADA_DEFAULT_POLICY} when that is off) "
+         "so that E[sign(D(real))] stays at this target; 0 = off"),
+    _opt("--ada-kimg", "ada_kimg", click.FloatRange(min=0, min_open=True),
+         "Adaptive augmentation's speed: thousands of images for p to go from 0 to 1"),
     _opt("--lr", "learning_rate", float, "Adam learning rate, both nets"),
     _opt("--d-lr", "d_learning_rate", float, "D's learning rate, overrides --lr"),
     _opt("--g-lr", "g_learning_rate", float, "G's learning rate, overrides --lr"),

@@ -16,6 +16,8 @@ from nebula_keras3.models.options import (  # the models' own options, validated
 )
 
 LOSSES = ("bce", "hinge")
+ADA_DEFAULT_POLICY = "color,translation,cutout"  # the ops ADA gates when no DiffAugment policy is set
+ADA_KIMG = 500  # adaptive augmentation: thousands of images for p to go from 0 to 1 (StyleGAN2-ADA's)
 
 # The nebula family's recipe: data-efficient GAN training for ~1k images, chosen with
 # bench/quality.py against dcgan64 at equal training time (docs/RESULTS.md, "Quality at equal
@@ -74,6 +76,8 @@ class TrainConfig:
     r1_gamma: float = 0.0  # R1 penalty weight; 0 = off
     r1_every: int = 16  # lazy R1: every k-th step
     ema_decay: float = 0.0  # EMA of G's weights; 0 = off
+    ada_target: float = 0.0  # adaptive augmentation's target for E[sign(D(real))]; 0 = off
+    ada_kimg: float = ADA_KIMG  # ADA's speed: p can cross [0, 1] in this many thousand images
     batch_size: int = 32
     epochs: int = 25
     steps_per_epoch: int | None = None  # cap per epoch (quick runs); None: the whole data set
@@ -146,6 +150,10 @@ class TrainConfig:
             raise ValueError(f"r1-gamma must be >= 0, got {self.r1_gamma}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"ema-decay must be in [0, 1) (0 = off), got {self.ema_decay}")
+        if not 0.0 <= self.ada_target <= 1.0:
+            raise ValueError(f"ada-target must be in [0, 1] (0 = off), got {self.ada_target}")
+        if not self.ada_kimg > 0:
+            raise ValueError(f"ada-kimg must be positive, got {self.ada_kimg}")
         parse_policy(self.diffaugment)  # names the unknown op
         return self
 

@@ -15,8 +15,8 @@ from keras import ops
 from nebula_keras3.sampling.grid import to_uint8
 from nebula_keras3.sampling.latents import batch_seeds, latents_from_seeds
 from nebula_keras3.training import steps
-from nebula_keras3.training.augment import DiffAugment
-from nebula_keras3.training.config import LOSSES
+from nebula_keras3.training.augment import DiffAugment, ada_adjust
+from nebula_keras3.training.config import ADA_DEFAULT_POLICY, ADA_KIMG, LOSSES
 
 
 def reference_adam(learning_rate=2e-4, beta_1=0.5, beta_2=0.999, name=None):
@@ -78,16 +78,22 @@ class GAN(keras.Model):
         r1_every: lazy R1 (StyleGAN2): every k-th step adds ``(gamma / 2) * k * E||grad_x D(x)||^2``.
         ema_decay: keep an exponential moving average of G's weights and BatchNorm
             statistics (``generator_ema``); 0 = off. Decay ramps up as min(decay, (1 + t) / (10 + t)).
+        ada_target: adaptive augmentation (StyleGAN2-ADA) toward E[sign(D(real))] = ada_target;
+            0 = off (the policy's ops always on). On, each op of ``augment`` (or of
+            ``ADA_DEFAULT_POLICY`` when ``augment`` is "") is applied per image with probability
+            ``ada_p``, a non-trainable variable the train step adjusts (``augment.ada_adjust``).
+        ada_kimg: thousands of images over which ``ada_p`` can go from 0 to 1.
 
     ``compile(d_optimizer, g_optimizer)`` then ``fit(batches)``; each step logs
     ``d_loss`` (adversarial part), ``g_loss``, ``d_real`` = mean sigmoid D(x) and
-    ``d_fake`` = mean sigmoid D(G(z)) as seen by the D update.
+    ``d_fake`` = mean sigmoid D(G(z)) as seen by the D update; with ADA also ``ada_p``
+    (the augmentation probability after the step).
     """
 
     train_step = steps.train_step
 
     def __init__(self, generator, discriminator, seed=None, loss="bce", augment="", r1_gamma=0.0, r1_every=1,
-                 ema_decay=0.0, **kwargs):
+                 ema_decay=0.0, ada_target=0.0, ada_kimg=ADA_KIMG, **kwargs):
         kwargs.setdefault("name", "gan")
         super().__init__(**kwargs)
         if loss not in LOSSES:
@@ -96,18 +102,31 @@ class GAN(keras.Model):
             raise ValueError(f"need r1_gamma >= 0 and r1_every >= 1, got {r1_gamma} and {r1_every}")
         if not 0.0 <= ema_decay < 1.0:
             raise ValueError(f"ema_decay must be in [0, 1), got {ema_decay}")
+        if not 0.0 <= ada_target <= 1.0 or not ada_kimg > 0:
+            raise ValueError(f"need ada_target in [0, 1] (0 = off) and ada_kimg > 0, got {ada_target} and {ada_kimg}")
         self.generator = generator
         self.discriminator = discriminator
         self.seed = seed
         self.loss_name = loss
         self.augment_policy = augment or ""
-        self.diffaugment = DiffAugment(self.augment_policy)
+        self.ada_target = float(ada_target)
+        self.ada_kimg = float(ada_kimg)
+        self.diffaugment = DiffAugment(self.augment_policy or (ADA_DEFAULT_POLICY if self.uses_ada else ""))
         self.r1_gamma = float(r1_gamma)
         self.r1_every = int(r1_every)
         self.ema_decay = float(ema_decay)
         self.latent_dim = int(generator.input_shape[-1])
         self.image_size = int(generator.output_shape[1])
         self.seed_generator = keras.random.SeedGenerator(seed, name="latent_seed")
+        # ADA's state, non-trainable so it rides in checkpoints and through JAX's jitted step:
+        # p, and the sum of sign(D(real)) and the image count since p was last adjusted.
+        self.ada_p = self.ada_sign_sum = self.ada_count = None
+        if self.uses_ada:
+            with keras.name_scope("ada"):
+                self.ada_p, self.ada_sign_sum, self.ada_count = (
+                    keras.Variable(0.0, dtype="float32", trainable=False, name=name)
+                    for name in ("p", "sign_sum", "count")
+                )
         # EMA copy of G: same config, its own (non-trainable) variables, so it lives in
         # gan.variables and hence in checkpoints; starts equal to G.
         self.generator_ema = None
@@ -148,19 +167,24 @@ class GAN(keras.Model):
         """z ~ N(0, I) of shape [batch_size, latent_dim] from the GAN's seed generator."""
         return keras.random.normal((batch_size, self.latent_dim), seed=self.seed_generator)
 
-    def draw(self, batch_size):
+    def draw(self, batch_size, ada_p=None):
         """Every random draw of one step, in a fixed order, from the GAN's seed generator.
 
         ``z`` [B, latent]; DiffAugment parameters for the reals and fakes of the D update
-        and the fakes of the G update (empty dicts when augmentation is off). Under JAX
-        the caller wraps this in a StatelessScope holding the seed state.
+        and the fakes of the G update (empty dicts when augmentation is off); with ADA
+        also each op's per-image gates, on with probability ``ada_p`` (default: the
+        variable's value; JAX passes the value it threads). Under JAX the caller wraps
+        this in a StatelessScope holding the seed state.
         """
         z = self.sample_latents(batch_size)
         if not self.diffaugment:
             return {"z": z, "real": {}, "fake": {}, "gen": {}}
+        if self.uses_ada and ada_p is None:
+            ada_p = self.ada_p.value
         draws = {"z": z}
         for key in ("real", "fake", "gen"):
-            draws[key] = self.diffaugment.draw(batch_size, self.image_size, self.seed_generator)
+            draws[key] = self.diffaugment.draw(batch_size, self.image_size, self.seed_generator,
+                                               p=ada_p if self.uses_ada else None)
         return draws
 
     def augment_with(self, images, params):
@@ -180,6 +204,28 @@ class GAN(keras.Model):
         if self.loss_name == "hinge":
             return -ops.mean(gen_logits)
         return self.gan_loss(ops.ones_like(gen_logits), gen_logits)
+
+    @property
+    def uses_ada(self) -> bool:
+        return self.ada_target > 0
+
+    @property
+    def ada_variables(self) -> tuple:
+        """``(ada_p, ada_sign_sum, ada_count)``, or () when ADA is off."""
+        return (self.ada_p, self.ada_sign_sum, self.ada_count) if self.uses_ada else ()
+
+    def ada_next(self, ada_values, step, real_logits):
+        """``ada_variables``' values after step ``step`` saw ``real_logits`` (``augment.ada_adjust``)."""
+        return ada_adjust(*ada_values, step, real_logits, self.ada_target, self.ada_kimg)
+
+    def update_ada(self, step, real_logits):
+        """Stateful ADA update (TF and torch; JAX threads ``ada_next``); returns the new p, None when off."""
+        if not self.uses_ada:
+            return None
+        new = self.ada_next([v.value for v in self.ada_variables], step, real_logits)
+        for v, x in zip(self.ada_variables, new):
+            v.assign(x)
+        return new[0]
 
     @property
     def uses_r1(self) -> bool:
@@ -213,13 +259,16 @@ class GAN(keras.Model):
             e.assign(self.ema_blend(e.value, v.value, decay))
 
     @staticmethod
-    def step_logs(d_loss, g_loss, real_logits, fake_logits):
-        return {
+    def step_logs(d_loss, g_loss, real_logits, fake_logits, ada_p=None):
+        logs = {
             "d_loss": d_loss,
             "g_loss": g_loss,
             "d_real": ops.mean(ops.sigmoid(real_logits)),
             "d_fake": ops.mean(ops.sigmoid(fake_logits)),
         }
+        if ada_p is not None:
+            logs["ada_p"] = ada_p
+        return logs
 
     # -- compile ---------------------------------------------------------------------
     def compile(self, d_optimizer=None, g_optimizer=None, loss=None, **kwargs):
@@ -292,6 +341,8 @@ class GAN(keras.Model):
             "r1_gamma": self.r1_gamma,
             "r1_every": self.r1_every,
             "ema_decay": self.ema_decay,
+            "ada_target": self.ada_target,
+            "ada_kimg": self.ada_kimg,
             "name": self.name,
         }
 

@@ -17,7 +17,7 @@ from keras import ops
 from nebula_keras3.artifacts import atomic_path, write_bytes_atomic
 from nebula_keras3.sampling.grid import make_grid, save_png
 from nebula_keras3.training.checkpoint import save_checkpoint
-from nebula_keras3.training.holdout_scoring import EVAL_SECONDS
+from nebula_keras3.training.holdout_scoring import EVAL_COLUMNS, EVAL_SECONDS
 
 LOSS_COLUMNS = ("epoch", "step", "d_loss", "g_loss", "d_real", "d_fake")
 EPOCH_COLUMNS = ("epoch", "step", "seconds", "images_per_second", "d_loss", "g_loss", "d_real", "d_fake")
@@ -62,7 +62,7 @@ def write_csv_atomic(path: Path, columns, rows) -> None:
 def append_csv_rows(path: Path, columns, rows) -> None:
     """Append rows to a CSV that ``write_csv_atomic`` started (cost: the new rows only)."""
     buf = io.StringIO()
-    csv.DictWriter(buf, fieldnames=list(columns)).writerows(rows)
+    csv.DictWriter(buf, fieldnames=list(columns), extrasaction="ignore").writerows(rows)  # step logs may hold more
     with open(path, "a", newline="") as f:
         f.write(buf.getvalue())
         f.flush()
@@ -230,4 +230,5 @@ class TrainingMonitor(keras.callbacks.Callback):
         append_csv_rows(self.epochs_csv, self.epoch_columns, self.epoch_rows[-1:])
         for r in self._epoch_rows:
             self.history.add(r["step"], r)
-        plot_losses(self.history, self.run_dir / "losses.png", self.epoch_rows, self.extra_columns)
+        plot_losses(self.history, self.run_dir / "losses.png", self.epoch_rows,
+                    tuple(c for c in self.extra_columns if c in EVAL_COLUMNS))  # held-out figures only

@@ -26,6 +26,7 @@ from nebula_keras3.artifacts import (
 from nebula_keras3.models import DCGANDiscriminator, DCGANGenerator, NebulaGenerator, ResNetDiscriminator
 from nebula_keras3.training.checkpoint import checkpoint_path, load_checkpoint
 from nebula_keras3.training.compile_cache import enable_jax_compile_cache
+from nebula_keras3.training.augment import ADA_COLUMN, AdaProbabilityLog
 from nebula_keras3.training.config import TrainConfig
 from nebula_keras3.training.holdout_scoring import EVAL_COLUMNS, HoldoutEvaluation
 from nebula_keras3.training.distribute import check_global_batch, data_shard
@@ -80,7 +81,8 @@ def build_gan(config: TrainConfig) -> GAN:
     with dtype_policy(config.mixed_precision):  # bf16/fp16 compute, float32 variables
         generator, discriminator = build_models(config)
     gan = GAN(generator, discriminator, seed=config.seed, loss=config.loss, augment=config.diffaugment,
-              r1_gamma=config.r1_gamma, r1_every=config.r1_every, ema_decay=config.ema_decay)
+              r1_gamma=config.r1_gamma, r1_every=config.r1_every, ema_decay=config.ema_decay,
+              ada_target=config.ada_target, ada_kimg=config.ada_kimg)
 
     def adam(lr, name):  # fp16: inside a LossScaleOptimizer
         return wrap_optimizer(reference_adam(lr, config.beta_1, config.beta_2, name=name), config.mixed_precision)
@@ -279,9 +281,11 @@ def _run(config: TrainConfig, run_dir: Path, *, resume: bool, progress: bool, ec
         batch_size=config.batch_size,
         start_epoch=start_epoch,
         echo=echo,
-        extra_columns=EVAL_COLUMNS if config.eval_every else (),
+        extra_columns=(EVAL_COLUMNS if config.eval_every else ()) + ((ADA_COLUMN,) if gan.uses_ada else ()),
     )
     callbacks = [_DataEpoch(batches)]
+    if gan.uses_ada:  # before the monitor: it puts p into the epoch's logs
+        callbacks.append(AdaProbabilityLog())
     if config.eval_every:  # before the monitor: it puts its figures into the epoch's logs
         callbacks.append(HoldoutEvaluation(run_dir, held_out, config.eval_every, train_images=images,
                                            previous_rows=monitor.epoch_rows, seed=config.seed, echo=echo))

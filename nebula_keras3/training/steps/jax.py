@@ -7,7 +7,8 @@ and G's Adam) and ``metrics_variables``; we return the same structure updated.
 D's state (BatchNorm statistics, spectral-norm vectors) is threaded through the
 real pass, the fake pass and the G step, as torch does implicitly; the seed
 generator's state through the step's draws; the EMA generator's values are
-blended after G's update. Only the gradient mechanics live here; draws,
+blended after G's update; ADA's p and sign accumulator (``ada_next``) after
+D's. Only the gradient mechanics live here; draws,
 augmentation, losses, R1 and EMA math come from ``GAN``.
 """
 
@@ -33,7 +34,8 @@ def train_step(self, state, data):
     # The step's random draws from the seed generator, whose state fit keeps in `non_trainable`.
     seed_state = self.seed_generator.state
     with StatelessScope(state_mapping=[(seed_state, values[id(seed_state)])]) as scope:
-        draws = self.draw(real.shape[0])  # z [B, latent] + augmentation parameters
+        ada_values = _pick(self.ada_variables, values)  # [p, sign_sum, count] with ADA, else []
+        draws = self.draw(real.shape[0], *ada_values[:1])  # z [B, latent] + augmentation parameters
         values[id(seed_state)] = scope.get_current_value(seed_state)
 
     # One G forward; its VJP turns dL/dfake into G's gradients later.
@@ -80,6 +82,11 @@ def train_step(self, state, data):
         (d_loss, d_state, real_logits, fake_logits), d_grads = d_gradients(False)(d_train, d_state)
     d_opt = _pick(self.d_optimizer.variables, values)
     d_train, d_opt = self.d_optimizer.stateless_apply(d_opt, d_grads, d_train)
+    ada_p = None
+    if self.uses_ada:  # sign(D(real)) steers p
+        ada_values = self.ada_next(ada_values, step, real_logits)
+        values.update({id(v): x for v, x in zip(self.ada_variables, ada_values)})
+        ada_p = ada_values[0]
 
     # G: generator loss through the updated D on freshly augmented fakes; gradient w.r.t. fake, then G's VJP.
     def g_objective(fake, d_state):
@@ -109,7 +116,7 @@ def train_step(self, state, data):
             values[id(e)] = self.ema_blend(values[id(e)], values[id(v)], decay)
     values[id(self.optimizer.iterations)] = step + 1
 
-    logs = self.step_logs(d_loss, g_loss, real_logits, fake_logits)
+    logs = self.step_logs(d_loss, g_loss, real_logits, fake_logits, ada_p)
     state = (
         _pick(self.trainable_variables, values),
         _pick(self.non_trainable_variables, values),

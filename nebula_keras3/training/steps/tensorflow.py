@@ -47,6 +47,7 @@ def train_step(self, data):
             else:
                 d_loss, real_logits, fake_logits, d_grads = d_gradients(False)()
             self.d_optimizer.apply(d_grads, D.trainable_variables)
+            ada_p = self.update_ada(step, real_logits)  # ADA: sign(D(real)) steers p (None when off)
 
         # G: generator loss through the updated D on freshly augmented fakes.
         gen_logits = D(self.augment_with(fake, draws["gen"]), training=True)
@@ -57,4 +58,4 @@ def train_step(self, data):
     self.update_ema(step)
     self.optimizer.iterations.assign_add(1)
 
-    return self.step_logs(d_loss, g_loss, real_logits, fake_logits)
+    return self.step_logs(d_loss, g_loss, real_logits, fake_logits, ada_p)

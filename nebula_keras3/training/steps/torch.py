@@ -33,6 +33,7 @@ def train_step(self, data):
     scale_loss(self.d_optimizer, d_loss + penalty).backward()  # fp16: x loss scale, unscaled by the optimizer
     with torch.no_grad():
         self.d_optimizer.apply([v.value.grad for v in D.trainable_variables], D.trainable_variables)
+        ada_p = self.update_ada(step, real_logits.detach())  # ADA: sign(D(real)) steers p (None when off)
 
     # G: generator loss through the updated D on freshly augmented fakes. backward()
     # also fills D's grads: they are cleared before D's next update and never applied.
@@ -45,4 +46,4 @@ def train_step(self, data):
         self.update_ema(step)
         self.optimizer.iterations.assign_add(1)
 
-    return self.step_logs(d_loss.detach(), g_loss.detach(), real_logits.detach(), fake_logits.detach())
+    return self.step_logs(d_loss.detach(), g_loss.detach(), real_logits.detach(), fake_logits.detach(), ada_p)
