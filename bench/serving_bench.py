@@ -31,8 +31,10 @@ from pathlib import Path
 import numpy as np
 
 from nebula_keras3.export.layout import GENERATE_PNG, SEED, SERVING_DEFAULT, Z
-from nebula_keras3.serving import testing as st
 from nebula_keras3.serving.runtimes import OnnxRunner
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from support import serving as st  # noqa: E402 - the tests' helpers
 
 
 def offline_throughput(version_dir: Path, seconds: float, batch: int = 32) -> dict:

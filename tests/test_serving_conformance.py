@@ -38,7 +38,7 @@ pytest.importorskip("uvicorn")
 
 from nebula_keras3.sampling.latents import latents_from_seeds  # noqa: E402
 from nebula_keras3.serving import config_files as cf  # noqa: E402
-from nebula_keras3.serving import testing as st  # noqa: E402
+from support import serving as st  # noqa: E402
 from nebula_keras3.export.layout import model_dir as resolve_model_dir  # noqa: E402
 from nebula_keras3.serving.signatures import read_saved_model_signatures  # noqa: E402
 
@@ -98,7 +98,7 @@ def client(url):
 
 @pytest.fixture(scope="module")
 def offline(model_dir):
-    return {v: st.OfflineModel(model_dir / str(v)) for v in (1, 2)}
+    return {v: st.offline_model(model_dir / str(v)) for v in (1, 2)}
 
 
 @pytest.fixture(scope="module")
@@ -247,7 +247,7 @@ def test_predict_row_format(client, offline, latent):
     r = predict(client, {"instances": z.tolist()})
     assert r.status_code == 200, r.text[:300]
     preds = np.asarray(r.json()["predictions"], dtype=np.uint8)
-    assert st.max_diff(preds, offline[2].images(z)) <= 1
+    assert st.max_diff(preds, offline[2].images_from_latents(z)) <= 1
 
 
 def test_predict_row_named_and_signature_name(client, offline, latent):
@@ -255,7 +255,7 @@ def test_predict_row_named_and_signature_name(client, offline, latent):
     z = z_batch(2, latent, seed=2)
     r = predict(client, {"signature_name": "serving_default", "instances": [{"z": row} for row in z.tolist()]})
     assert r.status_code == 200, r.text[:300]
-    assert st.max_diff(np.asarray(r.json()["predictions"]), offline[2].images(z)) <= 1
+    assert st.max_diff(np.asarray(r.json()["predictions"]), offline[2].images_from_latents(z)) <= 1
 
 
 def test_predict_columnar(client, offline, latent):
@@ -266,7 +266,7 @@ def test_predict_columnar(client, offline, latent):
         assert r.status_code == 200, r.text[:300]
         doc = r.json()
         assert set(doc) == {"outputs"}
-        assert st.max_diff(np.asarray(doc["outputs"]), offline[2].images(z)) <= 1
+        assert st.max_diff(np.asarray(doc["outputs"]), offline[2].images_from_latents(z)) <= 1
 
 
 def test_predict_single_instance_and_special_numbers(client, offline, latent):
@@ -276,7 +276,7 @@ def test_predict_single_instance_and_special_numbers(client, offline, latent):
     r = predict(client, body)
     assert r.status_code == 200, r.text[:300]
     z[0, :3] = [1e-3, -2, 0]
-    assert st.max_diff(np.asarray(r.json()["predictions"]), offline[2].images(z)) <= 1
+    assert st.max_diff(np.asarray(r.json()["predictions"]), offline[2].images_from_latents(z)) <= 1
 
 
 def test_predict_integers_for_floats_are_rounded(client, offline, latent):
@@ -287,7 +287,7 @@ def test_predict_integers_for_floats_are_rounded(client, offline, latent):
     body = '{"instances": [[1, -3, 16777217' + ", 0" * (latent - 3) + "]]}"
     r = predict(client, body)
     assert r.status_code == 200, r.text[:300]
-    assert st.max_diff(np.asarray(r.json()["predictions"]), offline[2].images(z)) <= 1
+    assert st.max_diff(np.asarray(r.json()["predictions"]), offline[2].images_from_latents(z)) <= 1
 
 
 def test_predict_out_of_range_floats_are_accepted(client, latent):
@@ -305,7 +305,7 @@ def test_predict_json_after_the_first_value_is_ignored(client, offline, latent):
     body = json.dumps({"instances": z.tolist()}) + ' {"instances": "more"} trailing garbage ['
     r = predict(client, body)
     assert r.status_code == 200, r.text[:300]
-    assert st.max_diff(np.asarray(r.json()["predictions"]), offline[2].images(z)) <= 1
+    assert st.max_diff(np.asarray(r.json()["predictions"]), offline[2].images_from_latents(z)) <= 1
 
 
 def test_predict_first_of_duplicated_keys(client, offline):
@@ -325,8 +325,8 @@ def test_predict_versions_and_labels(client, offline, latent, where, version):
     r = predict(client, {"instances": z.tolist()}, **where)
     assert r.status_code == 200, r.text[:300]
     got = np.asarray(r.json()["predictions"])
-    assert st.max_diff(got, offline[version].images(z)) <= 1
-    other = offline[3 - version].images(z)
+    assert st.max_diff(got, offline[version].images_from_latents(z)) <= 1
+    other = offline[3 - version].images_from_latents(z)
     assert st.max_diff(got, other) > 1  # the two versions are different models
 
 
@@ -638,7 +638,7 @@ def test_saved_model_only_version_served_by_tensorflow(model_dir, offline, tmp_p
             z = z_batch(3, offline[1].latent_dim, seed=11)
             r = predict(c, {"instances": z.tolist()})
             assert r.status_code == 200, r.text[:300]
-            assert st.max_diff(np.asarray(r.json()["predictions"]), offline[1].images(z)) <= 1
+            assert st.max_diff(np.asarray(r.json()["predictions"]), offline[1].images_from_latents(z)) <= 1
             r = predict(c, {"signature_name": "generate_png", "inputs": SEEDS})
             assert r.status_code == 200, r.text[:300]
             assert st.max_diff(st.decode_b64_pngs(r.json()["outputs"]), offline[1].images_from_seeds(SEEDS)) <= 1
@@ -660,7 +660,7 @@ def test_hot_pickup_of_new_version(model_dir, offline, tmp_path):
         with httpx.Client(base_url=srv.url, timeout=60) as c:
             z = z_batch(2, offline[1].latent_dim, seed=12)
             r = predict(c, {"instances": z.tolist()})
-            assert st.max_diff(np.asarray(r.json()["predictions"]), offline[1].images(z)) <= 1
+            assert st.max_diff(np.asarray(r.json()["predictions"]), offline[1].images_from_latents(z)) <= 1
             st.copy_version(model_dir / "2", live, 2)
             deadline = time.monotonic() + 20
             while time.monotonic() < deadline:
@@ -673,7 +673,7 @@ def test_hot_pickup_of_new_version(model_dir, offline, tmp_path):
             else:
                 pytest.fail(f"version 2 not picked up: {states}")
             r = predict(c, {"instances": z.tolist()})
-            assert st.max_diff(np.asarray(r.json()["predictions"]), offline[2].images(z)) <= 1
+            assert st.max_diff(np.asarray(r.json()["predictions"]), offline[2].images_from_latents(z)) <= 1
             assert_error(predict(c, {"instances": z.tolist()}, version=1), 404)
             assert c.get(api(1)).json()["model_version_status"][0]["state"] == "END"
     finally:
@@ -716,7 +716,7 @@ def test_config_file_reload_moves_labels(model_dir, offline, tmp_path):
             assert label_version("canary") == "1"
             z = z_batch(1, offline[2].latent_dim, seed=13)
             r = predict(c, {"instances": z.tolist()}, label="stable")
-            assert st.max_diff(np.asarray(r.json()["predictions"]), offline[2].images(z)) <= 1
+            assert st.max_diff(np.asarray(r.json()["predictions"]), offline[2].images_from_latents(z)) <= 1
             write({}, text="model_config_list { config { name: 'nebula' bad_field: 1 } }")
             time.sleep(1.0)  # a broken file is refused; the previous config stays
             assert label_version("stable") == "2"

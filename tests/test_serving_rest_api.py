@@ -15,15 +15,16 @@ import pytest
 from nebula_keras3.serving import rest_api as ra
 from nebula_keras3.serving import tf_json
 from nebula_keras3.serving.batching import QUEUE_FULL, Batcher
-from nebula_keras3.serving.config_files import BatchingOptions, VersionPolicy
+from nebula_keras3.serving.config_files import VersionPolicy
+from nebula_keras3.serving.options import BatchingOptions
 from nebula_keras3.serving.errors import ServingError
-from nebula_keras3.serving.signatures import SignatureSpec, TensorSpec, check_classify_regress_signature
+from nebula_keras3.serving.signatures import SignatureSpec, TensorInfo, check_classify_regress_signature
 
 pytestmark = pytest.mark.backend_independent
 
-Z = SignatureSpec({"z": TensorSpec("DT_FLOAT", (-1, 4))}, {"images": TensorSpec("DT_UINT8", (-1, 2, 2, 3))})
-SEED = SignatureSpec({"seed": TensorSpec("DT_INT64", (-1,))}, {"png_bytes": TensorSpec("DT_STRING", (-1,))})
-TWO = SignatureSpec({"a": TensorSpec("DT_FLOAT", (-1, 2)), "b": TensorSpec("DT_STRING", (-1,))}, {})
+Z = SignatureSpec({"z": TensorInfo("DT_FLOAT", (-1, 4))}, {"images": TensorInfo("DT_UINT8", (-1, 2, 2, 3))})
+SEED = SignatureSpec({"seed": TensorInfo("DT_INT64", (-1,))}, {"png_bytes": TensorInfo("DT_STRING", (-1,))})
+TWO = SignatureSpec({"a": TensorInfo("DT_FLOAT", (-1, 2)), "b": TensorInfo("DT_STRING", (-1,))}, {})
 
 
 @pytest.mark.parametrize("method,path,expect", [
@@ -338,8 +339,8 @@ def test_batcher_pads_to_allowed_batch_sizes_and_variable_lengths():
 def _app_client(**kw):
     from starlette.testclient import TestClient
 
-    from nebula_keras3.serving.app import create_app
     from nebula_keras3.serving.options import ServerOptions
+    from nebula_keras3.serving.server import create_app
 
     return TestClient(create_app(ServerOptions(models=[], **kw)))
 
@@ -361,7 +362,7 @@ def test_cors_headers_follow_the_flag(cors):
 
 
 def test_classify_regress_signature_checks():
-    sig = SignatureSpec({"z": TensorSpec("DT_FLOAT", [-1, 4])}, {"images": TensorSpec("DT_UINT8", [-1, 2])})
+    sig = SignatureSpec({"z": TensorInfo("DT_FLOAT", [-1, 4])}, {"images": TensorInfo("DT_UINT8", [-1, 2])})
     sig_json = {"inputs": {"z": {"name": "serving_default_z:0", "dtype": "DT_FLOAT",
                                  "tensor_shape": {"dim": [{"size": "-1", "name": ""}, {"size": "4", "name": ""}],
                                                   "unknown_rank": False}}},
