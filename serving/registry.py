@@ -272,9 +272,9 @@ class Registry:
             on_disk = self._list(entry)
             if on_disk is None:
                 return  # the file-system source fails this poll: nothing is loaded or unloaded
-        stamps = {v: _dir_stamp(p) for v, p in on_disk.items()}
-        previous, entry.seen = entry.seen, stamps  # None at a model's first listing
         wanted = set(cfg.policy.select(list(on_disk)))
+        stamps = {v: _dir_stamp(on_disk[v]) for v in wanted}
+        previous, entry.seen = entry.seen, stamps  # None at a model's first listing
         now = time.monotonic()
         # load new versions first (availability preserving), newest first
         for v in sorted(wanted, reverse=True):
@@ -420,8 +420,18 @@ class Registry:
 
 
 def _dir_stamp(path: Path):
+    """What changes while a version folder is being written: its files' names, sizes and modification times."""
     try:
-        names = sorted(os.listdir(path))
-        return (tuple(names), max((os.stat(path / n).st_mtime_ns for n in names), default=0))
+        stamp = []
+        for root, dirs, files in os.walk(path, onerror=_raise):
+            dirs.sort()
+            for n in sorted(files):
+                st = os.stat(os.path.join(root, n))
+                stamp.append((os.path.relpath(os.path.join(root, n), path), st.st_size, st.st_mtime_ns))
+        return tuple(stamp)
     except OSError:
         return None
+
+
+def _raise(e: OSError):
+    raise e

@@ -723,3 +723,88 @@ def test_config_file_reload_moves_labels(model_dir, offline, tmp_path):
             assert "keeping the previous model config" in srv.log_tail()
     finally:
         assert srv.stop() == 0, srv.log_tail()
+
+
+@local_only
+def test_base_path_outage_keeps_versions_serving(model_dir, offline, tmp_path):
+    """A base path that cannot be listed for several polls (a mv-swap deploy, a mount hiccup) fails
+    those polls only, as TF Serving's file-system source does: the version stays AVAILABLE and
+    answers throughout, and the error is logged once for the whole outage."""
+    live = tmp_path / "live" / "nebula"
+    st.copy_version(model_dir / "2", live, 2)
+    srv = st.ServerProcess(["--model-base-path", str(live), "--model-name", MODEL, "--poll-seconds", "0.1"],
+                           log_path=tmp_path / "server.log")
+    away = tmp_path / "away"
+    try:
+        with httpx.Client(base_url=srv.url, timeout=30) as c:
+            z = z_batch(1, offline[2].latent_dim, seed=21)
+            want = offline[2].images_from_latents(z)
+            os.rename(live, away)
+            t_end = time.monotonic() + 1.5  # 15 poll intervals
+            answered = 0
+            while time.monotonic() < t_end:
+                states = [v["state"] for v in c.get(api()).json()["model_version_status"]]
+                assert states == ["AVAILABLE"], states
+                r = predict(c, {"instances": z.tolist()})
+                assert r.status_code == 200 and st.max_diff(np.asarray(r.json()["predictions"]), want) <= 1
+                answered += 1
+            os.rename(away, live)
+            time.sleep(0.5)
+            assert [v["state"] for v in c.get(api()).json()["model_version_status"]] == ["AVAILABLE"]
+            assert predict(c, {"instances": z.tolist()}).status_code == 200
+        srv.stop()
+        log = srv.log_tail(100_000)
+        assert answered > 5 and log.count("cannot list") == 1 and "can be listed again" in log, log[-2000:]
+    finally:
+        assert srv.stop() == 0, srv.log_tail()
+
+
+@local_only
+def test_version_folder_being_copied_is_not_loaded_half_written(model_dir, offline, tmp_path):
+    """A version folder written in place (cp -r, rsync), not renamed into place as exports are: the
+    server loads it only once two polls see it unchanged, never while files are still growing."""
+    import threading
+
+    live = tmp_path / "live" / "nebula"
+    st.copy_version(model_dir / "1", live, 1)
+    srv = st.ServerProcess(["--model-base-path", str(live), "--model-name", MODEL, "--poll-seconds", "0.1"],
+                           log_path=tmp_path / "server.log")
+    done = threading.Event()
+
+    def slow_copy():  # every file in 2 KiB pieces, 20 ms apart: several polls see partial files
+        src = model_dir / "2"
+        for path in sorted(p for p in src.rglob("*") if p.is_file()):
+            dst = live / "3" / path.relative_to(src)
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            data = path.read_bytes()
+            with open(dst, "wb") as f:
+                for i in range(0, len(data), 2048):
+                    f.write(data[i:i + 2048])
+                    f.flush()
+                    time.sleep(0.02)
+        done.set()
+
+    try:
+        with httpx.Client(base_url=srv.url, timeout=30) as c:
+            copier = threading.Thread(target=slow_copy)
+            copier.start()
+            seen = set()
+            while not done.is_set():
+                for v in c.get(api()).json()["model_version_status"]:
+                    seen.add((v["version"], v["state"], v["status"]["error_code"]))
+                time.sleep(0.03)
+            copier.join()
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline:
+                states = {v["version"]: v["state"] for v in c.get(api()).json()["model_version_status"]}
+                if states.get("3") == "AVAILABLE":
+                    break
+                time.sleep(0.1)
+            assert states.get("3") == "AVAILABLE", states
+            assert not any(v == "3" for v, _, _ in seen), seen  # not even LOADING while being written
+            assert all(code == "OK" for _, _, code in seen), seen
+            z = z_batch(1, offline[2].latent_dim, seed=22)
+            r = predict(c, {"instances": z.tolist()})
+            assert st.max_diff(np.asarray(r.json()["predictions"]), offline[2].images_from_latents(z)) <= 1
+    finally:
+        assert srv.stop() == 0, srv.log_tail()
