@@ -663,3 +663,88 @@ def test_tensor_proto_round_trip(arr):
     for write in (tp.from_numpy, tp.from_numpy_content):
         back = tp.to_numpy(write(arr))
         assert back.dtype == arr.dtype and back.shape == arr.shape and back.tolist() == arr.tolist()
+
+
+# --------------------------------------------------------------------------- TLS
+
+
+def make_certificates(folder):
+    """A CA, a server certificate (localhost, 127.0.0.1) and a client certificate it signed, as PEM files."""
+    import shutil
+
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed")
+
+    def run(*args):
+        subprocess.run(["openssl", *args], cwd=folder, check=True, capture_output=True, timeout=60)
+
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    run("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=nebula test CA")
+    for name, ext in (("server", "subjectAltName=DNS:localhost,IP:127.0.0.1"), ("client", "extendedKeyUsage=clientAuth")):
+        (folder / f"{name}.ext").write_text(ext + "\n")
+        run("req", *ec, "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN=nebula test {name}")
+        run("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+            "-out", f"{name}.pem", "-days", "2", "-extfile", f"{name}.ext")
+    return {n: folder / n for n in ("ca.pem", "server.key", "server.pem", "client.key", "client.pem")}
+
+
+def write_ssl_config(path, files, client_verify: bool):
+    """TF Serving's SSLConfig text proto: the PEM texts themselves (ssl_config.proto)."""
+    text = (f"server_key: {json.dumps(files['server.key'].read_text())}\n"
+            f"server_cert: {json.dumps(files['server.pem'].read_text())}\n"
+            f"custom_ca: {json.dumps(files['ca.pem'].read_text())}\n"
+            f"client_verify: {'true' if client_verify else 'false'}\n")
+    path.write_text(text)
+    return path
+
+
+def client_cli(srv, out, *tls_args):
+    return subprocess.run(
+        [sys.executable, "-m", "nebula_keras3", "client", "--grpc", "--url", srv.grpc_target, "-n", "2",
+         "--timeout", "20", "-o", str(out), *tls_args], capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("client_verify", [False, True])
+def test_grpc_over_tls(model_dir, tmp_path, client_verify):
+    """server.cc BuildServerCredentials: --ssl_config_file serves gRPC over TLS; a client trusting the CA
+    is answered, one without it is not; with client_verify a client must present a certificate."""
+    files = make_certificates(tmp_path)
+    cfg = write_ssl_config(tmp_path / "ssl.config", files, client_verify)
+    srv = st.ServerProcess(["--model-base-path", str(model_dir), "--ssl-config-file", str(cfg)],
+                           log_path=tmp_path / "server.log", grpc=True)
+    try:
+        ca = ["--ssl-ca-file", str(files["ca.pem"])]
+        cert = ["--ssl-cert-file", str(files["client.pem"]), "--ssl-key-file", str(files["client.key"])]
+        ok = client_cli(srv, tmp_path / "ok.png", *ca, *cert) if client_verify else client_cli(srv, tmp_path / "ok.png", *ca)
+        assert ok.returncode == 0, ok.stderr
+        assert (tmp_path / "ok.png").is_file()
+        plain = client_cli(srv, tmp_path / "plain.png")  # plaintext to a TLS port
+        assert plain.returncode == 1 and "cannot reach gRPC server" in plain.stderr, plain.stderr
+        no_ca = client_cli(srv, tmp_path / "no_ca.png", "--ssl-ca-file", str(files["client.pem"]))  # wrong root
+        assert no_ca.returncode == 1 and "cannot reach gRPC server" in no_ca.stderr, no_ca.stderr
+        no_cert = client_cli(srv, tmp_path / "no_cert.png", *ca)
+        if client_verify:  # the handshake fails without a client certificate
+            assert no_cert.returncode == 1 and "gRPC" in no_cert.stderr, no_cert.stderr
+        else:
+            assert no_cert.returncode == 0, no_cert.stderr
+    finally:
+        assert srv.stop() == 0, srv.log_tail()
+
+
+def test_ssl_config_errors(model_dir, tmp_path):
+    """A bad SSLConfig stops `nebula serve` before it loads anything, with the reason."""
+    from click.testing import CliRunner
+
+    from nebula_keras3.serving.cli import serve_command
+
+    bad = tmp_path / "bad.config"
+    for text, message in (("server_key: '/etc/key.pem' server_cert: '/etc/cert.pem'", "must hold PEM text"),
+                          ("server_cert: '-----BEGIN CERTIFICATE-----'", "needs server_key and server_cert"),
+                          ("server_kee: 'x'", "invalid SSLConfig text proto")):
+        bad.write_text(text)
+        r = CliRunner().invoke(serve_command, ["--model-base-path", str(model_dir), "--ssl-config-file", str(bad)])
+        assert r.exit_code == 1 and message in r.output, r.output
+    bad.write_text("server_key: '-----BEGIN PRIVATE KEY-----' server_cert: '-----BEGIN CERTIFICATE-----'")
+    r = CliRunner().invoke(serve_command, ["--model-base-path", str(model_dir), "--grpc-port", "0",
+                                           "--ssl-config-file", str(bad)])
+    assert r.exit_code == 1 and "secures gRPC; it needs a --grpc-port" in r.output, r.output
