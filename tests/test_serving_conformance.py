@@ -808,3 +808,80 @@ def test_version_folder_being_copied_is_not_loaded_half_written(model_dir, offli
             assert st.max_diff(np.asarray(r.json()["predictions"]), offline[2].images_from_latents(z)) <= 1
     finally:
         assert srv.stop() == 0, srv.log_tail()
+
+
+# --------------------------------------------------------------------------- warmup
+
+
+def test_export_warmup_file_reads_with_tensorflow(model_dir):
+    """assets.extra/tf_serving_warmup_requests is what TF Serving's --enable_model_warmup reads: a TFRecord
+    file (tf.data.TFRecordDataset) of PredictionLog protos (tensorflow-serving-api's own class)."""
+    from importlib.util import find_spec
+
+    if find_spec("tensorflow") is None or find_spec("tensorflow_serving") is None:
+        pytest.skip("needs tensorflow and tensorflow-serving-api")
+    script = f"""
+import json, numpy as np, tensorflow as tf
+from tensorflow_serving.apis import prediction_log_pb2
+out = []
+for raw in tf.data.TFRecordDataset({str(model_dir / "2" / "assets.extra" / "tf_serving_warmup_requests")!r}):
+    log = prediction_log_pb2.PredictionLog.FromString(raw.numpy())
+    req = log.predict_log.request
+    out.append([log.WhichOneof("log_type"), req.model_spec.signature_name,
+                {{k: [tf.dtypes.as_dtype(v.dtype).name, list(tf.make_ndarray(v).shape)] for k, v in req.inputs.items()}}])
+print(json.dumps(out))
+"""
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES=""))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    records = json.loads(proc.stdout.strip().splitlines()[-1])
+    d = latent_dim_of(model_dir)
+    want = []
+    for n in (1, 4):
+        want += [["predict_log", "serving_default", {"z": ["float32", [n, d]]}],
+                 ["predict_log", "generate_png", {"seed": ["int64", [n]]}],
+                 ["predict_log", "generate_images", {"seed": ["int64", [n]]}]]
+    assert sorted(map(json.dumps, records)) == sorted(map(json.dumps, want))
+
+
+def latent_dim_of(model_dir) -> int:
+    return st.offline_model(model_dir / "2").latent_dim
+
+
+@local_only
+@pytest.mark.parametrize("flag", [[], ["--no-enable-model-warmup"], ["--num-request-iterations-for-warmup", "3"]])
+def test_serve_replays_the_warmup_file(model_dir, tmp_path, flag):
+    """nebula serve replays the warmup requests before the version is AVAILABLE (TF's
+    --enable_model_warmup, --num_request_iterations_for_warmup), and logs it."""
+    srv = st.ServerProcess(["--model-base-path", str(model_dir), "--model-name", MODEL, "--log-level", "info", *flag],
+                           log_path=tmp_path / "server.log")
+    try:
+        # each replayed request went through the batch queue before any client request
+        batched = srv.metric(st.INPUT_BATCHES)
+    finally:
+        assert srv.stop() == 0, srv.log_tail()
+    log = srv.log_tail(100_000)
+    if flag == ["--no-enable-model-warmup"]:
+        assert "warmup" not in log and batched == 0
+    else:
+        iterations = int(flag[1]) if flag else 1
+        assert f"model nebula version 2: warmup ran {6 * iterations} request(s)" in log, log[-2000:]
+        assert batched == 6 * iterations
+
+
+@local_only
+def test_a_broken_warmup_file_fails_the_load(model_dir, tmp_path):
+    """saved_model_warmup_util.cc: a record that does not parse fails the version's load."""
+    live = tmp_path / "live" / "nebula"
+    st.copy_version(model_dir / "2", live, 2)
+    warm = live / "2" / "assets.extra" / "tf_serving_warmup_requests"
+    warm.write_bytes(warm.read_bytes()[:-7])  # a truncated last record
+    srv = st.ServerProcess(["--model-base-path", str(live), "--model-name", MODEL],
+                           log_path=tmp_path / "server.log", wait_versions=0)
+    try:  # the first poll (loads and warmups included) ends before the server answers
+        status = json.loads(st.http_get(f"{srv.url}{api(2)}")[1])
+        s = status["model_version_status"][0]
+        assert s["state"] == "END" and s["status"]["error_code"] == "UNKNOWN", status
+        assert "warmup failed" in s["status"]["error_message"] and "truncated record" in s["status"]["error_message"]
+    finally:
+        assert srv.stop() == 0, srv.log_tail()

@@ -731,7 +731,7 @@ def test_grpc_over_tls(model_dir, tmp_path, client_verify):
         assert srv.stop() == 0, srv.log_tail()
 
 
-def test_ssl_config_errors(model_dir, tmp_path):
+def test_ssl_config_errors(tmp_path):
     """A bad SSLConfig stops `nebula serve` before it loads anything, with the reason."""
     from click.testing import CliRunner
 
@@ -742,9 +742,9 @@ def test_ssl_config_errors(model_dir, tmp_path):
                           ("server_cert: '-----BEGIN CERTIFICATE-----'", "needs server_key and server_cert"),
                           ("server_kee: 'x'", "invalid SSLConfig text proto")):
         bad.write_text(text)
-        r = CliRunner().invoke(serve_command, ["--model-base-path", str(model_dir), "--ssl-config-file", str(bad)])
+        r = CliRunner().invoke(serve_command, ["--model-base-path", str(tmp_path), "--ssl-config-file", str(bad)])
         assert r.exit_code == 1 and message in r.output, r.output
     bad.write_text("server_key: '-----BEGIN PRIVATE KEY-----' server_cert: '-----BEGIN CERTIFICATE-----'")
-    r = CliRunner().invoke(serve_command, ["--model-base-path", str(model_dir), "--grpc-port", "0",
+    r = CliRunner().invoke(serve_command, ["--model-base-path", str(tmp_path), "--grpc-port", "0",
                                            "--ssl-config-file", str(bad)])
     assert r.exit_code == 1 and "secures gRPC; it needs a --grpc-port" in r.output, r.output
