@@ -29,7 +29,9 @@ from pathlib import Path
 import numpy as np
 
 from nebula_keras3.export import layout
-from nebula_keras3.serving import testing as st
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from support import serving as st  # noqa: E402 - the tests' helpers
 
 
 def fresh_process_seconds(args: list[str], cwd: Path, repeats: int = 3) -> float:

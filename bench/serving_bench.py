@@ -10,7 +10,8 @@ single-image and 16-image requests, for both signatures, over REST (asyncio,
 keep-alive HTTP/1.1 connections, JSON) and gRPC (``grpc.aio``, one channel,
 ``tensorflow-serving-api``'s PredictionService stub, inputs as ``tensor_content``
 like ``tf.make_tensor_proto``). Prints images/s, p50/p99 latency and the ratio to
-offline throughput. Bounded: every cell runs ``--seconds`` (default 3), about
+offline throughput, and first the cost of reading :predict bodies with TF
+Serving's JSON rules (``tf_json.parse``) against ``json.loads``. Bounded: every cell runs ``--seconds`` (default 3), about
 2-3 minutes in all.
 The client runs on the same machine and takes CPU from the server: the ratios
 are a lower bound of what a separate client machine would see. Each row also gives
@@ -31,8 +32,10 @@ from pathlib import Path
 import numpy as np
 
 from nebula_keras3.export.layout import GENERATE_PNG, SEED, SERVING_DEFAULT, Z
-from nebula_keras3.serving import testing as st
 from nebula_keras3.serving.runtimes import OnnxRunner
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from support import serving as st  # noqa: E402 - the tests' helpers
 
 
 def offline_throughput(version_dir: Path, seconds: float, batch: int = 32) -> dict:
@@ -154,8 +157,7 @@ async def drive(url: str, concurrency: int, per_request: int, signature: str, la
     u = urlsplit(url)
     rng = np.random.default_rng(concurrency * 100 + per_request)
     if signature == SERVING_DEFAULT:
-        bodies = [json.dumps({"instances": rng.standard_normal((per_request, latent_dim)).astype(np.float32)
-                              .round(5).tolist()}).encode() for _ in range(8)]
+        bodies = [predict_body(rng, per_request, latent_dim) for _ in range(8)]
     else:
         bodies = [json.dumps({"signature_name": GENERATE_PNG,
                               "instances": list(range(k * per_request, (k + 1) * per_request))}).encode()
@@ -188,6 +190,41 @@ async def drive(url: str, concurrency: int, per_request: int, signature: str, la
     return _summary(latencies, errors, per_request, elapsed)
 
 
+def predict_body(rng, rows: int, latent_dim: int) -> bytes:
+    """A :predict body as clients write it: ``json.dumps`` of ``float32.tolist()`` (17-digit doubles)."""
+    return json.dumps({"instances": rng.standard_normal((rows, latent_dim)).astype(np.float32).tolist()}).encode()
+
+
+def parse_cost(n_bodies: int = 200, rows: int = 32, latent_dim: int = 100, repeats: int = 5) -> dict:
+    """tf_json.parse (TF Serving's reading) against json.loads on the same :predict bodies, in this process.
+
+    Each body is timed best-of-``repeats`` with both parsers, alternating, so machine load hits both alike.
+    """
+    from nebula_keras3.serving import tf_json
+
+    rng = np.random.default_rng(0)
+    bodies = [predict_body(rng, rows, latent_dim) for _ in range(n_bodies)]
+    fast = sum(not tf_json.needs_rapidjson(b) for b in bodies)
+    ratios, t_ours, t_std = [], 0.0, 0.0
+    for b in bodies:
+        best_ours = best_std = float("inf")
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            tf_json.parse(b)
+            t1 = time.perf_counter()
+            json.loads(b)
+            t2 = time.perf_counter()
+            best_ours, best_std = min(best_ours, t1 - t0), min(best_std, t2 - t1)
+        ratios.append(best_ours / best_std)
+        t_ours += best_ours
+        t_std += best_std
+    ratios = np.asarray(ratios)
+    return {"bodies": n_bodies, "body_bytes": int(np.mean([len(b) for b in bodies])),
+            "fast_path_fraction": fast / n_bodies, "ratio_median": float(np.median(ratios)),
+            "ratio_p99": float(np.percentile(ratios, 99)), "within_1_5x": float(np.mean(ratios <= 1.5)),
+            "parse_ms": 1000 * t_ours / n_bodies, "json_loads_ms": 1000 * t_std / n_bodies}
+
+
 def cpu_seconds(pid: int) -> tuple[float, float]:
     """(all threads, main thread) CPU seconds of a process, from /proc; NaN where /proc is missing."""
     def read(path):
@@ -209,9 +246,17 @@ def main(argv=None) -> int:
     ap.add_argument("--apis", default="rest,grpc", help="which APIs to drive: rest, grpc or both")
     ap.add_argument("--server-args", default="", help="extra nebula serve flags, e.g. '--max-batch-size 64'")
     ap.add_argument("--json", type=Path, help="also write the results here")
+    ap.add_argument("--parse-only", action="store_true", help="only the JSON parse-cost measurement")
     args = ap.parse_args(argv)
 
     t_start = time.perf_counter()
+    pc = parse_cost()
+    print(f"JSON parse, {pc['bodies']} :predict bodies of 32x100 float32 ({pc['body_bytes']} bytes): "
+          f"{pc['fast_path_fraction'] * 100:.1f}% on the fast path; tf_json.parse / json.loads median "
+          f"{pc['ratio_median']:.2f}x, p99 {pc['ratio_p99']:.2f}x, {pc['within_1_5x'] * 100:.1f}% within 1.5x "
+          f"({pc['parse_ms']:.2f} vs {pc['json_loads_ms']:.2f} ms)", flush=True)
+    if args.parse_only:
+        return 0
     print(f"exporting DCGANGenerator(64) into {args.workdir} (cached) ...", flush=True)
     model_dir = st.make_export(args.workdir, image_size=64, latent_dim=100, ngf=64, versions=(1,))
     version_dir = model_dir / "1"
@@ -270,8 +315,12 @@ def main(argv=None) -> int:
     print(f"aim: {top} concurrent single-image clients >= 80% of offline -> "
           + ", ".join(f"{r['api']} {r['signature']} {r['ratio'] * 100:.0f}%"
                       for r in single if r["concurrency"] == top))
+    by = {(r["api"], r["signature"]): r for r in single if r["concurrency"] == top}
+    if (("rest", SERVING_DEFAULT) in by) and (("grpc", SERVING_DEFAULT) in by):
+        print(f"REST / gRPC, single-image {SERVING_DEFAULT} at {top} clients, same run: "
+              f"{by['rest', SERVING_DEFAULT]['images_per_s'] / by['grpc', SERVING_DEFAULT]['images_per_s']:.2f}")
     if args.json:
-        args.json.write_text(json.dumps({"offline": offline, "rows": rows}, indent=2))
+        args.json.write_text(json.dumps({"offline": offline, "rows": rows, "parse": pc}, indent=2))
     return 0
 
 

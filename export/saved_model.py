@@ -19,6 +19,7 @@ import tensorflow as tf
 
 from nebula_keras3.export import layout
 from nebula_keras3.export.latents_tf import latents_from_seeds_tf
+from nebula_keras3.export.warmup import write_warmup_file
 
 # Ops that would make a graph depend on JAX/XLA lowering or on Python at serve time.
 FORBIDDEN_OPS = frozenset({"XlaCallModule", "PyFunc", "EagerPyFunc", "PyFuncStateless"})
@@ -84,10 +85,11 @@ class GeneratorModule(tf.Module):
 
 
 def write_saved_model(generator, latent_dim: int, image_size: int, path: str | os.PathLike) -> Path:
-    """Write the SavedModel (its graph file + variables/) to ``path`` (must not exist)."""
+    """Write the SavedModel (its graph file + variables/ + the warmup requests) to ``path`` (must not exist)."""
     path = Path(path)
     module = GeneratorModule(generator, latent_dim, image_size)
     tf.saved_model.save(module, str(path), signatures=module.signatures())
+    write_warmup_file(path, latent_dim, image_size)  # assets.extra/tf_serving_warmup_requests
     return path
 
 

@@ -1,4 +1,4 @@
-"""The embedded server: a Starlette app speaking TF Serving's REST API v1.
+"""TF Serving's REST API v1 as a Starlette app: HTTP in, :class:`~predict.Predictor` calls, HTTP out.
 
     GET  /v1/models/{name}[/versions/{v}|/labels/{l}]            model status
     GET  /v1/models/{name}[/versions/{v}|/labels/{l}]/metadata   signature defs
@@ -12,95 +12,57 @@ message wording): see tests/test_serving_conformance.py for the cases and the
 TF source each mirrors. Methods other than GET/POST/OPTIONS on /v1 get
 "Malformed request: METHOD path" (400), as in TF Serving.
 
+This module only translates the wire format (JSON <-> arrays, ServingError ->
+HTTP status); the predict path itself is :mod:`predict`, and start-up (models,
+gRPC) is :mod:`server`'s. Routes: :meth:`RestApp.routes` is the table; a
+caller adds its own before the catch-all ``/{path}`` (see :func:`server.create_app`).
+
 Protection against overload: at most ``max_concurrent_requests`` requests are
 handled at once (more get 429 at once, before the body is read), bodies are
 capped (413), instances per request are capped (400), and the batch queue is
-bounded (503). Model calls and large JSON encoding/decoding run in threads.
+bounded (503). Large JSON is decoded and encoded in threads.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import re
 import time
-from concurrent.futures import ThreadPoolExecutor
 
-from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from nebula_keras3.serving import rest_api, signatures
-from nebula_keras3.serving.batching import Batcher
-from nebula_keras3.serving.errors import HTTP_STATUS, ServingError, invalid
-from nebula_keras3.serving.metrics import Metrics
-from nebula_keras3.serving.options import ServerOptions
-from nebula_keras3.serving.registry import Registry
-from nebula_keras3.serving.runtimes import load_runner
-from nebula_keras3.serving.tf_metrics import runtime_name
+from nebula_keras3.serving import rest_api
+from nebula_keras3.serving.errors import HTTP_STATUS, ServingError, internal_error, invalid
+from nebula_keras3.serving.predict import THREAD_THRESHOLD, Predictor
 
 log = logging.getLogger("nebula.serving")
 
 JSON = "application/json"
-_THREAD_THRESHOLD = 64 * 1024  # bodies / outputs above this are (de)serialised in a thread
+ALL_METHODS = ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"]
 
 
-class ServingApp:
-    def __init__(self, options: ServerOptions):
-        self.options = options
-        self.metrics = Metrics()
-        self.executor = ThreadPoolExecutor(
-            max_workers=max(1, options.batching.num_batch_threads), thread_name_prefix="nebula-run"
-        )
-        self.registry = Registry(
-            options.models,
-            make_runner=lambda path: load_runner(
-                path, intra_op_threads=options.intra_op_threads, prefer_onnx=options.prefer_onnx
-            ),
-            make_batcher=self._make_batcher,
-            config_file=options.config_file,
-            poll_seconds=options.poll_seconds,
-            metrics=self.metrics,
-            unload_timeout=options.drain_seconds,
-        )
+def missing_signature_rest(name: str) -> ServingError:
+    """http_rest_api_handler.cc: the input map of an unknown signature (before the predictor's check)."""
+    return invalid(f'Serving signature name: "{name}" not found in signature def')
+
+
+class RestApp:
+    """The REST endpoints over one :class:`Predictor` (its registry, options and metrics)."""
+
+    def __init__(self, predictor: Predictor):
+        self.predictor = predictor
+        self.registry = predictor.registry
+        self.options = predictor.options
+        self.metrics = predictor.metrics
         self.inflight = 0
         self.buffered = 0  # bytes of request bodies held right now
-        routes = [Route("/{path:path}", self.dispatch, methods=["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"])]
-        self.app = Starlette(routes=routes, lifespan=self.lifespan)
-        self.app.state.serving = self
 
-    def _make_batcher(self, st) -> Batcher:
-        hist = self.metrics.batch_size
-        gauge = self.metrics.queue_rows
-        model, version = st.model, str(st.version)
-
-        def observe(signature, rows, queue_rows):
-            hist.labels(model, version, signature).observe(rows)
-            gauge.labels(model, version, signature).set(queue_rows)
-
-        return Batcher(st.runner.run, self.executor, self.options.batching, observe=observe,
-                       label=f"{st.model}:{st.version}", tf_metrics=self.metrics.tf)
-
-    @contextlib.asynccontextmanager
-    async def lifespan(self, app):
-        grpc_api = None
-        if self.options.grpc_port:  # imported before any version loads: its protos must not race a TF import
-            from nebula_keras3.serving import grpc_api
-        await self.registry.start()
-        log.info("models: %s", self.registry.summary())
-        grpc_server = None
-        if grpc_api is not None:  # counts its calls in TF's metric families, as REST does
-            grpc_server = await grpc_api.start_grpc_server(self.registry, self.options, self.metrics.tf)
-        try:
-            yield
-        finally:
-            if grpc_server is not None:  # stop taking RPCs, finish those in flight
-                await grpc_server.stop(self.options.drain_seconds)
-            # uvicorn has finished in-flight requests (or hit its graceful timeout); drain the rest
-            await self.registry.stop()
-            self.executor.shutdown(wait=True, cancel_futures=False)
+    def routes(self) -> list:
+        """The route table: every path goes to :meth:`dispatch` (TF Serving's own URL matching)."""
+        return [Route("/{path:path}", self.dispatch, methods=ALL_METHODS)]
 
     # ------------------------------------------------------------------ dispatch
 
@@ -144,10 +106,9 @@ class ServingApp:
         except ClientDisconnect:
             code = "CANCELLED"
             resp = Response(status_code=499)
-        except Exception as e:  # noqa: BLE001 - never a traceback to the client
-            log.exception("internal error on %s %s", method, raw_path)
+        except Exception:  # noqa: BLE001 - never a traceback to the client
             code = "INTERNAL"
-            resp = self._error(ServingError("INTERNAL", f"{type(e).__name__}: {e}"))
+            resp = self._error(internal_error(log, f"REST {method} {raw_path}"))
         finally:
             self.inflight -= 1
             self.buffered -= held[0]
@@ -225,45 +186,21 @@ class ServingApp:
         st = self.registry.resolve(req)
         return self._json(rest_api.model_metadata_json(st.model, st.version, st.runner.signature_def_json))
 
-    async def _parse(self, body: bytes):
-        if len(body) > _THREAD_THRESHOLD:
+    @staticmethod
+    async def _parse(body: bytes) -> dict:
+        if len(body) > THREAD_THRESHOLD:
             return await asyncio.to_thread(rest_api.parse_json_object, body)
         return rest_api.parse_json_object(body)
 
     async def _predict(self, req, body: bytes) -> Response:
         doc = await self._parse(body)
-        sig_name = rest_api.signature_name_of(doc) or rest_api.DEFAULT_SIGNATURE
-        async with self.registry.lease(req) as st:
-            sig = st.runner.signatures.get(sig_name)
-            if sig is None:
-                raise invalid(f'Serving signature name: "{sig_name}" not found in signature def')
-            given = rest_api.signature_name_of(doc)
-            if len(body) > _THREAD_THRESHOLD:
-                fmt, inputs = await asyncio.to_thread(rest_api.parse_predict_inputs, doc, sig, given)
-            else:
-                fmt, inputs = rest_api.parse_predict_inputs(doc, sig, given)
-            n = int(next(iter(inputs.values())).shape[0]) if inputs else 0
-            if n > self.options.max_instances:
-                self.metrics.rejected.labels("instances").inc()
-                raise invalid(
-                    f"Request has {n} instances; at most {self.options.max_instances} are allowed per request"
-                )
-            if self.options.enable_signature_method_name_check:  # predict_util.cc PreProcessPrediction
-                signatures.check_predict_method_name(sig)
-            try:
-                t_run = time.perf_counter()
-                outputs = await st.batcher.submit(sig_name, inputs)
-                # predict_util.cc RunPredict: RecordRuntimeLatency(model, "Predict", runtime) around
-                # Session::Run (batching wait included, as with TF's batching session)
-                self.metrics.tf.observe("/tensorflow/serving/runtime_latency", (time.perf_counter() - t_run) * 1e6,
-                                        st.model, "Predict", runtime_name(st.runner.kind))
-            except ServingError as e:
-                if e.code == "UNAVAILABLE":
-                    self.metrics.rejected.labels("queue_full").inc()
-                raise
-        self.metrics.images.labels(st.model).inc(n)
-        out_size = sum(getattr(a, "nbytes", 0) for a in outputs.values())
-        if out_size > _THREAD_THRESHOLD:
+        given = rest_api.signature_name_of(doc)
+        result = await self.predictor.predict(
+            req, given or rest_api.DEFAULT_SIGNATURE,
+            lambda sig: rest_api.parse_predict_inputs(doc, sig, given),
+            size_hint=len(body), missing_signature=missing_signature_rest)
+        outputs, fmt = result.outputs, result.extra
+        if sum(getattr(a, "nbytes", 0) for a in outputs.values()) > THREAD_THRESHOLD:
             payload = await asyncio.to_thread(rest_api.predict_response, outputs, fmt)
         else:
             payload = rest_api.predict_response(outputs, fmt)
@@ -275,11 +212,4 @@ class ServingApp:
         doc = await self._parse(body)
         sig_name = rest_api.signature_name_of(doc) or rest_api.DEFAULT_SIGNATURE
         rest_api.check_classify_regress_request(doc)
-        async with self.registry.lease(req) as st:
-            signatures.check_classify_regress_signature(api, sig_name, st.runner.signatures,
-                                                        st.runner.signature_def_json,
-                                                        self.options.enable_signature_method_name_check)
-
-
-def create_app(options: ServerOptions) -> Starlette:
-    return ServingApp(options).app
+        await self.predictor.classify_or_regress(req, api, sig_name)

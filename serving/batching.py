@@ -26,8 +26,8 @@ from concurrent.futures import Executor
 
 import numpy as np
 
-from nebula_keras3.serving.config_files import BatchingOptions
 from nebula_keras3.serving.errors import ServingError
+from nebula_keras3.serving.options import BatchingOptions
 
 QUEUE_FULL = "The batch scheduling queue to which this task was submitted is full"
 

@@ -56,14 +56,26 @@ def _fail(msg: str):
               help="Add CORS headers to REST responses (tensorflow_model_server's flag).")
 @click.option("--enable-signature-method-name-check", "--enable_signature_method_name_check", "method_check",
               is_flag=True, help=":classify/:regress/:predict check the signature's method_name, as TF Serving's flag.")
+@click.option("--ssl-config-file", "--ssl_config_file", "ssl_config_file",
+              type=click.Path(dir_okay=False, path_type=Path),
+              help="TF Serving SSLConfig text file (server_key, server_cert, custom_ca: PEM text; client_verify): "
+                   "gRPC over TLS, as tensorflow_model_server --ssl_config_file.")
+@click.option("--enable-model-warmup/--no-enable-model-warmup", "--enable_model_warmup/--no-enable_model_warmup",
+              "warmup", default=DEFAULTS.enable_model_warmup, show_default=True,
+              help="Replay a version's assets.extra/tf_serving_warmup_requests before it becomes AVAILABLE.")
+@click.option("--num-request-iterations-for-warmup", "--num_request_iterations_for_warmup", "warmup_iterations",
+              default=DEFAULTS.num_request_iterations_for_warmup, show_default=True, type=click.IntRange(1, 1000),
+              help="How many times each warmup request runs.")
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["critical", "error", "warning", "info", "debug"]))
 def serve_command(model_base_path, model_name, model_config_file, host, port, grpc_port, max_batch_size,
                   batch_timeout_micros, max_enqueued_batches, num_batch_threads, batching_parameters_file,
                   monitoring_config_file, poll_seconds, max_body_bytes, max_instances, max_concurrent_requests,
-                  intra_op_threads, runtime, graceful_timeout, cors, method_check, log_level):
+                  intra_op_threads, runtime, graceful_timeout, cors, method_check, ssl_config_file, warmup,
+                  warmup_iterations, log_level):
     """Serve exported generators over TF Serving's REST API v1 and gRPC API (ONNX Runtime or TensorFlow)."""
     from nebula_keras3.serving import config_files as cf
+    from nebula_keras3.serving.options import BatchingOptions
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
@@ -76,22 +88,32 @@ def serve_command(model_base_path, model_name, model_config_file, host, port, gr
         for m in models:
             if not m.base_path.is_dir():
                 _fail(f"model {m.name}: base path {m.base_path} is not a folder")
-        batching = cf.BatchingOptions(max_batch_size, batch_timeout_micros, max_enqueued_batches, num_batch_threads)
+        batching = BatchingOptions(max_batch_size, batch_timeout_micros, max_enqueued_batches, num_batch_threads)
         if batching_parameters_file is not None:
             batching = cf.load_batching_parameters(batching_parameters_file, batching)
-        prom_on, prom_path = True, cf.DEFAULT_PROMETHEUS_PATH
+        prom_on, prom_path = True, DEFAULTS.prometheus_path
         if monitoring_config_file is not None:
             prom_on, prom_path = cf.load_monitoring_config(monitoring_config_file)
+        ssl = cf.load_ssl_config(ssl_config_file) if ssl_config_file is not None else None
     except cf.ConfigError as e:
         _fail(str(e))
+    if ssl is not None and not grpc_port:
+        _fail("--ssl-config-file secures gRPC; it needs a --grpc-port")
     if grpc_port:
         missing = _grpc_missing()
-        if missing and click.get_current_context().get_parameter_source("grpc_port").name == "DEFAULT":
+        if missing and ssl is None and click.get_current_context().get_parameter_source("grpc_port").name == "DEFAULT":
             click.echo(f"nebula serve: gRPC off ({missing}; pip install 'nebula-keras3[grpc]')", err=True)
             grpc_port = 0
         elif missing:
             _fail(f"--grpc-port {grpc_port}: {missing} "
                   "(pip install 'nebula-keras3[grpc]'; --grpc-port 0 turns gRPC off)")
+    if grpc_port and ssl is not None:
+        from nebula_keras3.serving.grpc_api import server_credentials
+
+        try:
+            server_credentials(ssl)  # a key or certificate grpc refuses fails here, before any model loads
+        except cf.ConfigError as e:
+            _fail(f"{ssl_config_file}: {e}")
     if grpc_port:
         if grpc_port == port:
             _fail(f"--grpc-port and --port are both {port}; give two ports (or --grpc-port 0)")
@@ -102,8 +124,8 @@ def serve_command(model_base_path, model_name, model_config_file, host, port, gr
 
     import uvicorn
 
-    from nebula_keras3.serving.app import create_app
     from nebula_keras3.serving.options import ServerOptions
+    from nebula_keras3.serving.server import create_app
 
     options = ServerOptions(
         models=models,
@@ -120,15 +142,18 @@ def serve_command(model_base_path, model_name, model_config_file, host, port, gr
         drain_seconds=graceful_timeout,
         grpc_host=host,
         grpc_port=grpc_port,
+        ssl=ssl,
         rest_api_enable_cors_support=cors,
         enable_signature_method_name_check=method_check,
+        enable_model_warmup=warmup,
+        num_request_iterations_for_warmup=warmup_iterations,
     )
     app = create_app(options)
     config = uvicorn.Config(
         app, host=host, port=port, log_level=log_level, access_log=False,
         timeout_graceful_shutdown=graceful_timeout, lifespan="on", server_header=False,
     )
-    grpc_note = f", gRPC {host}:{grpc_port}" if grpc_port else ""
+    grpc_note = f", gRPC{' (TLS)' if ssl else ''} {host}:{grpc_port}" if grpc_port else ""
     click.echo(f"nebula serve: http://{host}:{port}/v1/models/{models[0].name}{grpc_note} "
                f"(batching {batching.max_batch_size} rows / {batching.batch_timeout_micros} us, "
                f"pid {os.getpid()})", err=True)
@@ -220,18 +245,36 @@ def _GracefulServer(config):  # noqa: N802 - reads like the class it builds
 @click.option("--ncols", type=click.IntRange(1), help="Grid columns (default: square).")
 @click.option("--timeout", default=60.0, show_default=True, type=click.FloatRange(0.1))
 @click.option("-o", "--out", default="grid.png", show_default=True, type=click.Path(dir_okay=False, path_type=Path))
-def client_command(url, use_grpc, model, n, seed, model_version, label, ncols, timeout, out):
+@click.option("--ssl-ca-file", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              help="With --grpc: TLS, trusting this CA (PEM) for the server's certificate.")
+@click.option("--ssl-cert-file", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              help="With --grpc: this client certificate (PEM), for a server with client_verify.")
+@click.option("--ssl-key-file", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              help="With --grpc: the private key (PEM) of --ssl-cert-file.")
+@click.option("--ssl-target-name", help="With --grpc: the name the server's certificate must hold, "
+                                        "when it is not the host of --url.")
+def client_command(url, use_grpc, model, n, seed, model_version, label, ncols, timeout, out, ssl_ca_file,
+                   ssl_cert_file, ssl_key_file, ssl_target_name):
     """Render seeds seed..seed+n-1 through a server's generate_png signature into a grid PNG."""
     from nebula_keras3.sampling.grid import make_grid, save_png
     from nebula_keras3.sampling.latents import batch_seeds
-    from nebula_keras3.serving.client import ClientError, decode_pngs, generate_png, generate_png_grpc
+    from nebula_keras3.serving.client import ClientError, TlsFiles, decode_pngs, generate_png, generate_png_grpc
 
     if model_version is not None and label is not None:
         _fail("give --version or --label, not both")
+    tls = {"ca": ssl_ca_file, "cert": ssl_cert_file, "key": ssl_key_file, "target_name": ssl_target_name}
+    if any(tls.values()) and not use_grpc:
+        _fail("--ssl-* options are for --grpc")
+    if (ssl_cert_file is None) != (ssl_key_file is None):
+        _fail("give --ssl-cert-file and --ssl-key-file together")
     try:
-        call = generate_png_grpc if use_grpc else generate_png
-        pngs = call(url or (DEFAULT_GRPC_TARGET if use_grpc else DEFAULT_URL), model, batch_seeds(seed, n).tolist(),
-                    version=model_version, label=label, timeout=timeout)
+        seeds = batch_seeds(seed, n).tolist()
+        if use_grpc:
+            tls_files = TlsFiles(**tls) if any(tls.values()) else None
+            pngs = generate_png_grpc(url or DEFAULT_GRPC_TARGET, model, seeds, version=model_version, label=label,
+                                     timeout=timeout, tls=tls_files)
+        else:
+            pngs = generate_png(url or DEFAULT_URL, model, seeds, version=model_version, label=label, timeout=timeout)
         images = decode_pngs(pngs)
     except ClientError as e:
         _fail(str(e))

@@ -14,6 +14,8 @@ import socket
 import urllib.error
 import urllib.parse
 import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -113,8 +115,44 @@ def grpc_target(url: str) -> str:
     return f"{host}:{parts.port}"
 
 
+@dataclass(frozen=True)
+class TlsFiles:
+    """PEM files for a TLS channel: the CA to trust, and a client certificate and key (for client_verify)."""
+
+    ca: Path | None = None
+    cert: Path | None = None
+    key: Path | None = None
+    target_name: str | None = None  # the name in the server's certificate, when not the host dialled
+
+    def credentials(self):
+        import grpc
+
+        def read(p):
+            if p is None:
+                return None
+            try:
+                return Path(p).read_bytes()
+            except OSError as e:
+                raise ClientError(f"cannot read {p}: {e.strerror or e}") from None
+
+        return grpc.ssl_channel_credentials(root_certificates=read(self.ca), private_key=read(self.key),
+                                            certificate_chain=read(self.cert))
+
+
+def grpc_channel(target: str, tls: TlsFiles | None = None):
+    """A channel to ``host:port``: plaintext, or TLS with ``tls``."""
+    import grpc
+
+    options = [("grpc.max_receive_message_length", -1)]
+    if tls is None:
+        return grpc.insecure_channel(target, options=options)
+    if tls.target_name:
+        options.append(("grpc.ssl_target_name_override", tls.target_name))
+    return grpc.secure_channel(target, tls.credentials(), options=options)
+
+
 def generate_png_grpc(target: str, model: str, seeds, *, version=None, label=None, chunk: int = 64,
-                      timeout: float = 60.0) -> list[bytes]:
+                      timeout: float = 60.0, tls: TlsFiles | None = None) -> list[bytes]:
     """PNG bytes for each seed via gRPC Predict on the export's PNG signature (TF Serving's stubs)."""
     import grpc
 
@@ -126,7 +164,7 @@ def generate_png_grpc(target: str, model: str, seeds, *, version=None, label=Non
     target = grpc_target(target)
     seeds = np.asarray([int(s) for s in seeds], dtype=np.int64)
     pngs: list[bytes] = []
-    with grpc.insecure_channel(target, options=[("grpc.max_receive_message_length", -1)]) as channel:
+    with grpc_channel(target, tls) as channel:
         stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
         for i in range(0, len(seeds), chunk):
             part = seeds[i:i + chunk]

@@ -7,9 +7,9 @@ the way TF Serving would read them: strictly, so a misspelt field is an error.
 
 TensorFlow Serving's own Python protos (``tensorflow-serving-api``) are a heavy,
 optional dependency that has no monitoring or batching protos at all, so this
-module declares the messages it needs with ``descriptor_pb2``, field for field
+module declares the messages it needs (with :mod:`proto_schema`), field for field
 as in ``tensorflow_serving/config/{model_server_config,
-file_system_storage_path_source,monitoring_config}.proto`` and
+file_system_storage_path_source,monitoring_config,ssl_config}.proto`` and
 ``tensorflow_serving/servables/tensorflow/session_bundle_config.proto``
 (``BatchingParameters``), and parses with ``google.protobuf.text_format``.
 Fields of those protos that the embedded server cannot honour (``logging_config``,
@@ -23,54 +23,32 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from google.protobuf import descriptor_pb2, descriptor_pool, text_format
+from google.protobuf import text_format
 
-try:  # protobuf >= 4.21
-    from google.protobuf.message_factory import GetMessageClass as class_of_descriptor
-except ImportError:  # pragma: no cover - old protobuf
-    from google.protobuf.message_factory import MessageFactory
-
-    def class_of_descriptor(desc):
-        return MessageFactory().GetPrototype(desc)
-
-
-DEFAULT_PROMETHEUS_PATH = "/monitoring/prometheus/metrics"  # PrometheusExporter::kPrometheusPath
-
-# Helpers to declare proto messages field by field (also used by serving.signatures).
-FIELD = descriptor_pb2.FieldDescriptorProto
+from nebula_keras3.serving.options import DEFAULT_PROMETHEUS_PATH, BatchingOptions
+from nebula_keras3.serving.proto_schema import (
+    FIELD,
+    REPEATED,
+    add_field,
+    add_map_field,
+    add_message_field,
+    build_pool,
+    message_class,
+    new_file,
+)
 
 
 class ConfigError(ValueError):
     """A config file that cannot be used (message says which file and why)."""
 
 
-def add_field(msg, name, number, ftype, *, label=FIELD.LABEL_OPTIONAL, type_name=None, oneof=None):
-    """Add field ``name`` = ``number`` of type ``ftype`` to the DescriptorProto ``msg``."""
-    f = msg.field.add(name=name, number=number, type=ftype, label=label)
-    if type_name:
-        f.type_name = type_name
-    if oneof is not None:
-        f.oneof_index = oneof
-    return f
-
-
-def _build_pool() -> descriptor_pool.DescriptorPool:
-    pool = descriptor_pool.DescriptorPool()
-    wrappers = descriptor_pb2.FileDescriptorProto(
-        name="nebula_serving/wrappers.proto", package="google.protobuf", syntax="proto3"
-    )
+def _build_pool():
+    wrappers = new_file("nebula_serving/wrappers.proto", "google.protobuf")
     for name, ftype in (("Int64Value", FIELD.TYPE_INT64), ("StringValue", FIELD.TYPE_STRING),
                         ("BoolValue", FIELD.TYPE_BOOL)):
-        m = wrappers.message_type.add(name=name)
-        add_field(m, "value", 1, ftype)
-    pool.Add(wrappers)
+        add_field(wrappers.message_type.add(name=name), "value", 1, ftype)
 
-    fd = descriptor_pb2.FileDescriptorProto(
-        name="nebula_serving/tf_serving_configs.proto",
-        package="tensorflow.serving",
-        syntax="proto3",
-        dependency=["nebula_serving/wrappers.proto"],
-    )
+    fd = new_file("nebula_serving/tf_serving_configs.proto", "tensorflow.serving", [wrappers.name])
     # file_system_storage_path_source.proto: FileSystemStoragePathSourceConfig.ServableVersionPolicy
     fs = fd.message_type.add(name="FileSystemStoragePathSourceConfig")
     pol = fs.nested_type.add(name="ServableVersionPolicy")
@@ -78,12 +56,12 @@ def _build_pool() -> descriptor_pool.DescriptorPool:
     add_field(latest, "num_versions", 1, FIELD.TYPE_UINT32)
     pol.nested_type.add(name="All")
     specific = pol.nested_type.add(name="Specific")
-    add_field(specific, "versions", 1, FIELD.TYPE_INT64, label=FIELD.LABEL_REPEATED)
+    add_field(specific, "versions", 1, FIELD.TYPE_INT64, label=REPEATED)
     pol.oneof_decl.add(name="policy_choice")
     prefix = ".tensorflow.serving.FileSystemStoragePathSourceConfig.ServableVersionPolicy"
-    add_field(pol, "latest", 100, FIELD.TYPE_MESSAGE, type_name=prefix + ".Latest", oneof=0)
-    add_field(pol, "all", 101, FIELD.TYPE_MESSAGE, type_name=prefix + ".All", oneof=0)
-    add_field(pol, "specific", 102, FIELD.TYPE_MESSAGE, type_name=prefix + ".Specific", oneof=0)
+    add_message_field(pol, "latest", 100, prefix + ".Latest", oneof=0)
+    add_message_field(pol, "all", 101, prefix + ".All", oneof=0)
+    add_message_field(pol, "specific", 102, prefix + ".Specific", oneof=0)
 
     # model_server_config.proto
     enum = fd.enum_type.add(name="ModelType")
@@ -94,55 +72,46 @@ def _build_pool() -> descriptor_pool.DescriptorPool:
     add_field(mc, "base_path", 2, FIELD.TYPE_STRING)
     add_field(mc, "model_type", 3, FIELD.TYPE_ENUM, type_name=".tensorflow.serving.ModelType")
     add_field(mc, "model_platform", 4, FIELD.TYPE_STRING)
-    add_field(mc, "model_version_policy", 7, FIELD.TYPE_MESSAGE, type_name=prefix)
-    entry = mc.nested_type.add(name="VersionLabelsEntry")
-    entry.options.map_entry = True
-    add_field(entry, "key", 1, FIELD.TYPE_STRING)
-    add_field(entry, "value", 2, FIELD.TYPE_INT64)
-    add_field(mc, "version_labels", 8, FIELD.TYPE_MESSAGE, label=FIELD.LABEL_REPEATED,
-           type_name=".tensorflow.serving.ModelConfig.VersionLabelsEntry")
+    add_message_field(mc, "model_version_policy", 7, prefix)
+    add_map_field(mc, "version_labels", 8, FIELD.TYPE_STRING, FIELD.TYPE_INT64, scope=".tensorflow.serving.ModelConfig")
     mcl = fd.message_type.add(name="ModelConfigList")
-    add_field(mcl, "config", 1, FIELD.TYPE_MESSAGE, label=FIELD.LABEL_REPEATED,
-           type_name=".tensorflow.serving.ModelConfig")
+    add_message_field(mcl, "config", 1, ".tensorflow.serving.ModelConfig", repeated=True)
     msc = fd.message_type.add(name="ModelServerConfig")
     msc.oneof_decl.add(name="config")
-    add_field(msc, "model_config_list", 1, FIELD.TYPE_MESSAGE,
-           type_name=".tensorflow.serving.ModelConfigList", oneof=0)
+    add_message_field(msc, "model_config_list", 1, ".tensorflow.serving.ModelConfigList", oneof=0)
 
     # monitoring_config.proto
     pc = fd.message_type.add(name="PrometheusConfig")
     add_field(pc, "enable", 1, FIELD.TYPE_BOOL)
     add_field(pc, "path", 2, FIELD.TYPE_STRING)
     mon = fd.message_type.add(name="MonitoringConfig")
-    add_field(mon, "prometheus_config", 1, FIELD.TYPE_MESSAGE, type_name=".tensorflow.serving.PrometheusConfig")
+    add_message_field(mon, "prometheus_config", 1, ".tensorflow.serving.PrometheusConfig")
+
+    # ssl_config.proto (PEM texts, not file names)
+    ssl = fd.message_type.add(name="SSLConfig")
+    for i, name in enumerate(("server_key", "server_cert", "custom_ca"), start=1):
+        add_field(ssl, name, i, FIELD.TYPE_STRING)
+    add_field(ssl, "client_verify", 4, FIELD.TYPE_BOOL)
 
     # session_bundle_config.proto: BatchingParameters
     bp = fd.message_type.add(name="BatchingParameters")
-    i64, s = ".google.protobuf.Int64Value", ".google.protobuf.StringValue"
-    add_field(bp, "max_batch_size", 1, FIELD.TYPE_MESSAGE, type_name=i64)
-    add_field(bp, "batch_timeout_micros", 2, FIELD.TYPE_MESSAGE, type_name=i64)
-    add_field(bp, "max_enqueued_batches", 3, FIELD.TYPE_MESSAGE, type_name=i64)
-    add_field(bp, "num_batch_threads", 4, FIELD.TYPE_MESSAGE, type_name=i64)
-    add_field(bp, "thread_pool_name", 5, FIELD.TYPE_MESSAGE, type_name=s)
-    add_field(bp, "allowed_batch_sizes", 6, FIELD.TYPE_INT64, label=FIELD.LABEL_REPEATED)
+    i64 = ".google.protobuf.Int64Value"
+    for number, name in ((1, "max_batch_size"), (2, "batch_timeout_micros"), (3, "max_enqueued_batches"),
+                         (4, "num_batch_threads")):
+        add_message_field(bp, name, number, i64)
+    add_message_field(bp, "thread_pool_name", 5, ".google.protobuf.StringValue")
+    add_field(bp, "allowed_batch_sizes", 6, FIELD.TYPE_INT64, label=REPEATED)
     add_field(bp, "pad_variable_length_inputs", 7, FIELD.TYPE_BOOL)
-    add_field(bp, "enable_large_batch_splitting", 8, FIELD.TYPE_MESSAGE, type_name=".google.protobuf.BoolValue")
-    add_field(bp, "max_execution_batch_size", 9, FIELD.TYPE_MESSAGE, type_name=i64)
-    pool.Add(fd)
-    return pool
+    add_message_field(bp, "enable_large_batch_splitting", 8, ".google.protobuf.BoolValue")
+    add_message_field(bp, "max_execution_batch_size", 9, i64)
+    return build_pool(wrappers, fd)
 
 
 _POOL = _build_pool()
-
-
-def message_class(full_name: str):
-    """The generated class of one of the messages above, e.g. ``tensorflow.serving.MonitoringConfig``."""
-    return class_of_descriptor(_POOL.FindMessageTypeByName(full_name))
-
-
-ModelServerConfig = message_class("tensorflow.serving.ModelServerConfig")
-MonitoringConfig = message_class("tensorflow.serving.MonitoringConfig")
-BatchingParameters = message_class("tensorflow.serving.BatchingParameters")
+ModelServerConfig = message_class(_POOL, "tensorflow.serving.ModelServerConfig")
+MonitoringConfig = message_class(_POOL, "tensorflow.serving.MonitoringConfig")
+BatchingParameters = message_class(_POOL, "tensorflow.serving.BatchingParameters")
+SSLConfig = message_class(_POOL, "tensorflow.serving.SSLConfig")
 
 
 def parse_text(text: str, cls, source: str = "<text>"):
@@ -198,7 +167,9 @@ class ModelSpecConfig:
     platform: str = "tensorflow"
 
 
-def model_configs_from_proto(msg, source: str = "<config>", relative_to=None) -> list[ModelSpecConfig]:
+def model_configs_from_proto(msg, source: str = "<config>", relative_to=None, *,
+                             allow_empty: bool = False) -> list[ModelSpecConfig]:
+    """ModelSpecConfigs of a ModelServerConfig message (a config file's, or a ReloadConfigRequest's)."""
     if not msg.HasField("model_config_list"):
         raise ConfigError(f"{source}: no model_config_list")
     out: list[ModelSpecConfig] = []
@@ -236,7 +207,7 @@ def model_configs_from_proto(msg, source: str = "<config>", relative_to=None) ->
                 raise ConfigError(f"{source}: model {c.name!r} has an empty version label")
             labels[k] = int(v)
         out.append(ModelSpecConfig(c.name, base, policy, labels, c.model_platform or "tensorflow"))
-    if not out:
+    if not out and not allow_empty:
         raise ConfigError(f"{source}: model_config_list has no config")
     return out
 
@@ -267,7 +238,7 @@ def render_model_config(models: list[ModelSpecConfig]) -> str:
     return text_format.MessageToString(msg)
 
 
-# --------------------------------------------------------------------------- monitoring / batching
+# --------------------------------------------------------------------------- monitoring / batching / TLS
 
 
 def load_monitoring_config(path) -> tuple[bool, str]:
@@ -278,43 +249,6 @@ def load_monitoring_config(path) -> tuple[bool, str]:
     if not p.startswith("/"):
         raise ConfigError(f"{path}: prometheus_config.path must start with '/', got {p!r}")
     return bool(pc.enable), p
-
-
-@dataclass(frozen=True)
-class BatchingOptions:
-    """BatchingParameters (session_bundle_config.proto) as TF Serving applies them.
-
-    ``max_batch_size`` is the largest request (task) accepted; batches run with at most
-    ``max_batch_size`` rows, or ``max_execution_batch_size`` rows when
-    ``enable_large_batch_splitting`` lets a request be split across batches
-    (bundle_factory_util.h GetQueueOptions). A batch is padded up to the next of
-    ``allowed_batch_sizes`` with copies of its last request's first row
-    (batching_session.cc MergeInputTensors); ``pad_variable_length_inputs`` pads
-    inputs of different non-batch sizes up to the largest, with their first value.
-    """
-
-    max_batch_size: int = 32
-    batch_timeout_micros: int = 2000
-    max_enqueued_batches: int = 64
-    num_batch_threads: int = 2
-    enable_large_batch_splitting: bool = False
-    max_execution_batch_size: int = 0  # 0: max_batch_size
-    allowed_batch_sizes: tuple[int, ...] = ()
-    pad_variable_length_inputs: bool = False
-
-    @property
-    def execution_batch_size(self) -> int:
-        """Most rows one model call gets (SharedBatchScheduler's execution batch size limit)."""
-        if self.enable_large_batch_splitting and self.max_execution_batch_size:
-            return self.max_execution_batch_size
-        return self.max_batch_size
-
-    def padded_size(self, rows: int) -> int:
-        """batching_util.cc RoundToLowestAllowedBatchSize."""
-        for size in self.allowed_batch_sizes:
-            if size >= rows:
-                return size
-        return rows
 
 
 def load_batching_parameters(path, base: BatchingOptions | None = None) -> BatchingOptions:
@@ -350,6 +284,28 @@ def load_batching_parameters(path, base: BatchingOptions | None = None) -> Batch
             f"{path}: max_execution_batch_size ({opts.max_execution_batch_size}) must not exceed "
             f"max_batch_size ({opts.max_batch_size})")
     return opts
+
+
+@dataclass(frozen=True)
+class SSLSettings:
+    """SSLConfig (ssl_config.proto): PEM texts of the server key, its certificate and the CA of clients."""
+
+    server_key: str
+    server_cert: str
+    custom_ca: str = ""
+    client_verify: bool = False
+
+
+def load_ssl_config(path) -> SSLSettings:
+    """TF Serving's ``--ssl_config_file``: an SSLConfig text proto holding the PEM texts themselves."""
+    msg = parse_text(_read(path), SSLConfig, str(path))
+    if not msg.server_key or not msg.server_cert:
+        raise ConfigError(f"{path}: SSLConfig needs server_key and server_cert (PEM text)")
+    for name in ("server_key", "server_cert", "custom_ca"):
+        value = getattr(msg, name)
+        if value and "-----BEGIN " not in value:
+            raise ConfigError(f"{path}: {name} must hold PEM text (-----BEGIN ...), not a file name")
+    return SSLSettings(msg.server_key, msg.server_cert, msg.custom_ca, bool(msg.client_verify))
 
 
 def packaged_file(name: str) -> Path:

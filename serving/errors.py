@@ -7,6 +7,8 @@ for the code (``http_server.cc`` ToHTTPStatusCode).
 
 from __future__ import annotations
 
+import uuid
+
 # tensorflow::error::Code -> HTTP status (http_server.cc ToHTTPStatusCode)
 HTTP_STATUS = {
     "OK": 200, "CANCELLED": 499, "UNKNOWN": 500, "INVALID_ARGUMENT": 400,
@@ -30,3 +32,14 @@ class ServingError(Exception):
 
 def invalid(msg: str) -> ServingError:
     return ServingError("INVALID_ARGUMENT", msg)
+
+
+def internal_error(log, what: str) -> ServingError:
+    """INTERNAL with a generic message and a request id; the exception being handled goes to ``log`` only.
+
+    Call from an ``except`` block: the traceback (paths, types, values) is logged under the same id,
+    so an operator can find it from the id a client reports.
+    """
+    request_id = uuid.uuid4().hex[:16]
+    log.exception("internal error (request id %s) in %s", request_id, what)
+    return ServingError("INTERNAL", f"Internal error; request id {request_id}", headers={"X-Request-Id": request_id})

@@ -1,7 +1,8 @@
 """TF Serving's gRPC API: ``tensorflow.serving.PredictionService`` and ``ModelService``.
 
 Served by ``grpc.aio`` on the same event loop as the REST app, over the same
-registry (versions, labels, hot pickup), runners and batch queues. Protos are
+:class:`~predict.Predictor` (registry, limits, batch queues, metrics): this module
+only translates protos to arrays and back. Protos are
 ``tensorflow-serving-api``'s (loaded by :mod:`protos` without TensorFlow);
 tensors are read and written with numpy (:mod:`tensor_proto`).
 
@@ -19,8 +20,10 @@ Mirrors tensorflow/serving (messages where TF's code fixes them):
 * ``servables/tensorflow/get_model_metadata_impl.cc``: ``signature_def`` only,
   a SignatureDefMap packed in an Any.
 * ``model_servers/get_model_status_impl.cc``: one version or all (a label is ignored).
-* ``model_servers/model_service_impl.cc``: HandleReloadConfigRequest is
-  UNIMPLEMENTED here (edit the ``--model-config-file``; it is re-read).
+* ``model_servers/model_service_impl.cc`` + ``server_core.cc`` ReloadConfig:
+  HandleReloadConfigRequest applies a new ModelConfigList (an admin RPC: see
+  :func:`start_grpc_server`).
+* ``model_servers/server.cc`` BuildServerCredentials: TLS from an SSLConfig.
 * ``model_servers/server_core.cc`` ServableRequestFromModelSpec: version / label / latest.
 * ``model_servers/grpc_status_util.cc``: status code as is, message cut at 1024 chars.
 
@@ -40,19 +43,21 @@ import numpy as np
 from google.protobuf import json_format
 
 from nebula_keras3.export import layout
-from nebula_keras3.serving import signatures, tensor_proto
-from nebula_keras3.serving.errors import ServingError, invalid
-from nebula_keras3.serving.options import ServerOptions
+from nebula_keras3.serving import tensor_proto
+from nebula_keras3.serving.config_files import ConfigError, SSLSettings
+from nebula_keras3.serving.errors import ServingError, internal_error, invalid
+from nebula_keras3.serving.predict import THREAD_THRESHOLD, Predictor
 from nebula_keras3.serving.protos import (
     get_model_metadata_pb2,
     get_model_status_pb2,
+    model_management_pb2,
     model_service_pb2_grpc,
     predict_pb2,
     prediction_service_pb2_grpc,
 )
 from nebula_keras3.serving.registry import Registry
 from nebula_keras3.serving.signatures import DTYPE_STRING
-from nebula_keras3.serving.tf_metrics import TFMetrics, runtime_name
+from nebula_keras3.serving.tf_metrics import TFMetrics
 from nebula_keras3.serving.types import ModelRequest
 
 log = logging.getLogger("nebula.serving.grpc")
@@ -60,7 +65,6 @@ log = logging.getLogger("nebula.serving.grpc")
 DEFAULT_SIGNATURE = layout.SERVING_DEFAULT
 SIGNATURE_DEF_FIELD = "signature_def"  # GetModelMetadataImpl::kSignatureDef
 _MESSAGE_LIMIT = 1024  # grpc_status_util.cc kErrorMessageLimit
-_THREAD_THRESHOLD = 64 * 1024  # outputs above this many bytes are encoded in a thread
 _VERSION_STATE = get_model_status_pb2.ModelVersionStatus.State
 _ERROR_CODE = get_model_status_pb2.ModelVersionStatus.DESCRIPTOR.fields_by_name["status"].message_type.fields_by_name[
     "error_code"].enum_type
@@ -105,9 +109,9 @@ async def _answer(context, work, *, tf_metrics: TFMetrics | None = None, model: 
         response = await work()
     except ServingError as e:
         code, message = e.code, e.message
-    except Exception as e:  # noqa: BLE001 - never a traceback to the client
-        log.exception("internal error in a gRPC call")
-        code, message = "INTERNAL", f"{type(e).__name__}: {e}"
+    except Exception:  # noqa: BLE001 - never a traceback to the client
+        e = internal_error(log, "a gRPC call")
+        code, message = e.code, e.message
     else:
         if tf_metrics is not None:
             tf_metrics.observe("/tensorflow/serving/request_latency", (time.perf_counter() - t0) * 1e6,
@@ -120,10 +124,11 @@ async def _answer(context, work, *, tf_metrics: TFMetrics | None = None, model: 
 
 
 class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
-    def __init__(self, registry: Registry, options: ServerOptions, tf_metrics: TFMetrics | None = None):
-        self.registry = registry
-        self.options = options
-        self.tf_metrics = tf_metrics
+    def __init__(self, predictor: Predictor):
+        self.predictor = predictor
+        self.registry = predictor.registry
+        self.options = predictor.options
+        self.tf_metrics: TFMetrics = predictor.metrics.tf
 
     def _counted(self, context, request, api: str, work):
         """``_answer`` counting the call in TF's metric families under the request's model name."""
@@ -140,30 +145,20 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
     async def _predict(self, request):
         req = model_request(request)  # TensorflowPredictor::Predict
         sig_name = request.model_spec.signature_name or DEFAULT_SIGNATURE
-        async with self.registry.lease(req) as st:
-            sig = st.runner.signatures.get(sig_name)
-            if sig is None:
-                raise ServingError("FAILED_PRECONDITION", f'Serving signature key "{sig_name}" not found.')
-            inputs = self._inputs(request, sig)
-            aliases = self._output_aliases(request, sig)
-            n = int(next(iter(inputs.values())).shape[0]) if inputs else 0
-            if n > self.options.max_instances:
-                raise invalid(
-                    f"Request has {n} instances; at most {self.options.max_instances} are allowed per request")
-            t_run = time.perf_counter()
-            outputs = await st.batcher.submit(sig_name, inputs)
-            if self.tf_metrics is not None:  # predict_util.cc RunPredict: RecordRuntimeLatency
-                self.tf_metrics.observe("/tensorflow/serving/runtime_latency", (time.perf_counter() - t_run) * 1e6,
-                                        st.model, "Predict", runtime_name(st.runner.kind))
+
+        def decode(sig):
+            return self._output_aliases(request, sig), self._inputs(request, sig)
+
+        result = await self.predictor.predict(req, sig_name, decode, size_hint=request.ByteSize())
         response = predict_pb2.PredictResponse()
         spec = response.model_spec  # MakeModelSpec
         spec.name, spec.signature_name = request.model_spec.name, sig_name
-        spec.version.value = st.version
-        chosen = {a: outputs[a] for a in aliases}
-        if sum(getattr(a, "nbytes", 0) for a in chosen.values()) > _THREAD_THRESHOLD:
-            await asyncio.to_thread(_write_outputs, response, chosen, sig)
+        spec.version.value = result.version
+        chosen = {a: result.outputs[a] for a in result.extra}
+        if sum(getattr(a, "nbytes", 0) for a in chosen.values()) > THREAD_THRESHOLD:
+            await asyncio.to_thread(_write_outputs, response, chosen, result.signature)
         else:
-            _write_outputs(response, chosen, sig)
+            _write_outputs(response, chosen, result.signature)
         return response
 
     def _inputs(self, request, sig) -> dict[str, np.ndarray]:
@@ -244,10 +239,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         """classification_service.cc / regression_service.cc, then RunClassify / RunRegress's signature checks."""
         req = model_request(request)  # "Missing ModelSpec" first, then the servable
         sig_name = request.model_spec.signature_name or DEFAULT_SIGNATURE
-        async with self.registry.lease(req) as st:
-            signatures.check_classify_regress_signature(api, sig_name, st.runner.signatures,
-                                                        st.runner.signature_def_json,
-                                                        self.options.enable_signature_method_name_check)
+        await self.predictor.classify_or_regress(req, api, sig_name)
 
     # ------------------------------------------------------------------ not served here
 
@@ -285,16 +277,51 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
         return response
 
     async def HandleReloadConfigRequest(self, request, context):  # noqa: N802
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED,
-                            "HandleReloadConfigRequest is not supported by nebula serve; edit the "
-                            "--model-config-file instead (it is re-read when it changes)")
+        """model_service_impl.cc: apply a ModelConfigList; the status goes in the response and the RPC's code."""
+        response = model_management_pb2.ReloadConfigResponse()
+        try:
+            config = request.config
+            if config.WhichOneof("config") != "model_config_list":
+                raise invalid("ServerModelConfig type not supported by HandleReloadConfigRequest. "
+                              "Only ModelConfigList is currently supported")
+            await self.registry.reload_config(config)
+            code, message = "OK", ""
+        except ServingError as e:
+            code, message = e.code, e.message
+            log.error("ReloadConfig failed: %s", message)
+        except Exception:  # noqa: BLE001
+            e = internal_error(log, "HandleReloadConfigRequest")
+            code, message = e.code, e.message
+        for name in request.metric_names:  # RecordMetricsIncrease: no TF counters to read here
+            response.metric.add(name=name, int64_value_increase=0)
+        response.status.error_code = _ERROR_CODE.values_by_name[code].number
+        if code != "OK":
+            response.status.error_message = message
+            await context.abort(grpc.StatusCode[code], status_message(message))
+        return response
 
 
-async def start_grpc_server(registry: Registry, options: ServerOptions,
-                            tf_metrics: TFMetrics | None = None) -> grpc.aio.Server:
+def server_credentials(ssl: SSLSettings):
+    """server.cc BuildServerCredentials: the SSLConfig's PEM key, certificate and CA as grpc credentials."""
+    if ssl.client_verify and not ssl.custom_ca:
+        # grpc's Python API needs the CA to verify clients with (TF's C++ API would use its default roots)
+        raise ConfigError("SSLConfig: client_verify needs custom_ca (the CA that signed the client certificates)")
+    try:
+        return grpc.ssl_server_credentials(
+            [(ssl.server_key.encode(), ssl.server_cert.encode())],
+            root_certificates=ssl.custom_ca.encode() if ssl.custom_ca else None,
+            require_client_auth=ssl.client_verify)
+    except (ValueError, TypeError, RuntimeError) as e:
+        raise ConfigError(f"SSLConfig: {e}") from None
+
+
+async def start_grpc_server(predictor: Predictor, options: ServerOptions) -> grpc.aio.Server:
     """Serve both services on ``options.grpc_host:options.grpc_port`` on the running event loop.
 
-    ``tf_metrics``: the REST app's TF Serving metric families, which count gRPC calls too.
+    TLS when ``options.ssl`` is set (TF Serving's ``--ssl_config_file``), plaintext otherwise.
+    ModelService.HandleReloadConfigRequest replaces the served models: like TF Serving, the
+    port that answers Predict answers it too, so keep the gRPC port off untrusted networks
+    (``--grpc-port 0``, a loopback ``--host``, or TLS with ``client_verify``).
     """
     server = grpc.aio.server(
         maximum_concurrent_rpcs=options.max_concurrent_requests,
@@ -304,15 +331,17 @@ async def start_grpc_server(registry: Registry, options: ServerOptions,
             ("grpc.so_reuseport", 0),  # a port in use is an error, not a shared port
         ],
     )
-    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
-        PredictionService(registry, options, tf_metrics), server)
-    model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(registry), server)
+    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionService(predictor), server)
+    model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(predictor.registry), server)
     host = options.grpc_host
     address = f"[{host}]:{options.grpc_port}" if ":" in host else f"{host}:{options.grpc_port}"
     try:
-        server.add_insecure_port(address)
+        if options.ssl is not None:
+            server.add_secure_port(address, server_credentials(options.ssl))
+        else:
+            server.add_insecure_port(address)
     except RuntimeError:
         raise GrpcStartError(f"cannot listen for gRPC on {address} (port in use?)") from None
     await server.start()
-    log.info("gRPC on %s", address)
+    log.info("gRPC on %s%s", address, " (TLS)" if options.ssl is not None else "")
     return server

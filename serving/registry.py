@@ -3,10 +3,21 @@
 Like TF Serving's file-system source + availability-preserving manager: every
 ``poll_seconds`` each model's base path is listed, the version policy picks the
 versions to serve (default: the latest one), new versions are loaded (off the
-event loop) before old ones are unloaded, and a version being unloaded first
-stops taking new requests, then finishes the ones it has. The model config file
-(labels, policies, models) is re-read when it changes. States and error
-messages are those of TF Serving's model status API.
+event loop) and warmed up before old ones are unloaded, and a version being
+unloaded first stops taking new requests, then finishes the ones it has. The
+model config file (labels, policies, models) is re-read when it changes, and
+:meth:`Registry.reload_config` applies a ModelServerConfig sent over gRPC. States
+and error messages are those of TF Serving's model status API.
+
+Storage faults: a base path that cannot be listed (a network mount hiccup, a
+permission change, a ``mv``-swap deploy) fails that poll for that model only, as
+TF Serving's file-system source does: every loaded version keeps serving, and the
+error is logged once per failure streak. A version is unloaded only once a
+successful listing no longer shows it. A version folder is loaded once two
+listings in a row see it unchanged (names and modification times of its files),
+so a folder still being copied in is not loaded half-written; exports rename
+complete folders into place, which a model's first listing (at start-up, or when
+a config adds it) trusts.
 """
 
 from __future__ import annotations
@@ -22,7 +33,12 @@ from pathlib import Path
 
 from nebula_keras3.export import layout
 from nebula_keras3.export.layout import model_dir
-from nebula_keras3.serving.config_files import ConfigError, ModelSpecConfig, load_model_config_file
+from nebula_keras3.serving.config_files import (
+    ConfigError,
+    ModelSpecConfig,
+    load_model_config_file,
+    model_configs_from_proto,
+)
 from nebula_keras3.serving.errors import ServingError, invalid
 from nebula_keras3.serving.runtimes import Runner, RunnerError
 from nebula_keras3.serving.types import ModelRequest
@@ -52,14 +68,22 @@ class VersionState:
 
 
 def versions_on_disk(path: Path) -> dict[int, Path]:
-    """The version folders holding a model (what may be loaded)."""
-    return layout.version_dirs(path, complete=True)
+    """The version folders holding a model (what may be loaded); OSError when ``path`` cannot be listed."""
+    out = {}
+    with os.scandir(path) as it:
+        for e in it:
+            if layout.is_version_name(e.name) and e.is_dir() and layout.is_version_dir(e.path):
+                out[int(e.name)] = Path(e.path)
+    return dict(sorted(out.items()))
 
 
 class ModelEntry:
     def __init__(self, config: ModelSpecConfig):
         self.config = config
         self.versions: dict[int, VersionState] = {}
+        self.removed = False  # gone from the config: unloaded, then forgotten
+        self.listing_error: str | None = None  # set while the base path cannot be listed
+        self.seen: dict[int, object] | None = None  # version -> folder stamp at the previous listing
 
     def available(self) -> dict[int, VersionState]:
         return {v: s for v, s in self.versions.items() if s.state == "AVAILABLE"}
@@ -67,9 +91,10 @@ class ModelEntry:
 
 class Registry:
     def __init__(self, configs: list[ModelSpecConfig], *, make_runner, make_batcher, config_file=None,
-                 poll_seconds: float = 1.0, metrics=None, unload_timeout: float = 30.0):
+                 poll_seconds: float = 1.0, metrics=None, unload_timeout: float = 30.0, warm_up=None):
         self._make_runner = make_runner  # (path) -> Runner        (blocking; runs in the loader thread)
         self._make_batcher = make_batcher  # (VersionState) -> Batcher
+        self._warm_up = warm_up  # async (VersionState) -> None, before the version is AVAILABLE
         self.models: dict[str, ModelEntry] = {c.name: ModelEntry(c) for c in configs}
         self.config_file = Path(config_file) if config_file else None
         self._config_mtime = self._mtime(self.config_file)
@@ -130,44 +155,144 @@ class Registry:
         except ConfigError as e:
             log.error("keeping the previous model config: %s", e)
             return
+        self._apply_configs(configs)
+        log.info("model config %s reloaded: %s", self.config_file, sorted(c.name for c in configs))
+
+    def _apply_configs(self, configs: list[ModelSpecConfig]) -> None:
+        """Models added, changed (policy, labels, base path) or removed; the next sync acts on it."""
         names = {c.name for c in configs}
         for c in configs:
             if c.name in self.models:
-                self.models[c.name].config = c
+                entry = self.models[c.name]
+                entry.config, entry.removed = c, False
             else:
                 self.models[c.name] = ModelEntry(c)
-        for name in list(self.models):
+        for name, entry in self.models.items():
             if name not in names:
-                entry = self.models[name]
-                entry.config = ModelSpecConfig(name, entry.config.base_path, entry.config.policy, {})
-                entry.removed = True  # type: ignore[attr-defined]
-        log.info("model config %s reloaded: %s", self.config_file, sorted(names))
+                entry.config = ModelSpecConfig(name, entry.config.base_path, entry.config.policy, {},
+                                               entry.config.platform)
+                entry.removed = True
+
+    async def reload_config(self, msg) -> None:
+        """ServerCore::ReloadConfig for a ModelServerConfig message holding a model_config_list.
+
+        Raises ServingError with TF Serving's codes: INVALID_ARGUMENT for a list TF refuses
+        (a name twice, a relative base path, no or another platform), FAILED_PRECONDITION for a
+        label on a version that is not AVAILABLE, UNKNOWN when a new model did not become available.
+        """
+        configs = self._validate_reload(msg)
+        async with self._poll_lock:
+            for c in configs:  # UpdateModelVersionLabelMap, against what is being served now
+                entry = self.models.get(c.name)
+                for label, version in c.labels.items():
+                    st = entry.versions.get(version) if entry is not None else None
+                    if st is None or st.state != "AVAILABLE":
+                        raise ServingError("FAILED_PRECONDITION",
+                                           f"Request to assign label to version {version} of model {c.name}, "
+                                           "which is not currently available for inference")
+            new = [c.name for c in configs if c.name not in self.models or self.models[c.name].removed]
+            self._apply_configs(configs)
+            log.info("model config reloaded over gRPC: %s", sorted(c.name for c in configs))
+            await self._sync_all()
+        # WaitUntilModelsAvailable: the new models must be serving
+        missing = []
+        for name in new:
+            entry = self.models.get(name)
+            if entry is None or not entry.available():
+                failed = [s for s in (entry.versions.values() if entry else []) if s.error_code != "OK"]
+                why = "".join(f"{{name: {name} version: {s.version}}} due to error: {s.error_code}: "
+                              f"{s.error_message}" for s in failed) or f"{{name: {name}}}"
+                missing.append(why)
+        if missing:
+            raise ServingError("UNKNOWN", f"{len(missing)} model(s) did not become available: {{"
+                               + "".join(f"{m}, " for m in missing) + "}")
+
+    def _validate_reload(self, msg) -> list[ModelSpecConfig]:
+        """server_core.cc ValidateModelConfigList, GetPlatform, ValidateNoModelsChangePlatforms."""
+        names = set()
+        for c in msg.model_config_list.config:
+            if c.name in names:
+                raise invalid(f"Illegal to list model {c.name} multiple times in config list")
+            names.add(c.name)
+        for c in msg.model_config_list.config:
+            if not os.path.isabs(c.base_path) and "://" not in c.base_path:
+                raise invalid(f"Expected model {c.name} to have an absolute path or URI; "
+                              f"got base_path()={c.base_path}")
+            if c.model_type and c.model_platform:
+                raise invalid("Illegal setting both ModelServerConfig::model_type (deprecated) and "
+                              f"ModelServerConfig::model_platform, model name is {c.name}")
+            if not c.model_type and not c.model_platform:
+                raise invalid("Illegal setting neither ModelServerConfig::model_type (deprecated) nor "
+                              f"ModelServerConfig::model_platform, model name is {c.name}")
+        try:
+            configs = model_configs_from_proto(msg, "ReloadConfigRequest", allow_empty=True)
+        except ConfigError as e:
+            raise invalid(str(e)) from None
+        for c in configs:
+            old = self.models.get(c.name)
+            if old is not None and not old.removed and old.config.platform != c.platform:
+                raise invalid(f"Illegal to change a model's platform. For model {c.name} platform was "
+                              f"{old.config.platform} and new platform requested is {c.platform}")
+        return configs
 
     async def poll_once(self) -> None:
         async with self._poll_lock:
             self._reload_config()
-            for name, entry in list(self.models.items()):
-                await self._sync_model(entry)
-                if getattr(entry, "removed", False) and not entry.available():
-                    del self.models[name]
+            await self._sync_all()
+
+    async def _sync_all(self) -> None:
+        for name, entry in list(self.models.items()):
+            await self._sync_model(entry)
+            if entry.removed and not any(s.state in ("AVAILABLE", "LOADING", "UNLOADING")
+                                         for s in entry.versions.values()):
+                del self.models[name]
+
+    def _list(self, entry: ModelEntry) -> dict[int, Path] | None:
+        """The version folders of a model, or None when its base path cannot be listed now."""
+        cfg = entry.config
+        try:
+            found = versions_on_disk(model_dir(cfg.base_path, cfg.name))
+        except OSError as e:
+            message = f"{type(e).__name__}: {e.strerror or e}"
+            if entry.listing_error is None:  # once per failure streak
+                log.error("model %s: cannot list %s (%s); keeping the %d version(s) it serves until a listing "
+                          "succeeds", cfg.name, cfg.base_path, message, len(entry.available()))
+            entry.listing_error = message
+            return None
+        if entry.listing_error is not None:
+            log.warning("model %s: %s can be listed again", cfg.name, cfg.base_path)
+            entry.listing_error = None
+        return found
 
     async def _sync_model(self, entry: ModelEntry) -> None:
         cfg = entry.config
-        on_disk = {} if getattr(entry, "removed", False) else versions_on_disk(model_dir(cfg.base_path, cfg.name))
+        if entry.removed:
+            on_disk = {}
+        else:
+            on_disk = self._list(entry)
+            if on_disk is None:
+                return  # the file-system source fails this poll: nothing is loaded or unloaded
         wanted = set(cfg.policy.select(list(on_disk)))
+        stamps = {v: _dir_stamp(on_disk[v]) for v in wanted}
+        previous, entry.seen = entry.seen, stamps  # None at a model's first listing
         now = time.monotonic()
         # load new versions first (availability preserving), newest first
         for v in sorted(wanted, reverse=True):
             st = entry.versions.get(v)
-            stamp = _dir_stamp(on_disk[v])
+            stamp = stamps[v]
             if st is not None and st.state in ("AVAILABLE", "LOADING", "UNLOADING"):
                 continue
+            if previous is not None and previous.get(v) != stamp:
+                continue  # new or still changing: load once a listing sees it unchanged
             if st is not None and st.error_code != "OK" and st.stamp == stamp \
                     and now - st.failed_at < RETRY_FAILED_LOAD_SECONDS:
                 continue
             await self._load(entry, v, on_disk[v], stamp)
+        # then unload the versions no longer wanted: once a wanted one serves (availability preserving),
+        # or at once when a successful listing no longer shows them or the model left the config
+        replaced = any(entry.versions[v].state == "AVAILABLE" for v in wanted if v in entry.versions)
         for v, st in list(entry.versions.items()):
-            if v not in wanted and st.state == "AVAILABLE":
+            if v not in wanted and st.state == "AVAILABLE" and (replaced or v not in on_disk or entry.removed):
                 st.state = "UNLOADING"
                 self._set_gauge(st, 0)
                 job = asyncio.create_task(self._unload(st))
@@ -195,9 +320,22 @@ class Registry:
             st.failed_at = time.monotonic()
             log.exception("version %s of model %s failed to load", version, entry.config.name)
             return
-        self._record_load(path, "success", t0)
         st.runner = runner
         st.batcher = self._make_batcher(st)
+        if self._warm_up is not None:
+            try:
+                await self._warm_up(st)
+            except Exception as e:  # noqa: BLE001 - a failed warmup fails the load, as in TF Serving
+                message = e.message if isinstance(e, ServingError) else f"{type(e).__name__}: {e}"
+                log.error("version %s of model %s failed its warmup: %s", version, entry.config.name, message)
+                await st.batcher.drain(self.unload_timeout)
+                runner.close()
+                st.runner, st.batcher = None, None
+                self._record_load(path, "fail", t0)
+                st.state, st.error_code, st.error_message = "END", "UNKNOWN", f"warmup failed: {message}"
+                st.failed_at = time.monotonic()
+                return
+        self._record_load(path, "success", t0)
         st.state, st.error_code, st.error_message = "AVAILABLE", "OK", ""
         self._set_gauge(st, 1)
         log.info("serving model %s version %d from %s with %s (loaded in %.1fs)",
@@ -282,8 +420,18 @@ class Registry:
 
 
 def _dir_stamp(path: Path):
+    """What changes while a version folder is being written: its files' names, sizes and modification times."""
     try:
-        names = sorted(os.listdir(path))
-        return (tuple(names), max((os.stat(path / n).st_mtime_ns for n in names), default=0))
+        stamp = []
+        for root, dirs, files in os.walk(path, onerror=_raise):
+            dirs.sort()
+            for n in sorted(files):
+                st = os.stat(os.path.join(root, n))
+                stamp.append((os.path.relpath(os.path.join(root, n), path), st.st_size, st.st_mtime_ns))
+        return tuple(stamp)
     except OSError:
         return None
+
+
+def _raise(e: OSError):
+    raise e

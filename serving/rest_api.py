@@ -23,7 +23,7 @@ import numpy as np
 from nebula_keras3.export import layout
 from nebula_keras3.serving import tf_json
 from nebula_keras3.serving.errors import ServingError, invalid
-from nebula_keras3.serving.signatures import DTYPE_STRING, NUMPY_DTYPE, SignatureSpec, TensorSpec
+from nebula_keras3.serving.signatures import DTYPE_STRING, NUMPY_DTYPE, SignatureSpec, TensorInfo
 from nebula_keras3.serving.types import ModelRequest
 
 DEFAULT_SIGNATURE = layout.SERVING_DEFAULT
@@ -264,7 +264,7 @@ def _to_array(flat: list, shape: list[int], dtype: str) -> np.ndarray:
     return np.asarray(flat, dtype=np_dtype).reshape(shape)
 
 
-def _json_to_tensor(val, spec: TensorSpec, max_rank: int = 8) -> np.ndarray:
+def _json_to_tensor(val, spec: TensorInfo, max_rank: int = 8) -> np.ndarray:
     shape = _dense_shape(val)
     if len(shape) > max_rank:
         raise invalid(f"JSON value nests lists {len(shape)} deep; tensors here have at most rank {max_rank}")
@@ -273,7 +273,7 @@ def _json_to_tensor(val, spec: TensorSpec, max_rank: int = 8) -> np.ndarray:
     return _to_array(flat, shape, spec.dtype)
 
 
-def _check_spec(name: str, arr: np.ndarray, spec: TensorSpec) -> None:
+def _check_spec(name: str, arr: np.ndarray, spec: TensorInfo) -> None:
     """Validate an input against the signature (TF reports these at Run(); same status)."""
     if spec.shape is None:
         return
@@ -321,7 +321,7 @@ def parse_predict_inputs(doc: dict, signature: SignatureSpec,
     return fmt, tensors
 
 
-def _instances_to_tensors(inst: list, infos: dict[str, TensorSpec], max_rank: int) -> dict[str, np.ndarray]:
+def _instances_to_tensors(inst: list, infos: dict[str, TensorInfo], max_rank: int) -> dict[str, np.ndarray]:
     """json_tensor.cc FillTensorMapFromInstancesList."""
     if not isinstance(inst[0], dict) and len(infos) > 1:
         raise invalid(
@@ -388,7 +388,7 @@ def _instances_to_tensors(inst: list, infos: dict[str, TensorSpec], max_rank: in
             for name in rows}
 
 
-def _inputs_to_tensors(val, infos: dict[str, TensorSpec], max_rank: int) -> dict[str, np.ndarray]:
+def _inputs_to_tensors(val, infos: dict[str, TensorInfo], max_rank: int) -> dict[str, np.ndarray]:
     """json_tensor.cc FillTensorMapFromInputsMap."""
     if not isinstance(val, dict) or _is_b64_object(val):
         if len(infos) > 1:

@@ -2,7 +2,8 @@
 
 * :class:`OnnxRunner` (used when the version folder holds the ONNX model)
   implements the export contract's signatures (:mod:`nebula_keras3.export.layout`)
-  itself with ONNX Runtime: latents -> images, and seeds ->
+  itself with the ONNX model (the sampler's :class:`~nebula_keras3.sampling.onnx_sampler.GeneratorSession`):
+  latents -> images, and seeds ->
   :func:`latents_from_seeds` -> ONNX -> uint8 images or PNGs via Pillow.
   Signature names, tensor names and shapes come from the SavedModel's graph
   file (read without TensorFlow) when there is one, so the metadata matches what
@@ -72,36 +73,20 @@ class OnnxRunner(Runner):
 
     def __init__(self, version_dir, *, intra_op_threads: int | None = None):
         super().__init__(version_dir)
-        import onnxruntime as ort
+        from nebula_keras3.sampling.onnx_sampler import GeneratorSession, SamplerError
 
-        path = self.version_dir / ONNX_FILE
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = int(intra_op_threads or 0)
-        opts.inter_op_num_threads = 1
-        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        opts.log_severity_level = 3
-        # no busy-waiting worker threads: they would steal the CPU the event loop and the
-        # other batch thread need (ORT spins by default)
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
         try:
-            self.session = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
-        except Exception as e:  # noqa: BLE001 - onnxruntime raises its own exception types
-            raise RunnerError(f"cannot load {path}: {e}") from None
-        ins, outs = self.session.get_inputs(), self.session.get_outputs()
-        if len(ins) != 1 or len(outs) < 1:
-            raise RunnerError(f"{path}: expected one input ({layout.Z}) and an {layout.IMAGES} output")
-        self.input_name = ins[0].name
-        self.output_name = layout.IMAGES if any(o.name == layout.IMAGES for o in outs) else outs[0].name
-        shape_in = ins[0].shape
-        shape_out = next(o.shape for o in outs if o.name == self.output_name)
-        try:
-            self.latent_dim = int(shape_in[-1])
-            self.image_shape = tuple(int(d) for d in shape_out[1:])
-        except (TypeError, ValueError):
-            raise RunnerError(f"{path}: needs static latent and image dims, got {shape_in} -> {shape_out}") from None
+            # no busy-waiting worker threads: they would steal the CPU the event loop and the
+            # other batch thread need (ONNX Runtime spins by default)
+            self.generator = GeneratorSession(self.version_dir / ONNX_FILE, ["CPUExecutionProvider"],
+                                              intra_op_threads=int(intra_op_threads or 0), spinning=False)
+        except SamplerError as e:
+            raise RunnerError(str(e)) from None
+        self.latent_dim = self.generator.latent_dim
+        self.image_shape = (self.generator.image_size, self.generator.image_size, 3)
         if self.facts.get(layout.LATENT_DIM) not in (None, self.latent_dim):
-            raise RunnerError(f"{path}: facts say latent_dim={self.facts[layout.LATENT_DIM]}, ONNX has {self.latent_dim}")
+            raise RunnerError(f"{self.generator.path}: facts say latent_dim={self.facts[layout.LATENT_DIM]}, "
+                              f"ONNX has {self.latent_dim}")
 
         if (self.version_dir / SAVED_MODEL_FILE).is_file():
             specs, sdj = read_saved_model_signatures(self.version_dir)
@@ -129,10 +114,7 @@ class OnnxRunner(Runner):
         return same(spec.inputs, want.inputs) and same(spec.outputs, want.outputs)
 
     def images(self, z: np.ndarray) -> np.ndarray:
-        if z.shape[0] == 0:
-            return np.zeros((0,) + self.image_shape, dtype=np.uint8)
-        (out,) = self.session.run([self.output_name], {self.input_name: np.ascontiguousarray(z, dtype=np.float32)})
-        return out
+        return self.generator.run(z)
 
     def run(self, signature: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         L = layout

@@ -17,10 +17,17 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from google.protobuf import descriptor_pb2, descriptor_pool, json_format
-
 from nebula_keras3.export import layout
-from nebula_keras3.serving.config_files import FIELD, add_field, class_of_descriptor
+from nebula_keras3.serving.proto_schema import (
+    FIELD,
+    add_field,
+    add_map_field,
+    add_message_field,
+    build_pool,
+    message_class,
+    message_to_dict,
+    new_file,
+)
 from nebula_keras3.serving.errors import ServingError, invalid
 
 # tensorflow/core/framework/types.proto (the values the REST API can carry, plus a few)
@@ -51,10 +58,7 @@ INIT_OP_SIGNATURE = "__saved_model_init_op"
 
 
 def _build_pool():
-    pool = descriptor_pool.DescriptorPool()
-    fd = descriptor_pb2.FileDescriptorProto(
-        name="nebula_serving/saved_model_subset.proto", package="tensorflow", syntax="proto3"
-    )
+    fd = new_file("nebula_serving/saved_model_subset.proto", "tensorflow")
     enum = fd.enum_type.add(name="DataType")
     for name, num in DATA_TYPES.items():
         enum.value.add(name=name, number=num)
@@ -62,58 +66,43 @@ def _build_pool():
     dim = shape.nested_type.add(name="Dim")
     add_field(dim, "size", 1, FIELD.TYPE_INT64)
     add_field(dim, "name", 2, FIELD.TYPE_STRING)
-    add_field(shape, "dim", 2, FIELD.TYPE_MESSAGE, label=FIELD.LABEL_REPEATED, type_name=".tensorflow.TensorShapeProto.Dim")
+    add_message_field(shape, "dim", 2, ".tensorflow.TensorShapeProto.Dim", repeated=True)
     add_field(shape, "unknown_rank", 3, FIELD.TYPE_BOOL)
     fd.message_type.add(name="TensorProto")  # only ever printed as {} (signature defaults)
     info = fd.message_type.add(name="TensorInfo")
     info.oneof_decl.add(name="encoding")
     add_field(info, "name", 1, FIELD.TYPE_STRING, oneof=0)
     add_field(info, "dtype", 2, FIELD.TYPE_ENUM, type_name=".tensorflow.DataType")
-    add_field(info, "tensor_shape", 3, FIELD.TYPE_MESSAGE, type_name=".tensorflow.TensorShapeProto")
+    add_message_field(info, "tensor_shape", 3, ".tensorflow.TensorShapeProto")
     sig = fd.message_type.add(name="SignatureDef")
-    for i, (fname, tname) in enumerate((("inputs", "TensorInfo"), ("outputs", "TensorInfo"))):
-        entry = sig.nested_type.add(name=fname.capitalize() + "Entry")
-        entry.options.map_entry = True
-        add_field(entry, "key", 1, FIELD.TYPE_STRING)
-        add_field(entry, "value", 2, FIELD.TYPE_MESSAGE, type_name=f".tensorflow.{tname}")
-        add_field(sig, fname, i + 1, FIELD.TYPE_MESSAGE, label=FIELD.LABEL_REPEATED,
-               type_name=f".tensorflow.SignatureDef.{fname.capitalize()}Entry")
+    for number, name in ((1, "inputs"), (2, "outputs")):
+        add_map_field(sig, name, number, FIELD.TYPE_STRING, FIELD.TYPE_MESSAGE,
+                      value_type_name=".tensorflow.TensorInfo", scope=".tensorflow.SignatureDef")
     add_field(sig, "method_name", 3, FIELD.TYPE_STRING)
-    entry = sig.nested_type.add(name="DefaultsEntry")
-    entry.options.map_entry = True
-    add_field(entry, "key", 1, FIELD.TYPE_STRING)
-    add_field(entry, "value", 2, FIELD.TYPE_MESSAGE, type_name=".tensorflow.TensorProto")
-    add_field(sig, "defaults", 4, FIELD.TYPE_MESSAGE, label=FIELD.LABEL_REPEATED,
-           type_name=".tensorflow.SignatureDef.DefaultsEntry")
+    add_map_field(sig, "defaults", 4, FIELD.TYPE_STRING, FIELD.TYPE_MESSAGE,
+                  value_type_name=".tensorflow.TensorProto", scope=".tensorflow.SignatureDef")
     mg = fd.message_type.add(name="MetaGraphDef")
-    entry = mg.nested_type.add(name="SignatureDefEntry")
-    entry.options.map_entry = True
-    add_field(entry, "key", 1, FIELD.TYPE_STRING)
-    add_field(entry, "value", 2, FIELD.TYPE_MESSAGE, type_name=".tensorflow.SignatureDef")
-    add_field(mg, "signature_def", 5, FIELD.TYPE_MESSAGE, label=FIELD.LABEL_REPEATED,
-           type_name=".tensorflow.MetaGraphDef.SignatureDefEntry")
+    add_map_field(mg, "signature_def", 5, FIELD.TYPE_STRING, FIELD.TYPE_MESSAGE,
+                  value_type_name=".tensorflow.SignatureDef", scope=".tensorflow.MetaGraphDef")
     sm = fd.message_type.add(name="SavedModel")
     add_field(sm, "saved_model_schema_version", 1, FIELD.TYPE_INT64)
-    add_field(sm, "meta_graphs", 2, FIELD.TYPE_MESSAGE, label=FIELD.LABEL_REPEATED, type_name=".tensorflow.MetaGraphDef")
+    add_message_field(sm, "meta_graphs", 2, ".tensorflow.MetaGraphDef", repeated=True)
     # tensorflow_serving/apis/get_model_metadata.proto: SignatureDefMap
     sdm = fd.message_type.add(name="SignatureDefMap")
-    entry = sdm.nested_type.add(name="SignatureDefEntry")
-    entry.options.map_entry = True
-    add_field(entry, "key", 1, FIELD.TYPE_STRING)
-    add_field(entry, "value", 2, FIELD.TYPE_MESSAGE, type_name=".tensorflow.SignatureDef")
-    add_field(sdm, "signature_def", 1, FIELD.TYPE_MESSAGE, label=FIELD.LABEL_REPEATED,
-           type_name=".tensorflow.SignatureDefMap.SignatureDefEntry")
-    pool.Add(fd)
-    return pool
+    add_map_field(sdm, "signature_def", 1, FIELD.TYPE_STRING, FIELD.TYPE_MESSAGE,
+                  value_type_name=".tensorflow.SignatureDef", scope=".tensorflow.SignatureDefMap")
+    return build_pool(fd)
 
 
 _POOL = _build_pool()
-SavedModelProto = class_of_descriptor(_POOL.FindMessageTypeByName("tensorflow.SavedModel"))
-SignatureDefMapProto = class_of_descriptor(_POOL.FindMessageTypeByName("tensorflow.SignatureDefMap"))
+SavedModelProto = message_class(_POOL, "tensorflow.SavedModel")
+SignatureDefMapProto = message_class(_POOL, "tensorflow.SignatureDefMap")
 
 
 @dataclass(frozen=True)
-class TensorSpec:
+class TensorInfo:
+    """One signature input or output as a SignatureDef's TensorInfo describes it (TF DataType names)."""
+
     dtype: str  # "DT_FLOAT", ...
     shape: tuple[int, ...] | None  # -1 for unknown dims; None for unknown rank
     tensor_name: str = ""
@@ -128,20 +117,9 @@ class TensorSpec:
 
 @dataclass(frozen=True)
 class SignatureSpec:
-    inputs: dict[str, TensorSpec]
-    outputs: dict[str, TensorSpec]
+    inputs: dict[str, TensorInfo]
+    outputs: dict[str, TensorInfo]
     method_name: str = PREDICT_METHOD
-
-
-def _message_to_dict(msg) -> dict:
-    try:
-        return json_format.MessageToDict(
-            msg, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
-        )
-    except TypeError:  # protobuf < 5.26
-        return json_format.MessageToDict(
-            msg, preserving_proto_field_name=True, including_default_value_fields=True
-        )
 
 
 def read_saved_model_signatures(version_dir, tag: str = "serve"):
@@ -167,13 +145,13 @@ def read_saved_model_signatures(version_dir, tag: str = "serve"):
             outputs={k: _spec(v) for k, v in sig.outputs.items()},
             method_name=sig.method_name,
         )
-    return specs, _message_to_dict(sdm)
+    return specs, message_to_dict(sdm)
 
 
-def _spec(info) -> TensorSpec:
+def _spec(info) -> TensorInfo:
     dtype = _POOL.FindEnumTypeByName("tensorflow.DataType").values_by_number[info.dtype].name
     shape = None if info.tensor_shape.unknown_rank else tuple(int(d.size) for d in info.tensor_shape.dim)
-    return TensorSpec(dtype, shape, info.name)
+    return TensorInfo(dtype, shape, info.name)
 
 
 def contract_signatures(latent_dim: int, image_size: int) -> dict[str, SignatureSpec]:
@@ -183,8 +161,8 @@ def contract_signatures(latent_dim: int, image_size: int) -> dict[str, Signature
     for name, sig in layout.signatures(latent_dim, image_size).items():
         in_names, out_names = layout.tf_tensor_names(name)
         out[name] = SignatureSpec(
-            {k: TensorSpec(CONTRACT_DTYPE[t.dtype], t.shape, in_names[k]) for k, t in sig.inputs.items()},
-            {k: TensorSpec(CONTRACT_DTYPE[t.dtype], t.shape, out_names[k]) for k, t in sig.outputs.items()},
+            {k: TensorInfo(CONTRACT_DTYPE[t.dtype], t.shape, in_names[k]) for k, t in sig.inputs.items()},
+            {k: TensorInfo(CONTRACT_DTYPE[t.dtype], t.shape, out_names[k]) for k, t in sig.outputs.items()},
             PREDICT_METHOD,
         )
     return out
@@ -206,7 +184,7 @@ def signature_def_json(specs: dict[str, SignatureSpec]) -> dict:
                 else:
                     for d in t.shape:
                         info.tensor_shape.dim.add(size=d)
-    return _message_to_dict(sdm)
+    return message_to_dict(sdm)
 
 
 # --------------------------------------------------------------------------- TF's signature checks

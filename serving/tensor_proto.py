@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from nebula_keras3.serving.protos import TensorProto
 from nebula_keras3.serving.signatures import DATA_TYPES, NUMPY_DTYPE
 
 DTYPE_NAME = {num: name for name, num in DATA_TYPES.items()}
@@ -112,6 +111,13 @@ def to_numpy(proto, *, max_elements: int | None = None) -> np.ndarray:
     return np.concatenate([arr, np.full(n - arr.size, arr[-1], dtype=np_dtype)]).reshape(shape)
 
 
+def _new_proto():
+    """A ``tensorflow.TensorProto`` of tensorflow-serving-api's modules (imported only when one is made here)."""
+    from nebula_keras3.serving.protos import TensorProto
+
+    return TensorProto()
+
+
 def _fill(values: list, n: int, zero):
     if len(values) >= n:
         return values[:n]
@@ -125,7 +131,7 @@ def from_numpy(arr: np.ndarray, proto=None, *, dtype: str | None = None):
         dtype = DTYPE_OF_NUMPY.get("O" if arr.dtype == object else arr.dtype.str)
         if dtype is None:
             raise TensorProtoError(f"no TensorFlow dtype for numpy {arr.dtype}")
-    proto = TensorProto() if proto is None else proto
+    proto = _new_proto() if proto is None else proto
     proto.dtype = DATA_TYPES[dtype]
     for d in arr.shape:
         proto.tensor_shape.dim.add(size=int(d))
@@ -147,7 +153,7 @@ def from_numpy_content(arr: np.ndarray, proto=None, *, dtype: str | None = None)
         dtype = DTYPE_OF_NUMPY.get(arr.dtype.str)
     if dtype is None or dtype == "DT_STRING":
         return from_numpy(arr, proto, dtype=dtype)
-    proto = TensorProto() if proto is None else proto
+    proto = _new_proto() if proto is None else proto
     proto.dtype = DATA_TYPES[dtype]
     for d in arr.shape:
         proto.tensor_shape.dim.add(size=int(d))

@@ -12,9 +12,10 @@ kParseStopWhenDoneFlag`` (rapidjson v1.1.0, pinned in
 - ``1e309`` is "Number too big to be stored in double." but ``2e308`` is infinity;
 - errors read ``JSON Parse error: <rapidjson's English message> at offset: <byte>``.
 
-``parse`` takes a fast path through the standard library's C scanner and
-falls back to a byte-for-byte port of rapidjson's iterative parser (the
-authority on every error and on the inputs the fast path cannot decide).
+``parse`` reads every well-formed body with the standard library's C scanner
+and falls back to a byte-for-byte port of rapidjson's iterative parser only
+where the answers could differ (:func:`needs_rapidjson`) or the scanner refuses
+the body (the port words the error, with rapidjson's offset).
 
 ``debug_string`` prints a value like ``JsonValueToDebugString`` in
 json_tensor.cc: rapidjson's PrettyWriter with ``kFormatSingleLineArray``,
@@ -63,18 +64,35 @@ def _object_hook(pairs):
 
 
 _DECODER = json.JSONDecoder(object_pairs_hook=_object_hook)
-# What the stdlib scanner would read differently from rapidjson: integers that do
-# not fit uint64 (>= 20 digits), exponents that can overflow a double, and
-# surrogate escapes (rapidjson refuses lone high surrogates).
+
+# The stdlib scanner reads every well-formed body as rapidjson does, except:
+# - integer tokens of 20 or more digits: rapidjson overflows uint64 into a double (or "Number too
+#   big") where Python keeps an int; 20 digits is the first length that can exceed 2**64 - 1;
+# - exponents of 3 or more digits: only these can overflow a double ("Number too big to be stored
+#   in double." for 1e309, inf for 2e308) or reach the subnormals, where rapidjson's arithmetic
+#   (StrtodNormalPrecision) and Python's correctly rounded strtod part ways;
+# - surrogate escapes: rapidjson refuses a lone high surrogate and writes a lone low one as bytes.
+# Long fractions stay on the fast path: rapidjson keeps 17 significant digits and scales by powers of
+# ten, so its double can differ from Python's by an ulp, which no float32 (DT_FLOAT) input can see,
+# and doubles of up to 17 digits (what json.dumps writes) have always differed that way.
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 _DIGITS_AS_9 = bytes.maketrans(b"0123456789E", b"9999999999e")  # one C pass instead of a slow regex
-_BIG_EXPONENT = re.compile(rb"e999")  # after dropping signs: e999, e+999, e-999
+_LONG_RUN = b"9" * 20
+_RUN_REST = re.compile(rb"9*")
+_BIG_EXPONENT = b"e999"  # after dropping signs: e999, e+999, e-999 (3+ exponent digits)
 
 
-def _needs_rapidjson(body: bytes) -> bool:
+def needs_rapidjson(body: bytes) -> bool:
+    """Whether the stdlib scanner could read ``body`` differently from rapidjson (see above)."""
     tr = body.translate(_DIGITS_AS_9, b"+-")
-    return (tr.find(b"99999999999999999999") >= 0 or _BIG_EXPONENT.search(tr) is not None
-            or (b"\\u" in body and _SURROGATE_ESCAPE.search(body) is not None))
+    if tr.find(_BIG_EXPONENT) >= 0 or (b"\\u" in body and _SURROGATE_ESCAPE.search(body) is not None):
+        return True
+    pos = tr.find(_LONG_RUN)
+    while pos >= 0:  # pos is the start of a digit run (the leftmost match of a run is its start)
+        if pos == 0 or tr[pos - 1] != 0x2E:  # not after "." : an integer part of 20+ digits
+            return True
+        pos = tr.find(_LONG_RUN, _RUN_REST.match(tr, pos).end())  # a fraction: skip the rest of its digits
+    return False
 
 
 _WS = b" \t\n\r"
@@ -112,7 +130,7 @@ def parse(body: bytes):
     for b in (0xEF, 0xBB, 0xBF):
         if bom < len(body) and body[bom] == b:
             bom += 1
-    if not _needs_rapidjson(body):
+    if not needs_rapidjson(body):
         text = body[bom:].decode("utf-8", ENCODING_ERRORS)
         start = len(text) - len(text.lstrip(" \t\n\r"))
         try:

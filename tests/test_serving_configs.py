@@ -9,6 +9,8 @@ import pytest
 from google.protobuf import descriptor_pb2, descriptor_pool, text_format
 
 from nebula_keras3.serving import config_files as cf
+from nebula_keras3.serving.options import BatchingOptions
+from nebula_keras3.serving.proto_schema import class_of_descriptor
 
 pytestmark = pytest.mark.backend_independent
 
@@ -91,7 +93,7 @@ def _monitoring_class():
                  type_name=".tensorflow.serving.PrometheusConfig")
     pool = descriptor_pool.DescriptorPool()
     pool.Add(fd)
-    return cf.class_of_descriptor(pool.FindMessageTypeByName("tensorflow.serving.MonitoringConfig"))
+    return class_of_descriptor(pool.FindMessageTypeByName("tensorflow.serving.MonitoringConfig"))
 
 
 def test_monitoring_config_enables_prometheus():
@@ -132,7 +134,7 @@ def test_batching_parameters_checked_as_tf_serving_does(tmp_path):
 
 def test_batching_config(tmp_path):
     # start from values the file does not hold, so an ignored file cannot pass
-    base = cf.BatchingOptions(max_batch_size=1, batch_timeout_micros=1, max_enqueued_batches=1, num_batch_threads=1)
+    base = BatchingOptions(max_batch_size=1, batch_timeout_micros=1, max_enqueued_batches=1, num_batch_threads=1)
     opts = cf.load_batching_parameters(SERVING / "batching.config", base)
     assert opts.max_batch_size == 64 and opts.batch_timeout_micros == 2000
     assert opts.max_enqueued_batches == 64 and opts.num_batch_threads == 2

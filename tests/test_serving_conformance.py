@@ -38,7 +38,7 @@ pytest.importorskip("uvicorn")
 
 from nebula_keras3.sampling.latents import latents_from_seeds  # noqa: E402
 from nebula_keras3.serving import config_files as cf  # noqa: E402
-from nebula_keras3.serving import testing as st  # noqa: E402
+from support import serving as st  # noqa: E402
 from nebula_keras3.export.layout import model_dir as resolve_model_dir  # noqa: E402
 from nebula_keras3.serving.signatures import read_saved_model_signatures  # noqa: E402
 
@@ -98,7 +98,7 @@ def client(url):
 
 @pytest.fixture(scope="module")
 def offline(model_dir):
-    return {v: st.OfflineModel(model_dir / str(v)) for v in (1, 2)}
+    return {v: st.offline_model(model_dir / str(v)) for v in (1, 2)}
 
 
 @pytest.fixture(scope="module")
@@ -247,7 +247,7 @@ def test_predict_row_format(client, offline, latent):
     r = predict(client, {"instances": z.tolist()})
     assert r.status_code == 200, r.text[:300]
     preds = np.asarray(r.json()["predictions"], dtype=np.uint8)
-    assert st.max_diff(preds, offline[2].images(z)) <= 1
+    assert st.max_diff(preds, offline[2].images_from_latents(z)) <= 1
 
 
 def test_predict_row_named_and_signature_name(client, offline, latent):
@@ -255,7 +255,7 @@ def test_predict_row_named_and_signature_name(client, offline, latent):
     z = z_batch(2, latent, seed=2)
     r = predict(client, {"signature_name": "serving_default", "instances": [{"z": row} for row in z.tolist()]})
     assert r.status_code == 200, r.text[:300]
-    assert st.max_diff(np.asarray(r.json()["predictions"]), offline[2].images(z)) <= 1
+    assert st.max_diff(np.asarray(r.json()["predictions"]), offline[2].images_from_latents(z)) <= 1
 
 
 def test_predict_columnar(client, offline, latent):
@@ -266,7 +266,7 @@ def test_predict_columnar(client, offline, latent):
         assert r.status_code == 200, r.text[:300]
         doc = r.json()
         assert set(doc) == {"outputs"}
-        assert st.max_diff(np.asarray(doc["outputs"]), offline[2].images(z)) <= 1
+        assert st.max_diff(np.asarray(doc["outputs"]), offline[2].images_from_latents(z)) <= 1
 
 
 def test_predict_single_instance_and_special_numbers(client, offline, latent):
@@ -276,7 +276,7 @@ def test_predict_single_instance_and_special_numbers(client, offline, latent):
     r = predict(client, body)
     assert r.status_code == 200, r.text[:300]
     z[0, :3] = [1e-3, -2, 0]
-    assert st.max_diff(np.asarray(r.json()["predictions"]), offline[2].images(z)) <= 1
+    assert st.max_diff(np.asarray(r.json()["predictions"]), offline[2].images_from_latents(z)) <= 1
 
 
 def test_predict_integers_for_floats_are_rounded(client, offline, latent):
@@ -287,7 +287,7 @@ def test_predict_integers_for_floats_are_rounded(client, offline, latent):
     body = '{"instances": [[1, -3, 16777217' + ", 0" * (latent - 3) + "]]}"
     r = predict(client, body)
     assert r.status_code == 200, r.text[:300]
-    assert st.max_diff(np.asarray(r.json()["predictions"]), offline[2].images(z)) <= 1
+    assert st.max_diff(np.asarray(r.json()["predictions"]), offline[2].images_from_latents(z)) <= 1
 
 
 def test_predict_out_of_range_floats_are_accepted(client, latent):
@@ -305,7 +305,7 @@ def test_predict_json_after_the_first_value_is_ignored(client, offline, latent):
     body = json.dumps({"instances": z.tolist()}) + ' {"instances": "more"} trailing garbage ['
     r = predict(client, body)
     assert r.status_code == 200, r.text[:300]
-    assert st.max_diff(np.asarray(r.json()["predictions"]), offline[2].images(z)) <= 1
+    assert st.max_diff(np.asarray(r.json()["predictions"]), offline[2].images_from_latents(z)) <= 1
 
 
 def test_predict_first_of_duplicated_keys(client, offline):
@@ -325,8 +325,8 @@ def test_predict_versions_and_labels(client, offline, latent, where, version):
     r = predict(client, {"instances": z.tolist()}, **where)
     assert r.status_code == 200, r.text[:300]
     got = np.asarray(r.json()["predictions"])
-    assert st.max_diff(got, offline[version].images(z)) <= 1
-    other = offline[3 - version].images(z)
+    assert st.max_diff(got, offline[version].images_from_latents(z)) <= 1
+    other = offline[3 - version].images_from_latents(z)
     assert st.max_diff(got, other) > 1  # the two versions are different models
 
 
@@ -638,7 +638,7 @@ def test_saved_model_only_version_served_by_tensorflow(model_dir, offline, tmp_p
             z = z_batch(3, offline[1].latent_dim, seed=11)
             r = predict(c, {"instances": z.tolist()})
             assert r.status_code == 200, r.text[:300]
-            assert st.max_diff(np.asarray(r.json()["predictions"]), offline[1].images(z)) <= 1
+            assert st.max_diff(np.asarray(r.json()["predictions"]), offline[1].images_from_latents(z)) <= 1
             r = predict(c, {"signature_name": "generate_png", "inputs": SEEDS})
             assert r.status_code == 200, r.text[:300]
             assert st.max_diff(st.decode_b64_pngs(r.json()["outputs"]), offline[1].images_from_seeds(SEEDS)) <= 1
@@ -660,7 +660,7 @@ def test_hot_pickup_of_new_version(model_dir, offline, tmp_path):
         with httpx.Client(base_url=srv.url, timeout=60) as c:
             z = z_batch(2, offline[1].latent_dim, seed=12)
             r = predict(c, {"instances": z.tolist()})
-            assert st.max_diff(np.asarray(r.json()["predictions"]), offline[1].images(z)) <= 1
+            assert st.max_diff(np.asarray(r.json()["predictions"]), offline[1].images_from_latents(z)) <= 1
             st.copy_version(model_dir / "2", live, 2)
             deadline = time.monotonic() + 20
             while time.monotonic() < deadline:
@@ -673,7 +673,7 @@ def test_hot_pickup_of_new_version(model_dir, offline, tmp_path):
             else:
                 pytest.fail(f"version 2 not picked up: {states}")
             r = predict(c, {"instances": z.tolist()})
-            assert st.max_diff(np.asarray(r.json()["predictions"]), offline[2].images(z)) <= 1
+            assert st.max_diff(np.asarray(r.json()["predictions"]), offline[2].images_from_latents(z)) <= 1
             assert_error(predict(c, {"instances": z.tolist()}, version=1), 404)
             assert c.get(api(1)).json()["model_version_status"][0]["state"] == "END"
     finally:
@@ -716,10 +716,172 @@ def test_config_file_reload_moves_labels(model_dir, offline, tmp_path):
             assert label_version("canary") == "1"
             z = z_batch(1, offline[2].latent_dim, seed=13)
             r = predict(c, {"instances": z.tolist()}, label="stable")
-            assert st.max_diff(np.asarray(r.json()["predictions"]), offline[2].images(z)) <= 1
+            assert st.max_diff(np.asarray(r.json()["predictions"]), offline[2].images_from_latents(z)) <= 1
             write({}, text="model_config_list { config { name: 'nebula' bad_field: 1 } }")
             time.sleep(1.0)  # a broken file is refused; the previous config stays
             assert label_version("stable") == "2"
             assert "keeping the previous model config" in srv.log_tail()
+    finally:
+        assert srv.stop() == 0, srv.log_tail()
+
+
+@local_only
+def test_base_path_outage_keeps_versions_serving(model_dir, offline, tmp_path):
+    """A base path that cannot be listed for several polls (a mv-swap deploy, a mount hiccup) fails
+    those polls only, as TF Serving's file-system source does: the version stays AVAILABLE and
+    answers throughout, and the error is logged once for the whole outage."""
+    live = tmp_path / "live" / "nebula"
+    st.copy_version(model_dir / "2", live, 2)
+    srv = st.ServerProcess(["--model-base-path", str(live), "--model-name", MODEL, "--poll-seconds", "0.1"],
+                           log_path=tmp_path / "server.log")
+    away = tmp_path / "away"
+    try:
+        with httpx.Client(base_url=srv.url, timeout=30) as c:
+            z = z_batch(1, offline[2].latent_dim, seed=21)
+            want = offline[2].images_from_latents(z)
+            os.rename(live, away)
+            t_end = time.monotonic() + 1.5  # 15 poll intervals
+            answered = 0
+            while time.monotonic() < t_end:
+                states = [v["state"] for v in c.get(api()).json()["model_version_status"]]
+                assert states == ["AVAILABLE"], states
+                r = predict(c, {"instances": z.tolist()})
+                assert r.status_code == 200 and st.max_diff(np.asarray(r.json()["predictions"]), want) <= 1
+                answered += 1
+            os.rename(away, live)
+            time.sleep(0.5)
+            assert [v["state"] for v in c.get(api()).json()["model_version_status"]] == ["AVAILABLE"]
+            assert predict(c, {"instances": z.tolist()}).status_code == 200
+        srv.stop()
+        log = srv.log_tail(100_000)
+        assert answered > 5 and log.count("cannot list") == 1 and "can be listed again" in log, log[-2000:]
+    finally:
+        assert srv.stop() == 0, srv.log_tail()
+
+
+@local_only
+def test_version_folder_being_copied_is_not_loaded_half_written(model_dir, offline, tmp_path):
+    """A version folder written in place (cp -r, rsync), not renamed into place as exports are: the
+    server loads it only once two polls see it unchanged, never while files are still growing."""
+    import threading
+
+    live = tmp_path / "live" / "nebula"
+    st.copy_version(model_dir / "1", live, 1)
+    srv = st.ServerProcess(["--model-base-path", str(live), "--model-name", MODEL, "--poll-seconds", "0.1"],
+                           log_path=tmp_path / "server.log")
+    done = threading.Event()
+
+    def slow_copy():  # every file in 2 KiB pieces, 20 ms apart: several polls see partial files
+        src = model_dir / "2"
+        for path in sorted(p for p in src.rglob("*") if p.is_file()):
+            dst = live / "3" / path.relative_to(src)
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            data = path.read_bytes()
+            with open(dst, "wb") as f:
+                for i in range(0, len(data), 2048):
+                    f.write(data[i:i + 2048])
+                    f.flush()
+                    time.sleep(0.02)
+        done.set()
+
+    try:
+        with httpx.Client(base_url=srv.url, timeout=30) as c:
+            copier = threading.Thread(target=slow_copy)
+            copier.start()
+            seen = set()
+            while not done.is_set():
+                for v in c.get(api()).json()["model_version_status"]:
+                    seen.add((v["version"], v["state"], v["status"]["error_code"]))
+                time.sleep(0.03)
+            copier.join()
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline:
+                states = {v["version"]: v["state"] for v in c.get(api()).json()["model_version_status"]}
+                if states.get("3") == "AVAILABLE":
+                    break
+                time.sleep(0.1)
+            assert states.get("3") == "AVAILABLE", states
+            assert not any(v == "3" for v, _, _ in seen), seen  # not even LOADING while being written
+            assert all(code == "OK" for _, _, code in seen), seen
+            z = z_batch(1, offline[2].latent_dim, seed=22)
+            r = predict(c, {"instances": z.tolist()})
+            assert st.max_diff(np.asarray(r.json()["predictions"]), offline[2].images_from_latents(z)) <= 1
+    finally:
+        assert srv.stop() == 0, srv.log_tail()
+
+
+# --------------------------------------------------------------------------- warmup
+
+
+def test_export_warmup_file_reads_with_tensorflow(model_dir):
+    """assets.extra/tf_serving_warmup_requests is what TF Serving's --enable_model_warmup reads: a TFRecord
+    file (tf.data.TFRecordDataset) of PredictionLog protos (tensorflow-serving-api's own class)."""
+    from importlib.util import find_spec
+
+    if find_spec("tensorflow") is None or find_spec("tensorflow_serving") is None:
+        pytest.skip("needs tensorflow and tensorflow-serving-api")
+    script = f"""
+import json, numpy as np, tensorflow as tf
+from tensorflow_serving.apis import prediction_log_pb2
+out = []
+for raw in tf.data.TFRecordDataset({str(model_dir / "2" / "assets.extra" / "tf_serving_warmup_requests")!r}):
+    log = prediction_log_pb2.PredictionLog.FromString(raw.numpy())
+    req = log.predict_log.request
+    out.append([log.WhichOneof("log_type"), req.model_spec.signature_name,
+                {{k: [tf.dtypes.as_dtype(v.dtype).name, list(tf.make_ndarray(v).shape)] for k, v in req.inputs.items()}}])
+print(json.dumps(out))
+"""
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES=""))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    records = json.loads(proc.stdout.strip().splitlines()[-1])
+    d = latent_dim_of(model_dir)
+    want = []
+    for n in (1, 4):
+        want += [["predict_log", "serving_default", {"z": ["float32", [n, d]]}],
+                 ["predict_log", "generate_png", {"seed": ["int64", [n]]}],
+                 ["predict_log", "generate_images", {"seed": ["int64", [n]]}]]
+    assert sorted(map(json.dumps, records)) == sorted(map(json.dumps, want))
+
+
+def latent_dim_of(model_dir) -> int:
+    return st.offline_model(model_dir / "2").latent_dim
+
+
+@local_only
+@pytest.mark.parametrize("flag", [[], ["--no-enable-model-warmup"], ["--num-request-iterations-for-warmup", "3"]])
+def test_serve_replays_the_warmup_file(model_dir, tmp_path, flag):
+    """nebula serve replays the warmup requests before the version is AVAILABLE (TF's
+    --enable_model_warmup, --num_request_iterations_for_warmup), and logs it."""
+    srv = st.ServerProcess(["--model-base-path", str(model_dir), "--model-name", MODEL, "--log-level", "info", *flag],
+                           log_path=tmp_path / "server.log")
+    try:
+        # each replayed request went through the batch queue before any client request
+        batched = srv.metric(st.INPUT_BATCHES)
+    finally:
+        assert srv.stop() == 0, srv.log_tail()
+    log = srv.log_tail(100_000)
+    if flag == ["--no-enable-model-warmup"]:
+        assert "warmup" not in log and batched == 0
+    else:
+        iterations = int(flag[1]) if flag else 1
+        assert f"model nebula version 2: warmup ran {6 * iterations} request(s)" in log, log[-2000:]
+        assert batched == 6 * iterations
+
+
+@local_only
+def test_a_broken_warmup_file_fails_the_load(model_dir, tmp_path):
+    """saved_model_warmup_util.cc: a record that does not parse fails the version's load."""
+    live = tmp_path / "live" / "nebula"
+    st.copy_version(model_dir / "2", live, 2)
+    warm = live / "2" / "assets.extra" / "tf_serving_warmup_requests"
+    warm.write_bytes(warm.read_bytes()[:-7])  # a truncated last record
+    srv = st.ServerProcess(["--model-base-path", str(live), "--model-name", MODEL],
+                           log_path=tmp_path / "server.log", wait_versions=0)
+    try:  # the first poll (loads and warmups included) ends before the server answers
+        status = json.loads(st.http_get(f"{srv.url}{api(2)}")[1])
+        s = status["model_version_status"][0]
+        assert s["state"] == "END" and s["status"]["error_code"] == "UNKNOWN", status
+        assert "warmup failed" in s["status"]["error_message"] and "truncated record" in s["status"]["error_message"]
     finally:
         assert srv.stop() == 0, srv.log_tail()

@@ -14,7 +14,7 @@ pytest.importorskip("uvicorn")
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as s  # noqa: E402
 
-from nebula_keras3.serving import testing as st  # noqa: E402
+from support import serving as st  # noqa: E402
 
 pytestmark = pytest.mark.backend_independent
 

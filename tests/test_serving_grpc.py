@@ -27,7 +27,7 @@ from nebula_keras3.export import layout  # noqa: E402
 from nebula_keras3.serving import config_files as cf  # noqa: E402
 from nebula_keras3.serving import protos  # noqa: E402,F401 - loads the API modules without TensorFlow
 from nebula_keras3.serving import tensor_proto as tp  # noqa: E402
-from nebula_keras3.serving import testing as st  # noqa: E402
+from support import serving as st  # noqa: E402
 
 # the official modules (already loaded by `protos`, so importing them here runs no TensorFlow)
 from tensorflow_serving.apis import (  # noqa: E402
@@ -95,7 +95,7 @@ def models(channel):
 
 @pytest.fixture(scope="module")
 def offline(model_dir):
-    return {v: st.OfflineModel(model_dir / str(v)) for v in (1, 2)}
+    return {v: st.offline_model(model_dir / str(v)) for v in (1, 2)}
 
 
 def predict_request(signature="", version=None, label=None, name=MODEL, **inputs):
@@ -152,7 +152,7 @@ def test_predict_serving_default(predictions, offline, encode):
     images = reply.outputs[layout.IMAGES]
     assert tp.dtype_name(images) == "DT_UINT8" and len(images.int_val) == images_size(offline[2], 4)
     assert not images.tensor_content
-    assert st.max_diff(tp.to_numpy(images), offline[2].images(z)) <= 1
+    assert st.max_diff(tp.to_numpy(images), offline[2].images_from_latents(z)) <= 1
 
 
 def images_size(model, n):
@@ -298,11 +298,82 @@ def test_classify_and_regress_answer_as_tf(predictions, server):
 
 
 def test_unimplemented_methods(predictions, models):
-    """MultiInference and HandleReloadConfigRequest answer UNIMPLEMENTED."""
+    """MultiInference answers UNIMPLEMENTED; a reload without a model_config_list INVALID_ARGUMENT
+    (model_service_impl.cc)."""
     e = rpc_error(predictions.MultiInference, inference_pb2.MultiInferenceRequest())
     assert e.code() == grpc.StatusCode.UNIMPLEMENTED
     e = rpc_error(models.HandleReloadConfigRequest, model_management_pb2.ReloadConfigRequest())
-    assert e.code() == grpc.StatusCode.UNIMPLEMENTED and "--model-config-file" in e.details()
+    assert e.code() == INVALID and e.details() == (
+        "ServerModelConfig type not supported by HandleReloadConfigRequest. Only ModelConfigList is "
+        "currently supported")
+
+
+def reload_request(*models):
+    """ReloadConfigRequest of ``(name, base_path, extra ModelConfig fields)``."""
+    req = model_management_pb2.ReloadConfigRequest()
+    req.config.model_config_list.SetInParent()
+    for name, base, extra in models:
+        c = req.config.model_config_list.config.add(name=name, base_path=str(base), model_platform="tensorflow")
+        for k, v in extra.items():
+            if k == "version_labels":
+                c.version_labels.update(v)
+            else:
+                setattr(c, k, v)
+    return req
+
+
+def test_reload_config_adds_and_removes_a_model(model_dir, offline, tmp_path):
+    """model_service_impl.cc HandleReloadConfigRequest + server_core.cc ReloadConfig: a second model is
+    added (and answers Predict once the call returns), labels must name AVAILABLE versions, TF's
+    validation errors, and the model is removed again."""
+    second = tmp_path / "second"
+    st.copy_version(model_dir / "1", second, 1)
+    srv = st.ServerProcess(["--model-base-path", str(model_dir)], log_path=tmp_path / "server.log", grpc=True)
+    try:
+        with grpc.insecure_channel(srv.grpc_target) as ch:
+            stub = model_service_pb2_grpc.ModelServiceStub(ch)
+            pred = prediction_service_pb2_grpc.PredictionServiceStub(ch)
+            nebula = (MODEL, model_dir, {})
+            z = _z(2)
+            assert rpc_error(pred.Predict, predict_request(name="second", z=z)).code() == NOT_FOUND
+
+            reply = stub.HandleReloadConfigRequest(reload_request(nebula, ("second", second, {})), timeout=60)
+            assert reply.status.error_code == 0 and not reply.status.error_message
+            got = pred.Predict(predict_request(name="second", z=z), timeout=30)
+            assert got.model_spec.name == "second" and got.model_spec.version.value == 1
+            assert st.max_diff(tp.to_numpy(got.outputs["images"]), offline[1].images_from_latents(z)) <= 1
+            status = stub.GetModelStatus(status_request("second"), timeout=30)
+            assert [(v.version, v.state) for v in status.model_version_status] == [
+                (1, get_model_status_pb2.ModelVersionStatus.AVAILABLE)]
+
+            # labels: only on AVAILABLE versions (UpdateModelVersionLabelMap); version 1 of nebula is not served
+            e = rpc_error(stub.HandleReloadConfigRequest,
+                          reload_request((MODEL, model_dir, {"version_labels": {"stable": 1}})))
+            assert e.code() == grpc.StatusCode.FAILED_PRECONDITION and e.details() == (
+                "Request to assign label to version 1 of model nebula, which is not currently available for inference")
+            stub.HandleReloadConfigRequest(
+                reload_request((MODEL, model_dir, {"version_labels": {"stable": 2}}), ("second", second, {})),
+                timeout=60)
+            assert pred.Predict(predict_request(label="stable", z=z), timeout=30).model_spec.version.value == 2
+
+            # ValidateModelConfigList / GetPlatform
+            for models, message in (
+                    ((nebula, nebula), "Illegal to list model nebula multiple times in config list"),
+                    (((MODEL, "relative/path", {}),),
+                     "Expected model nebula to have an absolute path or URI; got base_path()=relative/path"),
+                    (((MODEL, model_dir, {"model_platform": ""}),),
+                     "Illegal setting neither ModelServerConfig::model_type (deprecated) nor "
+                     "ModelServerConfig::model_platform, model name is nebula")):
+                e = rpc_error(stub.HandleReloadConfigRequest, reload_request(*models))
+                assert e.code() == INVALID and e.details() == message
+
+            # a model left out of the new list is unloaded; requests for it are NOT_FOUND at once
+            stub.HandleReloadConfigRequest(reload_request(nebula), timeout=60)
+            e = rpc_error(pred.Predict, predict_request(name="second", z=z))
+            assert e.code() == NOT_FOUND
+            assert pred.Predict(predict_request(z=z), timeout=30).model_spec.version.value == 2
+    finally:
+        assert srv.stop() == 0, srv.log_tail()
 
 
 def test_grpc_calls_count_in_tf_metric_families(predictions, server):
@@ -592,3 +663,88 @@ def test_tensor_proto_round_trip(arr):
     for write in (tp.from_numpy, tp.from_numpy_content):
         back = tp.to_numpy(write(arr))
         assert back.dtype == arr.dtype and back.shape == arr.shape and back.tolist() == arr.tolist()
+
+
+# --------------------------------------------------------------------------- TLS
+
+
+def make_certificates(folder):
+    """A CA, a server certificate (localhost, 127.0.0.1) and a client certificate it signed, as PEM files."""
+    import shutil
+
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed")
+
+    def run(*args):
+        subprocess.run(["openssl", *args], cwd=folder, check=True, capture_output=True, timeout=60)
+
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    run("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=nebula test CA")
+    for name, ext in (("server", "subjectAltName=DNS:localhost,IP:127.0.0.1"), ("client", "extendedKeyUsage=clientAuth")):
+        (folder / f"{name}.ext").write_text(ext + "\n")
+        run("req", *ec, "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN=nebula test {name}")
+        run("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+            "-out", f"{name}.pem", "-days", "2", "-extfile", f"{name}.ext")
+    return {n: folder / n for n in ("ca.pem", "server.key", "server.pem", "client.key", "client.pem")}
+
+
+def write_ssl_config(path, files, client_verify: bool):
+    """TF Serving's SSLConfig text proto: the PEM texts themselves (ssl_config.proto)."""
+    text = (f"server_key: {json.dumps(files['server.key'].read_text())}\n"
+            f"server_cert: {json.dumps(files['server.pem'].read_text())}\n"
+            f"custom_ca: {json.dumps(files['ca.pem'].read_text())}\n"
+            f"client_verify: {'true' if client_verify else 'false'}\n")
+    path.write_text(text)
+    return path
+
+
+def client_cli(srv, out, *tls_args):
+    return subprocess.run(
+        [sys.executable, "-m", "nebula_keras3", "client", "--grpc", "--url", srv.grpc_target, "-n", "2",
+         "--timeout", "20", "-o", str(out), *tls_args], capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("client_verify", [False, True])
+def test_grpc_over_tls(model_dir, tmp_path, client_verify):
+    """server.cc BuildServerCredentials: --ssl_config_file serves gRPC over TLS; a client trusting the CA
+    is answered, one without it is not; with client_verify a client must present a certificate."""
+    files = make_certificates(tmp_path)
+    cfg = write_ssl_config(tmp_path / "ssl.config", files, client_verify)
+    srv = st.ServerProcess(["--model-base-path", str(model_dir), "--ssl-config-file", str(cfg)],
+                           log_path=tmp_path / "server.log", grpc=True)
+    try:
+        ca = ["--ssl-ca-file", str(files["ca.pem"])]
+        cert = ["--ssl-cert-file", str(files["client.pem"]), "--ssl-key-file", str(files["client.key"])]
+        ok = client_cli(srv, tmp_path / "ok.png", *ca, *cert) if client_verify else client_cli(srv, tmp_path / "ok.png", *ca)
+        assert ok.returncode == 0, ok.stderr
+        assert (tmp_path / "ok.png").is_file()
+        plain = client_cli(srv, tmp_path / "plain.png")  # plaintext to a TLS port
+        assert plain.returncode == 1 and "cannot reach gRPC server" in plain.stderr, plain.stderr
+        no_ca = client_cli(srv, tmp_path / "no_ca.png", "--ssl-ca-file", str(files["client.pem"]))  # wrong root
+        assert no_ca.returncode == 1 and "cannot reach gRPC server" in no_ca.stderr, no_ca.stderr
+        no_cert = client_cli(srv, tmp_path / "no_cert.png", *ca)
+        if client_verify:  # the handshake fails without a client certificate
+            assert no_cert.returncode == 1 and "gRPC" in no_cert.stderr, no_cert.stderr
+        else:
+            assert no_cert.returncode == 0, no_cert.stderr
+    finally:
+        assert srv.stop() == 0, srv.log_tail()
+
+
+def test_ssl_config_errors(tmp_path):
+    """A bad SSLConfig stops `nebula serve` before it loads anything, with the reason."""
+    from click.testing import CliRunner
+
+    from nebula_keras3.serving.cli import serve_command
+
+    bad = tmp_path / "bad.config"
+    for text, message in (("server_key: '/etc/key.pem' server_cert: '/etc/cert.pem'", "must hold PEM text"),
+                          ("server_cert: '-----BEGIN CERTIFICATE-----'", "needs server_key and server_cert"),
+                          ("server_kee: 'x'", "invalid SSLConfig text proto")):
+        bad.write_text(text)
+        r = CliRunner().invoke(serve_command, ["--model-base-path", str(tmp_path), "--ssl-config-file", str(bad)])
+        assert r.exit_code == 1 and message in r.output, r.output
+    bad.write_text("server_key: '-----BEGIN PRIVATE KEY-----' server_cert: '-----BEGIN CERTIFICATE-----'")
+    r = CliRunner().invoke(serve_command, ["--model-base-path", str(tmp_path), "--grpc-port", "0",
+                                           "--ssl-config-file", str(bad)])
+    assert r.exit_code == 1 and "secures gRPC; it needs a --grpc-port" in r.output, r.output

@@ -18,7 +18,7 @@ httpx = pytest.importorskip("httpx")
 pytest.importorskip("onnxruntime")
 pytest.importorskip("uvicorn")
 
-from nebula_keras3.serving import testing as st  # noqa: E402
+from support import serving as st  # noqa: E402
 
 pytestmark = pytest.mark.backend_independent
 
@@ -30,7 +30,7 @@ def model_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def offline(model_dir):
-    return st.OfflineModel(model_dir / "2")
+    return st.offline_model(model_dir / "2")
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +66,7 @@ def test_parallel_clients_get_their_own_answers(server, offline):
                     r = c.post("/v1/models/nebula:predict", content=json.dumps({"instances": z.tolist()}))
                     if r.status_code != 200:
                         errors.append(f"{t}/{i}: {r.status_code} {r.text[:200]}")
-                    elif st.max_diff(np.asarray(r.json()["predictions"]), offline.images(z)) > 1:
+                    elif st.max_diff(np.asarray(r.json()["predictions"]), offline.images_from_latents(z)) > 1:
                         errors.append(f"{t}/{i}: wrong images")
                 else:
                     seeds = [1000 * t + i, 1000 * t + i + 7]

@@ -15,15 +15,16 @@ import pytest
 from nebula_keras3.serving import rest_api as ra
 from nebula_keras3.serving import tf_json
 from nebula_keras3.serving.batching import QUEUE_FULL, Batcher
-from nebula_keras3.serving.config_files import BatchingOptions, VersionPolicy
+from nebula_keras3.serving.config_files import VersionPolicy
+from nebula_keras3.serving.options import BatchingOptions
 from nebula_keras3.serving.errors import ServingError
-from nebula_keras3.serving.signatures import SignatureSpec, TensorSpec, check_classify_regress_signature
+from nebula_keras3.serving.signatures import SignatureSpec, TensorInfo, check_classify_regress_signature
 
 pytestmark = pytest.mark.backend_independent
 
-Z = SignatureSpec({"z": TensorSpec("DT_FLOAT", (-1, 4))}, {"images": TensorSpec("DT_UINT8", (-1, 2, 2, 3))})
-SEED = SignatureSpec({"seed": TensorSpec("DT_INT64", (-1,))}, {"png_bytes": TensorSpec("DT_STRING", (-1,))})
-TWO = SignatureSpec({"a": TensorSpec("DT_FLOAT", (-1, 2)), "b": TensorSpec("DT_STRING", (-1,))}, {})
+Z = SignatureSpec({"z": TensorInfo("DT_FLOAT", (-1, 4))}, {"images": TensorInfo("DT_UINT8", (-1, 2, 2, 3))})
+SEED = SignatureSpec({"seed": TensorInfo("DT_INT64", (-1,))}, {"png_bytes": TensorInfo("DT_STRING", (-1,))})
+TWO = SignatureSpec({"a": TensorInfo("DT_FLOAT", (-1, 2)), "b": TensorInfo("DT_STRING", (-1,))}, {})
 
 
 @pytest.mark.parametrize("method,path,expect", [
@@ -338,8 +339,8 @@ def test_batcher_pads_to_allowed_batch_sizes_and_variable_lengths():
 def _app_client(**kw):
     from starlette.testclient import TestClient
 
-    from nebula_keras3.serving.app import create_app
     from nebula_keras3.serving.options import ServerOptions
+    from nebula_keras3.serving.server import create_app
 
     return TestClient(create_app(ServerOptions(models=[], **kw)))
 
@@ -361,7 +362,7 @@ def test_cors_headers_follow_the_flag(cors):
 
 
 def test_classify_regress_signature_checks():
-    sig = SignatureSpec({"z": TensorSpec("DT_FLOAT", [-1, 4])}, {"images": TensorSpec("DT_UINT8", [-1, 2])})
+    sig = SignatureSpec({"z": TensorInfo("DT_FLOAT", [-1, 4])}, {"images": TensorInfo("DT_UINT8", [-1, 2])})
     sig_json = {"inputs": {"z": {"name": "serving_default_z:0", "dtype": "DT_FLOAT",
                                  "tensor_shape": {"dim": [{"size": "-1", "name": ""}, {"size": "4", "name": ""}],
                                                   "unknown_rank": False}}},
@@ -413,3 +414,46 @@ def test_tf_metric_families_print_like_tf_servings_exporter():
     assert bucket + 'le="+Inf"} 1' in lines
     assert ':tensorflow:serving:request_latency_sum{model_name="nebula",API="predict",entrypoint="REST"} 15' in lines
     assert ':tensorflow:serving:request_latency_count{model_name="nebula",API="predict",entrypoint="REST"} 1' in lines
+
+
+@pytest.mark.parametrize("token,slow", [
+    (b"1234567890123456789", False), (b"12345678901234567890", True),  # uint64 holds 19 digits, not all of 20
+    (b"-1234567890123456789", False), (b"-12345678901234567890", True),
+    (b"0.00012345678901234567890123", False), (b"1.2345678901234567890123e-05", False),  # long fractions
+    (b"12345678901234567890.5", True),  # a 20-digit integer part
+    (b"1.5e99", False), (b"1.5e+99", False), (b"1.5e100", True), (b"1E-308", True),  # 3-digit exponents
+])
+def test_fast_path_boundaries(token, slow):
+    # the rapidjson port runs only where the stdlib scanner could answer differently
+    body = b'{"instances": [[0.5, ' + token + b', 1]]}'
+    assert tf_json.needs_rapidjson(body) is slow
+    got, port = tf_json.parse(body)["instances"][0], tf_json._Parser(body).parse()["instances"][0]
+    assert list(map(type, got)) == list(map(type, port))
+    # rapidjson keeps 17 significant digits: a double may differ in its last bit, a float32 never
+    assert np.array_equal(np.float32(got), np.float32(port))
+
+
+def test_rapidjson_answers_where_the_fast_path_would_differ():
+    # uint64 overflow becomes a double (an int64 input then refuses it); 19 digits stay integers
+    assert tf_json.parse(b"[18446744073709551616]") == [float(2**64)]
+    assert type(tf_json.parse(b"[18446744073709551616]")[0]) is float
+    assert type(tf_json.parse(b"[1844674407370955161]")[0]) is int
+    with pytest.raises(tf_json.JsonParseError, match="Number too big to be stored in double. at offset: 1"):
+        tf_json.parse(b"[1e309]")
+    assert tf_json.parse(b"[2e308]") == [float("inf")]
+    with pytest.raises(tf_json.JsonParseError, match="The surrogate pair in string is invalid"):
+        tf_json.parse(b'["\\ud800"]')
+    assert tf_json.needs_rapidjson(b'["\\u00e9"]') is False
+
+
+def test_float32_bodies_take_the_fast_path_and_read_the_same():
+    # clients write json.dumps(float32.tolist()): 17 significant digits, 20+ fraction digits in
+    # [1e-4, 1e-3); the fast path must take them and give the float32 values rapidjson's reading gives
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((32, 100)).astype(np.float32)
+    x[0, :8] = np.float32([1.2345678e-4, -9.87654e-4, 3.3333333e-4, 1e-4, 5.0000004e-4, 7.77e-38, 1e-45, 3.4e38])
+    body = json.dumps({"instances": x.tolist()}).encode()
+    assert b"0.000123456" in body and tf_json.needs_rapidjson(body) is False
+    fast = np.asarray(tf_json.parse(body)["instances"], dtype=np.float32)
+    port = np.asarray(tf_json._Parser(body).parse()["instances"], dtype=np.float32)
+    assert np.array_equal(fast, x) and np.array_equal(port, x)

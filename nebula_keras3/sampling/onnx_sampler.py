@@ -37,16 +37,22 @@ def default_providers(available=None) -> list[str]:
     return ["CPUExecutionProvider"]
 
 
-class OnnxSampler:
-    """An exported generator under ONNX Runtime.
+class GeneratorSession:
+    """An exported generator's ONNX Runtime session: float ``z [N, latent]`` -> uint8 images ``[N, S, S, 3]``.
+
+    The one wrapper of an export's ONNX model: :class:`OnnxSampler` renders with it and
+    ``nebula serve``'s ONNX runner (``serving/runtimes.py``) serves with it.
 
     Args:
         path: the ``.onnx`` file (or an exported version folder holding one).
         providers: ONNX Runtime execution providers (default: CUDA if available, else CPU).
-        batch_size: images per ``run`` call.
+        intra_op_threads: threads per run (0: ONNX Runtime's default).
+        spinning: let idle worker threads busy-wait (ONNX Runtime's default); a server sharing
+            its CPUs with an event loop turns it off.
     """
 
-    def __init__(self, path: str | os.PathLike, providers=None, batch_size: int = 256):
+    def __init__(self, path: str | os.PathLike, providers=None, *, intra_op_threads: int = 0,
+                 spinning: bool = True):
         import onnxruntime as ort
 
         path = Path(path)
@@ -58,6 +64,13 @@ class OnnxSampler:
             raise SamplerError(f"{path} is not a file")
         so = ort.SessionOptions()
         so.log_severity_level = 3
+        if intra_op_threads:
+            so.intra_op_num_threads = int(intra_op_threads)
+        if not spinning:
+            so.inter_op_num_threads = 1
+            so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+            so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            so.add_session_config_entry("session.inter_op.allow_spinning", "0")
         try:
             self.session = ort.InferenceSession(
                 str(path), so, providers=providers or default_providers(ort.get_available_providers())
@@ -65,7 +78,6 @@ class OnnxSampler:
         except Exception as e:  # noqa: BLE001 - ORT raises several types for bad files
             raise SamplerError(f"{path} is not a usable ONNX model: {_first_line(e)}") from None
         self.path = path
-        self.batch_size = int(batch_size)
         self._check_interface()
         self.facts = layout.onnx_facts(self.session.get_modelmeta().custom_metadata_map)
 
@@ -105,17 +117,43 @@ class OnnxSampler:
     def providers(self) -> list[str]:
         return self.session.get_providers()
 
+    def run(self, z: np.ndarray) -> np.ndarray:
+        """uint8 ``[n, S, S, 3]`` for float latents ``[n, latent_dim]``, in one call."""
+        z = np.ascontiguousarray(z, dtype=np.float32)
+        if z.shape[0] == 0:
+            return np.zeros((0, self.image_size, self.image_size, 3), np.uint8)
+        return self.session.run([self.output_name], {self.input_name: z})[0]
+
+
+class OnnxSampler:
+    """An exported generator under ONNX Runtime, rendering in batches.
+
+    Args:
+        path: the ``.onnx`` file (or an exported version folder holding one).
+        providers: ONNX Runtime execution providers (default: CUDA if available, else CPU).
+        batch_size: images per ``run`` call.
+    """
+
+    def __init__(self, path: str | os.PathLike, providers=None, batch_size: int = 256):
+        self.generator = GeneratorSession(path, providers)
+        self.path = self.generator.path
+        self.facts = self.generator.facts
+        self.latent_dim = self.generator.latent_dim
+        self.image_size = self.generator.image_size
+        self.batch_size = int(batch_size)
+
+    @property
+    def providers(self) -> list[str]:
+        return self.generator.providers
+
     def images_from_latents(self, z) -> np.ndarray:
         """uint8 ``[n, S, S, 3]`` for float latents ``[n, latent_dim]``."""
         z = np.ascontiguousarray(z, dtype=np.float32)
         if z.ndim != 2 or z.shape[1] != self.latent_dim:
             raise SamplerError(f"latents must be [n, {self.latent_dim}], got {list(z.shape)}")
-        out = [
-            self.session.run([self.output_name], {self.input_name: z[i : i + self.batch_size]})[0]
-            for i in range(0, z.shape[0], self.batch_size)
-        ]
+        out = [self.generator.run(z[i : i + self.batch_size]) for i in range(0, z.shape[0], self.batch_size)]
         if not out:
-            return np.zeros((0, self.image_size, self.image_size, 3), np.uint8)
+            return self.generator.run(z)
         return np.concatenate(out, axis=0)
 
     def images_from_seeds(self, seeds) -> np.ndarray:

@@ -1,8 +1,8 @@
-"""Helpers for the serving tests and benchmark: a real export, a server subprocess, expectations.
+"""Helpers for the serving tests and benchmarks: a real export, a server subprocess, expectations.
 
-Not used by the server itself. The export runs in a subprocess under the
-TensorFlow Keras backend (whatever backend the caller runs), so test processes
-never import TensorFlow.
+The export runs in a subprocess under the TensorFlow Keras backend (whatever
+backend the caller runs), so test processes never import TensorFlow. Bench
+scripts import this module with ``tests/`` on ``sys.path``.
 """
 
 from __future__ import annotations
@@ -23,8 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from nebula_keras3.export import layout
-from nebula_keras3.serving.options import DEFAULT_HOST
-from nebula_keras3.serving.config_files import DEFAULT_PROMETHEUS_PATH
+from nebula_keras3.serving.options import DEFAULT_HOST, DEFAULT_PROMETHEUS_PATH
 from nebula_keras3.serving.tf_metrics import prometheus_name
 
 # requests that reached a batch queue so far (batching_session.cc input_batch_size, one per request)
@@ -193,40 +192,24 @@ class ServerProcess:
 # --------------------------------------------------------------------------- expectations
 
 
-class OfflineModel:
-    """What a version folder should answer, computed offline from its ONNX model."""
+def offline_model(version_dir):
+    """What a version folder should answer, computed offline by the package's ONNX sampler (on CPU)."""
+    from nebula_keras3.sampling.onnx_sampler import OnnxSampler
 
-    def __init__(self, version_dir):
-        import onnxruntime as ort
-
-        self.version_dir = Path(version_dir)
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = 1
-        opts.log_severity_level = 3
-        self.session = ort.InferenceSession(str(self.version_dir / layout.ONNX_FILE), sess_options=opts,
-                                            providers=["CPUExecutionProvider"])
-        self.latent_dim = int(self.session.get_inputs()[0].shape[-1])
-        self.image_size = int(self.session.get_outputs()[0].shape[1])
-
-    def images(self, z) -> np.ndarray:
-        return self.session.run([layout.IMAGES], {layout.Z: np.asarray(z, dtype=np.float32)})[0]
-
-    def images_from_seeds(self, seeds) -> np.ndarray:
-        from nebula_keras3.sampling.latents import latents_from_seeds
-
-        return self.images(latents_from_seeds(np.asarray(seeds, dtype=np.int64), self.latent_dim))
+    return OnnxSampler(version_dir, providers=["CPUExecutionProvider"])
 
 
 def decode_b64_pngs(items) -> np.ndarray:
+    """The images of REST's ``[{"b64": ...}, ...]`` PNG predictions."""
     import base64
-    import io
 
-    from PIL import Image
+    from nebula_keras3.serving.client import decode_pngs
 
-    return np.stack([np.asarray(Image.open(io.BytesIO(base64.b64decode(it["b64"]))).convert("RGB")) for it in items])
+    return decode_pngs([base64.b64decode(it["b64"]) for it in items])
 
 
 def max_diff(a, b) -> int:
     a, b = np.asarray(a, dtype=np.int16), np.asarray(b, dtype=np.int16)
-    assert a.shape == b.shape, (a.shape, b.shape)
+    if a.shape != b.shape:
+        raise ValueError(f"shapes differ: {a.shape} vs {b.shape}")
     return int(np.abs(a - b).max()) if a.size else 0
