@@ -68,6 +68,10 @@ class ServingApp:
         self.inflight = 0
         self.buffered = 0  # bytes of request bodies held right now
         routes = [Route("/{path:path}", self.dispatch, methods=["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"])]
+        if options.ui:  # the gallery page at /ui/ (nebula serve --ui), in front of the API's catch-all
+            from nebula_keras3.serving import ui
+
+            routes[:0] = ui.routes(self)
         self.app = Starlette(routes=routes, lifespan=self.lifespan)
         self.app.state.serving = self
 

@@ -56,12 +56,13 @@ def _fail(msg: str):
               help="Add CORS headers to REST responses (tensorflow_model_server's flag).")
 @click.option("--enable-signature-method-name-check", "--enable_signature_method_name_check", "method_check",
               is_flag=True, help=":classify/:regress/:predict check the signature's method_name, as TF Serving's flag.")
+@click.option("--ui", is_flag=True, help="Also serve a gallery page at /ui/ on the REST port (uses the REST API only).")
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["critical", "error", "warning", "info", "debug"]))
 def serve_command(model_base_path, model_name, model_config_file, host, port, grpc_port, max_batch_size,
                   batch_timeout_micros, max_enqueued_batches, num_batch_threads, batching_parameters_file,
                   monitoring_config_file, poll_seconds, max_body_bytes, max_instances, max_concurrent_requests,
-                  intra_op_threads, runtime, graceful_timeout, cors, method_check, log_level):
+                  intra_op_threads, runtime, graceful_timeout, cors, method_check, ui, log_level):
     """Serve exported generators over TF Serving's REST API v1 and gRPC API (ONNX Runtime or TensorFlow)."""
     from nebula_keras3.serving import config_files as cf
 
@@ -122,6 +123,7 @@ def serve_command(model_base_path, model_name, model_config_file, host, port, gr
         grpc_port=grpc_port,
         rest_api_enable_cors_support=cors,
         enable_signature_method_name_check=method_check,
+        ui=ui,
     )
     app = create_app(options)
     config = uvicorn.Config(
@@ -129,6 +131,8 @@ def serve_command(model_base_path, model_name, model_config_file, host, port, gr
         timeout_graceful_shutdown=graceful_timeout, lifespan="on", server_header=False,
     )
     grpc_note = f", gRPC {host}:{grpc_port}" if grpc_port else ""
+    if ui:
+        click.echo(f"nebula serve: gallery page http://{host}:{port}/ui/", err=True)
     click.echo(f"nebula serve: http://{host}:{port}/v1/models/{models[0].name}{grpc_note} "
                f"(batching {batching.max_batch_size} rows / {batching.batch_timeout_micros} us, "
                f"pid {os.getpid()})", err=True)

@@ -32,6 +32,7 @@ class ServerOptions:
     grpc_port: int = DEFAULT_GRPC_PORT
     rest_api_enable_cors_support: bool = False  # tensorflow_model_server --rest_api_enable_cors_support
     enable_signature_method_name_check: bool = False  # --enable_signature_method_name_check
+    ui: bool = False  # nebula serve --ui: the gallery page at /ui/
 
 
 DEFAULTS = ServerOptions(models=[])
