@@ -243,6 +243,7 @@
     epoch: 0,              // bumped on every change of what is shown: late answers are dropped
     reachable: true,
     gone: false,           // the chosen version disappeared
+    compareSet: false,     // the comparison's two sides have their defaults
   };
 
   const labelsOf = (model) => [...(settings.models.get(model) || [])].sort();
@@ -269,12 +270,16 @@
 
   function fillSelect(sel, options, wanted) {
     const keep = wanted !== undefined ? wanted : sel.value;
-    sel.replaceChildren(...options.map(([value, text, disabled]) => {
-      const o = document.createElement("option");
-      o.value = value; o.textContent = text; o.disabled = !!disabled;
-      return o;
-    }));
-    if (options.some(([v]) => v === keep)) sel.value = keep;
+    const key = JSON.stringify(options);
+    if (sel.dataset.options !== key) {  // rebuilt only when they change: an open list stays open
+      sel.dataset.options = key;
+      sel.replaceChildren(...options.map(([value, text, disabled]) => {
+        const o = document.createElement("option");
+        o.value = value; o.textContent = text; o.disabled = !!disabled;
+        return o;
+      }));
+    }
+    if (options.some(([v]) => v === keep) && sel.value !== keep) sel.value = keep;
   }
 
   function sourceOptions(withLatest) {
@@ -295,13 +300,13 @@
     fillSelect($("source"), src, cur);
     const cmp = sourceOptions(false).filter((o) => !o[2]);
     const a = $("compare-a"), b = $("compare-b");
-    const first = !a.options.length;
     fillSelect(a, cmp);
     fillSelect(b, cmp);
-    if (first && cmp.length > 1) {  // defaults: oldest vs newest served version (the canary question)
-      const versions = cmp.filter(([v]) => v.startsWith("version:"));
-      a.value = (versions.length > 1 ? versions[versions.length - 1] : cmp[0])[0];
-      b.value = (versions.length > 1 ? versions[0] : cmp[1])[0];
+    const versions = cmp.filter(([v]) => v.startsWith("version:"));
+    if (!st.compareSet && versions.length > 1) {  // oldest vs newest served version: the canary question
+      a.value = versions[versions.length - 1][0];
+      b.value = versions[0][0];
+      st.compareSet = true;
     }
   }
 
@@ -676,8 +681,8 @@
   function init() {
     $("model").addEventListener("change", () => {
       st.model = $("model").value;
-      st.versions = []; st.available = [];
-      $("compare-a").replaceChildren(); $("compare-b").replaceChildren(); $("compare").replaceChildren();
+      st.versions = []; st.available = []; st.compareSet = false;
+      $("compare").replaceChildren();
       interp.frames = []; $("interp-strip").replaceChildren();
       chooseSource({ kind: "latest", value: null });
     });
