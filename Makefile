@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 BACKENDS ?= tensorflow jax torch
 DEMO_BACKEND ?= torch
 
-.PHONY: install demo test test-backend bench clean
+.PHONY: install demo test test-backend browser bench clean
 
 $(STAMP): pyproject.toml constraints-cpu.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -37,6 +37,18 @@ test: $(STAMP)
 	    $${sel:+-m "$$sel"} $(PYTEST_ARGS) || exit $$?; \
 	  first=0; \
 	done
+
+# Headless Chromium + chromedriver for the gallery page's browser tests (tests/test_gallery_browser.py;
+# they skip with the reason when none is installed). Debian's packages via apt (as root, or with sudo);
+# nothing downloads a browser build of its own. CHROMIUM / CHROMEDRIVER point the tests at others.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+browser:
+	@if command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; then \
+	  echo "browser: $$(command -v chromium) and $$(command -v chromedriver) are installed"; \
+	else \
+	  $(SUDO) apt-get update -q && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q chromium chromium-driver; \
+	fi
 
 test-backend: $(STAMP)
 	KERAS_BACKEND=$(BACKEND) $(PY) -m pytest -q $(PYTEST_ARGS)

@@ -62,7 +62,12 @@ class RestApp:
 
     def routes(self) -> list:
         """The route table: every path goes to :meth:`dispatch` (TF Serving's own URL matching)."""
-        return [Route("/{path:path}", self.dispatch, methods=ALL_METHODS)]
+        routes = [Route("/{path:path}", self.dispatch, methods=ALL_METHODS)]
+        if self.options.ui:  # the gallery page at /ui/ (nebula serve --ui), in front of the API's catch-all
+            from nebula_keras3.serving import ui
+
+            routes[:0] = ui.routes(self)
+        return routes
 
     # ------------------------------------------------------------------ dispatch
 

@@ -66,13 +66,14 @@ def _fail(msg: str):
 @click.option("--num-request-iterations-for-warmup", "--num_request_iterations_for_warmup", "warmup_iterations",
               default=DEFAULTS.num_request_iterations_for_warmup, show_default=True, type=click.IntRange(1, 1000),
               help="How many times each warmup request runs.")
+@click.option("--ui", is_flag=True, help="Also serve a gallery page at /ui/ on the REST port (uses the REST API only).")
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["critical", "error", "warning", "info", "debug"]))
 def serve_command(model_base_path, model_name, model_config_file, host, port, grpc_port, max_batch_size,
                   batch_timeout_micros, max_enqueued_batches, num_batch_threads, batching_parameters_file,
                   monitoring_config_file, poll_seconds, max_body_bytes, max_instances, max_concurrent_requests,
                   intra_op_threads, runtime, graceful_timeout, cors, method_check, ssl_config_file, warmup,
-                  warmup_iterations, log_level):
+                  warmup_iterations, ui, log_level):
     """Serve exported generators over TF Serving's REST API v1 and gRPC API (ONNX Runtime or TensorFlow)."""
     from nebula_keras3.serving import config_files as cf
     from nebula_keras3.serving.options import BatchingOptions
@@ -147,6 +148,7 @@ def serve_command(model_base_path, model_name, model_config_file, host, port, gr
         enable_signature_method_name_check=method_check,
         enable_model_warmup=warmup,
         num_request_iterations_for_warmup=warmup_iterations,
+        ui=ui,
     )
     app = create_app(options)
     config = uvicorn.Config(
@@ -154,6 +156,8 @@ def serve_command(model_base_path, model_name, model_config_file, host, port, gr
         timeout_graceful_shutdown=graceful_timeout, lifespan="on", server_header=False,
     )
     grpc_note = f", gRPC{' (TLS)' if ssl else ''} {host}:{grpc_port}" if grpc_port else ""
+    if ui:
+        click.echo(f"nebula serve: gallery page http://{host}:{port}/ui/", err=True)
     click.echo(f"nebula serve: http://{host}:{port}/v1/models/{models[0].name}{grpc_note} "
                f"(batching {batching.max_batch_size} rows / {batching.batch_timeout_micros} us, "
                f"pid {os.getpid()})", err=True)

@@ -75,6 +75,7 @@ class ServerOptions:
     enable_signature_method_name_check: bool = False  # --enable_signature_method_name_check
     enable_model_warmup: bool = True  # --enable_model_warmup
     num_request_iterations_for_warmup: int = 1  # --num_request_iterations_for_warmup
+    ui: bool = False  # nebula serve --ui: the gallery page at /ui/
 
 
 DEFAULTS = ServerOptions(models=[])
