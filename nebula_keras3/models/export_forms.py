@@ -2,7 +2,7 @@
 
 A layer class with several exact forms (``implementation``) names the one exported graphs run
 fastest in as its class attribute ``export_form`` (measured with bench/sample_bench.py; the
-figures sit beside each constant). ``nebula export`` traces the generator inside
+figures are in docs/RESULTS.md, "Sampling throughput"). ``nebula export`` traces the generator inside
 ``export_forms(generator)``; outside it -- training, and the parity checks' Keras reference --
 every layer keeps its own ``implementation``, so the checks compare the exported form against
 the one the model trained in.

@@ -29,7 +29,8 @@ class ResNetDiscriminator(keras.Model):
                                                                                         -> [B, 4, 4, 256]
         lrelu -> sum over H, W [B, 256] -> dense                                        -> logit [B, 1]
     Unlike SNGAN's blocks the second conv runs after the pooling (a quarter of the
-    pixels): this keeps the step within ~1.3x a DCGAN-64 step on a 2-core CPU.
+    pixels), to keep its step close to a DCGAN-64 step on CPU (docs/RESULTS.md,
+    "Training throughput per backend").
 
     Args:
         image_size: 32, 64, 128 or 256.
