@@ -102,6 +102,15 @@ def http_get(url: str, timeout: float = 5.0):
         return e.code, e.read()
 
 
+def http_post(url: str, body: bytes, timeout: float = 60.0):
+    req = urllib.request.Request(url, data=body, method="POST", headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
 class ServerProcess:
     """``nebula serve`` in a subprocess on a free port of the default (loopback) host (and a free
     gRPC port with ``grpc=True``; else gRPC is off, so servers never contend for its default port)."""
