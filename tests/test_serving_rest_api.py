@@ -457,3 +457,22 @@ def test_float32_bodies_take_the_fast_path_and_read_the_same():
     fast = np.asarray(tf_json.parse(body)["instances"], dtype=np.float32)
     port = np.asarray(tf_json._Parser(body).parse()["instances"], dtype=np.float32)
     assert np.array_equal(fast, x) and np.array_equal(port, x)
+
+
+def test_internal_errors_answer_a_request_id_not_the_detail(monkeypatch, caplog):
+    # the client gets a generic message and an id; the exception (types, paths) goes to the log only
+    from nebula_keras3.serving.registry import Registry
+
+    def broken(self, req):
+        raise RuntimeError("cannot open /secret/base/path/model.onnx")
+
+    monkeypatch.setattr(Registry, "status", broken)
+    with _app_client() as c, caplog.at_level("ERROR", logger="nebula.serving"):
+        r = c.get("/v1/models/m")
+    assert r.status_code == 500
+    err = r.json()["error"]
+    request_id = r.headers["x-request-id"]
+    assert err == f"Internal error; request id {request_id}" and len(request_id) == 16
+    assert "secret" not in r.text and "RuntimeError" not in r.text
+    logged = [rec for rec in caplog.records if request_id in rec.getMessage()]
+    assert logged and "/secret/base/path" in logged[0].exc_text
