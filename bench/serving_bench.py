@@ -305,10 +305,11 @@ def main(argv=None) -> int:
                            log_path=args.workdir / "server.log", grpc="grpc" in apis)
     rows = []
     try:
-        for api in apis:
-            for signature in (SERVING_DEFAULT, GENERATE_PNG):
-                for per_request in [int(x) for x in args.sizes.split(",")]:
-                    for conc in [int(x) for x in args.concurrency.split(",")]:
+        # the APIs alternate cell by cell, so a change in machine load hits REST and gRPC alike
+        for signature in (SERVING_DEFAULT, GENERATE_PNG):
+            for per_request in [int(x) for x in args.sizes.split(",")]:
+                for conc in [int(x) for x in args.concurrency.split(",")]:
+                    for api in apis:
                         cpu0 = cpu_seconds(srv.pid)
                         if api == "grpc":
                             res = asyncio.run(drive_grpc(srv.grpc_target, conc, per_request, signature, 100,

@@ -476,3 +476,27 @@ def test_internal_errors_answer_a_request_id_not_the_detail(monkeypatch, caplog)
     assert "secret" not in r.text and "RuntimeError" not in r.text
     logged = [rec for rec in caplog.records if request_id in rec.getMessage()]
     assert logged and "/secret/base/path" in logged[0].exc_text
+
+
+def test_warmup_records_larger_than_a_batch_go_in_slices():
+    # batching is always on in nebula serve: a recorded request of more rows than --max-batch-size still
+    # warms its signature (in slices) instead of failing the load; each record runs `iterations` times
+    from types import SimpleNamespace
+
+    from nebula_keras3.serving.options import ServerOptions
+    from nebula_keras3.serving.predict import Predictor
+
+    calls = []
+
+    async def submit(signature, inputs):
+        calls.append((signature, inputs["z"].shape[0]))
+
+    st = SimpleNamespace(runner=SimpleNamespace(signatures={"serving_default": Z}),
+                         batcher=SimpleNamespace(submit=submit))
+    predictor = Predictor(None, ServerOptions(models=[], batching=BatchingOptions(max_batch_size=3)), None)
+    records = [("serving_default", {"z": np.zeros((4, 4), np.float32)}),
+               ("serving_default", {"z": np.zeros((1, 4), np.float32)})]
+    assert asyncio.run(predictor.warm_up(st, records, 2)) == 4
+    assert calls == [("serving_default", 3), ("serving_default", 1)] * 2 + [("serving_default", 1)] * 2
+    with pytest.raises(ServingError, match='Serving signature key "generate_png" not found.'):
+        asyncio.run(predictor.warm_up(st, [("generate_png", {"seed": np.zeros(1, np.int64)})], 1))
