@@ -225,6 +225,30 @@ def parse_cost(n_bodies: int = 200, rows: int = 32, latent_dim: int = 100, repea
             "parse_ms": 1000 * t_ours / n_bodies, "json_loads_ms": 1000 * t_std / n_bodies}
 
 
+def first_request_latency(model_dir: Path, workdir: Path, warmup: bool, follow: int = 20) -> dict:
+    """Latency of the first REST request after the server is ready, against the median of the next ``follow``
+    (one fresh server; ``warmup`` on or off). Each signature's first call is timed separately."""
+    flags = [] if warmup else ["--no-enable-model-warmup"]
+    srv = st.ServerProcess(["--model-base-path", str(model_dir), *flags],
+                           log_path=workdir / f"first-request-{'warm' if warmup else 'cold'}.log")
+    out = {}
+    try:
+        for signature, doc in ((SERVING_DEFAULT, {"instances": np.zeros((1, 100), np.float32).tolist()}),
+                               (GENERATE_PNG, {"signature_name": GENERATE_PNG, "instances": [7]})):
+            body = json.dumps(doc).encode()
+            times = []
+            for _ in range(1 + follow):
+                t0 = time.perf_counter()
+                status, _ = st.http_post(f"{srv.url}/v1/models/nebula:predict", body)
+                times.append(time.perf_counter() - t0)
+                if status != 200:
+                    raise RuntimeError(f"{signature}: HTTP {status}")
+            out[signature] = {"first_ms": 1000 * times[0], "steady_ms": 1000 * float(np.median(times[1:]))}
+    finally:
+        srv.stop()
+    return out
+
+
 def cpu_seconds(pid: int) -> tuple[float, float]:
     """(all threads, main thread) CPU seconds of a process, from /proc; NaN where /proc is missing."""
     def read(path):
@@ -247,6 +271,8 @@ def main(argv=None) -> int:
     ap.add_argument("--server-args", default="", help="extra nebula serve flags, e.g. '--max-batch-size 64'")
     ap.add_argument("--json", type=Path, help="also write the results here")
     ap.add_argument("--parse-only", action="store_true", help="only the JSON parse-cost measurement")
+    ap.add_argument("--first-request", action="store_true",
+                    help="only first-request latency, with and without the export's warmup file replayed")
     args = ap.parse_args(argv)
 
     t_start = time.perf_counter()
@@ -261,6 +287,15 @@ def main(argv=None) -> int:
     model_dir = st.make_export(args.workdir, image_size=64, latent_dim=100, ngf=64, versions=(1,))
     version_dir = model_dir / "1"
 
+    if args.first_request:
+        for rounds in range(2):  # warm, cold, warm, cold: machine load hits both alike
+            for warm in (True, False):
+                res = first_request_latency(model_dir, args.workdir, warm)
+                print(f"warmup {'on ' if warm else 'off'}: " + "; ".join(
+                    f"{sig} first {r['first_ms']:.1f} ms, then median {r['steady_ms']:.1f} ms "
+                    f"({r['first_ms'] / r['steady_ms']:.1f}x)" for sig, r in res.items()), flush=True)
+        return 0
+
     offline = offline_throughput(version_dir, args.seconds)
     print(f"offline ONNX Runtime (batch 32, this process): serving_default {offline[SERVING_DEFAULT]:.0f} img/s, "
           f"generate_png {offline[GENERATE_PNG]:.0f} img/s", flush=True)
@@ -270,10 +305,11 @@ def main(argv=None) -> int:
                            log_path=args.workdir / "server.log", grpc="grpc" in apis)
     rows = []
     try:
-        for api in apis:
-            for signature in (SERVING_DEFAULT, GENERATE_PNG):
-                for per_request in [int(x) for x in args.sizes.split(",")]:
-                    for conc in [int(x) for x in args.concurrency.split(",")]:
+        # the APIs alternate cell by cell, so a change in machine load hits REST and gRPC alike
+        for signature in (SERVING_DEFAULT, GENERATE_PNG):
+            for per_request in [int(x) for x in args.sizes.split(",")]:
+                for conc in [int(x) for x in args.concurrency.split(",")]:
+                    for api in apis:
                         cpu0 = cpu_seconds(srv.pid)
                         if api == "grpc":
                             res = asyncio.run(drive_grpc(srv.grpc_target, conc, per_request, signature, 100,

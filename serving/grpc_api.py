@@ -188,10 +188,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
             if got != spec.dtype:  # FunctionCallFrame::SetArgs
                 raise invalid(f"Expects arg[{i}] to be {_dtype_string(spec.dtype)} but "
                               f"{_dtype_string(got)} is provided")
-            if spec.shape is not None and (
-                    arr.ndim != len(spec.shape) or any(d >= 0 and d != a for d, a in zip(spec.shape, arr.shape))):
-                raise invalid(f"input tensor alias {alias}: expected shape {spec.shape_str()} "
-                              f"but got [{','.join(map(str, arr.shape))}]")
+            spec.check_shape(alias, arr)
             inputs[alias] = arr
         return inputs
 

@@ -136,10 +136,14 @@ class Predictor:
         the first failure fails the load. Returns the number of model calls made.
         """
         calls = 0
+        step = self.options.batching.max_batch_size  # batching is always on here: larger records go in slices
         for signature_name, inputs in records:
             if signature_name not in st.runner.signatures:
                 raise missing_signature_grpc(signature_name)
+            n = rows_of(inputs)
             for _ in range(iterations):
-                await st.batcher.submit(signature_name, inputs)
+                for start in range(0, max(n, 1), step):
+                    await st.batcher.submit(signature_name, {k: v[start:start + step] for k, v in inputs.items()}
+                                            if n > step else inputs)
                 calls += 1
         return calls

@@ -273,17 +273,6 @@ def _json_to_tensor(val, spec: TensorInfo, max_rank: int = 8) -> np.ndarray:
     return _to_array(flat, shape, spec.dtype)
 
 
-def _check_spec(name: str, arr: np.ndarray, spec: TensorInfo) -> None:
-    """Validate an input against the signature (TF reports these at Run(); same status)."""
-    if spec.shape is None:
-        return
-    if arr.ndim != len(spec.shape) or any(d >= 0 and d != a for d, a in zip(spec.shape, arr.shape)):
-        raise invalid(
-            f"input tensor alias {name!r}: expected shape {spec.shape_str()} "
-            f"but got [{','.join(map(str, arr.shape))}]"
-        )
-
-
 def parse_predict_inputs(doc: dict, signature: SignatureSpec,
                          signature_name: str = "") -> tuple[str, dict[str, np.ndarray]]:
     """``(format, {input name: array})`` of a predict request; format is "row" or "columnar".
@@ -314,7 +303,7 @@ def parse_predict_inputs(doc: dict, signature: SignatureSpec,
     else:
         raise invalid("Missing 'inputs' or 'instances' key")
     for name, arr in tensors.items():
-        _check_spec(name, arr, infos[name])
+        infos[name].check_shape(name, arr)
     batch = {a.shape[0] for a in tensors.values() if a.ndim}
     if len(batch) > 1:
         raise invalid(f"Input tensors must have equal 0th-dimension size, got {sorted(batch)}")

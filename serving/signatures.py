@@ -114,6 +114,14 @@ class TensorInfo:
     def shape_str(self) -> str:
         return "[?]" if self.shape is None else "[" + ",".join(str(d) for d in self.shape) + "]"
 
+    def check_shape(self, alias: str, arr) -> None:
+        """The rank and fixed dimensions of an input (TF reports a mismatch at Run(), as INVALID_ARGUMENT)."""
+        if self.shape is None:
+            return
+        if arr.ndim != len(self.shape) or any(d >= 0 and d != a for d, a in zip(self.shape, arr.shape)):
+            raise invalid(f"input tensor alias {alias}: expected shape {self.shape_str()} "
+                          f"but got [{','.join(map(str, arr.shape))}]")
+
 
 @dataclass(frozen=True)
 class SignatureSpec:

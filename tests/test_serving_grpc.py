@@ -626,7 +626,7 @@ def test_tensor_proto_reading_follows_tensorflow():
     one gives zeros, extra values are ignored; tensor_content must hold exactly the bytes; string content
     is TF's varint-length list; unknown rank and negative dims are refused."""
     def proto(dtype, shape, **fields):
-        p = tp.TensorProto(dtype=dtype)
+        p = protos.TensorProto(dtype=dtype)
         for d in shape:
             p.tensor_shape.dim.add(size=d)
         for k, v in fields.items():

@@ -430,7 +430,8 @@ def test_fast_path_boundaries(token, slow):
     got, port = tf_json.parse(body)["instances"][0], tf_json._Parser(body).parse()["instances"][0]
     assert list(map(type, got)) == list(map(type, port))
     # rapidjson keeps 17 significant digits: a double may differ in its last bit, a float32 never
-    assert np.array_equal(np.float32(got), np.float32(port))
+    with np.errstate(over="ignore"):  # 1.5e99 is inf as a float32, as TF Serving casts it
+        assert np.array_equal(np.float32(got), np.float32(port))
 
 
 def test_rapidjson_answers_where_the_fast_path_would_differ():
@@ -457,3 +458,46 @@ def test_float32_bodies_take_the_fast_path_and_read_the_same():
     fast = np.asarray(tf_json.parse(body)["instances"], dtype=np.float32)
     port = np.asarray(tf_json._Parser(body).parse()["instances"], dtype=np.float32)
     assert np.array_equal(fast, x) and np.array_equal(port, x)
+
+
+def test_internal_errors_answer_a_request_id_not_the_detail(monkeypatch, caplog):
+    # the client gets a generic message and an id; the exception (types, paths) goes to the log only
+    from nebula_keras3.serving.registry import Registry
+
+    def broken(self, req):
+        raise RuntimeError("cannot open /secret/base/path/model.onnx")
+
+    monkeypatch.setattr(Registry, "status", broken)
+    with _app_client() as c, caplog.at_level("ERROR", logger="nebula.serving"):
+        r = c.get("/v1/models/m")
+    assert r.status_code == 500
+    err = r.json()["error"]
+    request_id = r.headers["x-request-id"]
+    assert err == f"Internal error; request id {request_id}" and len(request_id) == 16
+    assert "secret" not in r.text and "RuntimeError" not in r.text
+    logged = [rec for rec in caplog.records if request_id in rec.getMessage()]
+    assert logged and "/secret/base/path" in logged[0].exc_text
+
+
+def test_warmup_records_larger_than_a_batch_go_in_slices():
+    # batching is always on in nebula serve: a recorded request of more rows than --max-batch-size still
+    # warms its signature (in slices) instead of failing the load; each record runs `iterations` times
+    from types import SimpleNamespace
+
+    from nebula_keras3.serving.options import ServerOptions
+    from nebula_keras3.serving.predict import Predictor
+
+    calls = []
+
+    async def submit(signature, inputs):
+        calls.append((signature, inputs["z"].shape[0]))
+
+    st = SimpleNamespace(runner=SimpleNamespace(signatures={"serving_default": Z}),
+                         batcher=SimpleNamespace(submit=submit))
+    predictor = Predictor(None, ServerOptions(models=[], batching=BatchingOptions(max_batch_size=3)), None)
+    records = [("serving_default", {"z": np.zeros((4, 4), np.float32)}),
+               ("serving_default", {"z": np.zeros((1, 4), np.float32)})]
+    assert asyncio.run(predictor.warm_up(st, records, 2)) == 4
+    assert calls == [("serving_default", 3), ("serving_default", 1)] * 2 + [("serving_default", 1)] * 2
+    with pytest.raises(ServingError, match='Serving signature key "generate_png" not found.'):
+        asyncio.run(predictor.warm_up(st, [("generate_png", {"seed": np.zeros(1, np.int64)})], 1))

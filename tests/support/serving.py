@@ -102,6 +102,15 @@ def http_get(url: str, timeout: float = 5.0):
         return e.code, e.read()
 
 
+def http_post(url: str, body: bytes, timeout: float = 60.0):
+    req = urllib.request.Request(url, data=body, method="POST", headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
 class ServerProcess:
     """``nebula serve`` in a subprocess on a free port of the default (loopback) host (and a free
     gRPC port with ``grpc=True``; else gRPC is off, so servers never contend for its default port)."""
@@ -136,6 +145,8 @@ class ServerProcess:
                 if status == 200:
                     states = [v["state"] for v in json.loads(body)["model_version_status"]]
                     if states.count("AVAILABLE") >= wait_versions:
+                        # requests batched so far: the versions' warmup requests (replayed while loading)
+                        self.batched_at_start = self.metric(INPUT_BATCHES) if self._has_metrics() else 0.0
                         return
             except (OSError, ValueError):
                 pass
@@ -165,10 +176,14 @@ class ServerProcess:
                 return float(line.rsplit(" ", 1)[1])
         return 0.0
 
+    def _has_metrics(self) -> bool:
+        return http_get(f"{self.url}{DEFAULT_PROMETHEUS_PATH}", timeout=30)[0] == 200
+
     def wait_requests_in_batcher(self, n: int, timeout: float = 120.0) -> None:
-        """Wait until ``n`` requests have reached a batch queue (TF's input_batch_size histogram count)."""
+        """Wait until ``n`` requests since start-up have reached a batch queue (TF's input_batch_size
+        histogram count, less the warmup requests replayed while the versions loaded)."""
         deadline = time.monotonic() + timeout
-        while self.metric(INPUT_BATCHES) < n:
+        while self.metric(INPUT_BATCHES) < self.batched_at_start + n:
             if time.monotonic() > deadline or self.proc.poll() is not None:
                 raise RuntimeError(f"{n} requests not in the batch queues within {timeout}s: {self.log_tail()}")
             time.sleep(0.05)
