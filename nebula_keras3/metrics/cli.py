@@ -77,7 +77,6 @@ def evaluate_command(data, model_path, checkpoint, onnx_path, images_path, image
     from nebula_keras3.artifacts import write_json_atomic
     from nebula_keras3.metrics.evaluate import (
         EvaluationError,
-        _take,
         check_image_size,
         evaluate_images,
         folder_pair_size,
@@ -85,6 +84,7 @@ def evaluate_command(data, model_path, checkpoint, onnx_path, images_path, image
         load_all_real_images,
         load_generated_images,
         memorisation,
+        take_subset,
     )
     from nebula_keras3.metrics.inception import InceptionWeightsError, check_weights_file
     from nebula_keras3.sampling.grid import save_png
@@ -104,7 +104,7 @@ def evaluate_command(data, model_path, checkpoint, onnx_path, images_path, image
         size = fake.shape[1]
         check_image_size(size, metrics)
         everything, names, all_text = load_all_real_images(data, size)
-        real = _take(everything, n, f"{data}", seed)
+        real = take_subset(everything, n, f"{data}", seed)
         real_text = f"{n} of {all_text}"
         result = evaluate_images(real, fake, metrics=metrics, seed=seed, inception_weights=inception_weights)
         nearest = None
