@@ -39,7 +39,7 @@ def _run_split(model_path) -> tuple[float, int] | None:
               help="Real images: a folder (read like training: centre crop, resize) or a uint8 .npy. "
                    "With --nearest: the training images.")
 @click.option("--model", "model_path", metavar="RUN_OR_KERAS", help="Generated side: a run folder or .keras file.")
-@click.option("--checkpoint", metavar="best|last|FILE", default=None, help=f"With --model: {CHECKPOINT_HELP}")
+@click.option("--checkpoint", metavar="best|last|FILE", default=None, help=f"With --model, the {CHECKPOINT_HELP}")
 @click.option("--onnx", "onnx_path", metavar="FILE", help="Generated side: an exported .onnx generator.")
 @click.option("--images", "images_path", metavar="DIR_OR_NPY", help="Generated side: a folder of images or a .npy.")
 @click.option("--image-size", type=click.IntRange(min=1), default=None,

@@ -24,9 +24,9 @@ from nebula_keras3.export import layout
 
 FINAL = "final"
 NAMED = ("best", "last")  # file names checkpoints/<name>.npz
-CHECKPOINT_HELP = ("Training state: best (checkpoints/best.npz, the best held-out score), last "
-                   "(checkpoints/last.npz) or a checkpoint FILE of the run; default: the final "
-                   "generator.keras. Uses the EMA weights when the run keeps them.")
+CHECKPOINT_HELP = ("training state of the run folder: best (checkpoints/best.npz, the best held-out "
+                   "score), last (checkpoints/last.npz) or a checkpoint FILE; default: the final "
+                   "generator.keras. The EMA weights when the run keeps them.")
 
 
 class GeneratorStateError(ValueError):
