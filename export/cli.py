@@ -49,7 +49,7 @@ def _echo_result(result, seconds: float) -> None:
 @click.option("--onnx-beside/--no-onnx-beside", default=True, show_default=True,
               help="Also write the ONNX model into the SavedModel version folder.")
 @click.option("--opset", type=click.IntRange(min=17), default=None, help="ONNX opset (default 17).")
-@click.option("--checkpoint", metavar="best|last|FILE", default=None, help=CHECKPOINT_HELP)
+@click.option("--checkpoint", metavar="best|last|FILE", default=None, help=f"The {CHECKPOINT_HELP}")
 def export_command(**options):
     """Export a run's generator for TF Serving (SavedModel) and/or ONNX Runtime.
 

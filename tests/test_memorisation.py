@@ -141,3 +141,23 @@ def test_evaluate_image_size_resizes_a_model_and_bad_sizes_are_one_line(tmp_path
         code, out = run_cli("--model", run, "--data", tmp_path / "real16.npy", "-n", 6, *args)
         assert code != 0 and message in out, (args, out)
         assert sum(line.startswith("Error") for line in out.splitlines()) == 1, out
+
+
+@pytest.mark.backend_independent
+def test_evaluate_nearest_holds_out_the_runs_own_split(tmp_path):
+    from conftest import make_generator_run
+
+    run = make_generator_run(tmp_path / "run", image_size=32)
+    (run / "config.json").write_text(json.dumps({"holdout": 0.25, "seed": 3}))  # what the split reads
+    train_dir = write_folder(tmp_path / "train", procedural_nebulae(40, 32, seed=4))
+    code, out = run_cli("--model", run, "--data", train_dir, "-n", 8, "--metrics", "swd",
+                        "--nearest", tmp_path / "n.png", "--json", tmp_path / "n.json")
+    assert code == 0, out
+    assert "10 held out of the 40 training images (--holdout 0.25, seed 3)" in out
+    report = json.loads((tmp_path / "n.json").read_text())
+    from nebula_keras3.data.split import holdout_indices
+
+    kept, _ = holdout_indices(40, 0.25, 3)
+    searched = {f"{i:03d}.png" for i in kept}
+    assert all(name in searched for row in report["nearest"] for name, _ in row["features"] + row["pixels"])
+    assert len(report["nearest"]) == 8 and report["nn_train_count"] == 30

@@ -39,7 +39,7 @@ def _run_split(model_path) -> tuple[float, int] | None:
               help="Real images: a folder (read like training: centre crop, resize) or a uint8 .npy. "
                    "With --nearest: the training images.")
 @click.option("--model", "model_path", metavar="RUN_OR_KERAS", help="Generated side: a run folder or .keras file.")
-@click.option("--checkpoint", metavar="best|last|FILE", default=None, help=f"With --model: {CHECKPOINT_HELP}")
+@click.option("--checkpoint", metavar="best|last|FILE", default=None, help=f"With --model, the {CHECKPOINT_HELP}")
 @click.option("--onnx", "onnx_path", metavar="FILE", help="Generated side: an exported .onnx generator.")
 @click.option("--images", "images_path", metavar="DIR_OR_NPY", help="Generated side: a folder of images or a .npy.")
 @click.option("--image-size", type=click.IntRange(min=1), default=None,
@@ -77,7 +77,6 @@ def evaluate_command(data, model_path, checkpoint, onnx_path, images_path, image
     from nebula_keras3.artifacts import write_json_atomic
     from nebula_keras3.metrics.evaluate import (
         EvaluationError,
-        _take,
         check_image_size,
         evaluate_images,
         folder_pair_size,
@@ -85,6 +84,7 @@ def evaluate_command(data, model_path, checkpoint, onnx_path, images_path, image
         load_all_real_images,
         load_generated_images,
         memorisation,
+        take_subset,
     )
     from nebula_keras3.metrics.inception import InceptionWeightsError, check_weights_file
     from nebula_keras3.sampling.grid import save_png
@@ -104,7 +104,7 @@ def evaluate_command(data, model_path, checkpoint, onnx_path, images_path, image
         size = fake.shape[1]
         check_image_size(size, metrics)
         everything, names, all_text = load_all_real_images(data, size)
-        real = _take(everything, n, f"{data}", seed)
+        real = take_subset(everything, n, f"{data}", seed)
         real_text = f"{n} of {all_text}"
         result = evaluate_images(real, fake, metrics=metrics, seed=seed, inception_weights=inception_weights)
         nearest = None

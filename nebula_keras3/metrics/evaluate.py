@@ -7,6 +7,10 @@ training reads it, ``data.folder.load_image_folder``) or a ``.npy``; the generat
 side from a run folder / ``.keras`` file (Keras), an ``.onnx`` file (ONNX Runtime)
 or a folder / ``.npy`` of images. Keras is imported only for ``--model`` and
 InceptionV3.
+
+``memorisation`` finds each generated image's nearest training images
+(``metrics.memorisation``) and ``resolution_swd`` scores samples at another model's
+size (``bench/quality.py``).
 """
 
 from __future__ import annotations
@@ -206,7 +210,7 @@ def format_table(result: dict) -> str:
 # --- loaders ----------------------------------------------------------------------------
 
 
-def _take(images: np.ndarray, n: int, what: str, seed: int | None) -> np.ndarray:
+def take_subset(images: np.ndarray, n: int, what: str, seed: int | None) -> np.ndarray:
     """``n`` of ``images``: the first n, or a seeded random subset when ``seed`` is given."""
     if len(images) < n:
         raise EvaluationError(f"{what} holds {len(images)} images, fewer than -n {n}")
@@ -273,9 +277,9 @@ def load_generated_images(*, model=None, onnx=None, images=None, n: int = DEFAUL
         path = Path(images)
         if path.is_dir():
             size = image_size or DEFAULT_FOLDER_SIZE
-            out = _take(_load_folder(path, size), n, f"generated folder {path}", None)
+            out = take_subset(_load_folder(path, size), n, f"generated folder {path}", None)
         elif path.is_file():
-            out = _take(_load_npy(path, "generated images"), n, f"{path}", None)
+            out = take_subset(_load_npy(path, "generated images"), n, f"{path}", None)
             if image_size is not None:
                 out = resize_images(out, image_size)
         else:
@@ -330,13 +334,3 @@ def load_all_real_images(data, image_size: int) -> tuple[np.ndarray, list[str], 
     else:
         raise EvaluationError(f"real images {path} do not exist")
     return images, names, f"{len(images)} images from {path} at {image_size} px"
-
-
-def load_real_images(data, image_size: int, *, n: int = DEFAULT_NUM, seed: int = 0) -> tuple[np.ndarray, str]:
-    """``(uint8 [n, S, S, 3], description)``: a seeded subset of ``n`` images of a folder or ``.npy``.
-
-    A folder is read as training reads it (centre crop, LANCZOS resize to ``image_size``);
-    a ``.npy`` must already hold images of ``image_size``.
-    """
-    images, _, _ = load_all_real_images(data, image_size)
-    return _take(images, n, f"{data}", seed), f"{n} of {len(images)} images from {data} at {image_size} px"

@@ -64,7 +64,7 @@ def _write(fn, what: str, path) -> None:
 @click.option("--steps", type=int, default=8, show_default=True, help="Frames of --interpolate.")
 @click.option("--gif", "gif_path", metavar="FILE", help="With --interpolate: also write an animated GIF.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True)
-@click.option("--checkpoint", metavar="best|last|FILE", default=None, help=f"With --model: {CHECKPOINT_HELP}")
+@click.option("--checkpoint", metavar="best|last|FILE", default=None, help=f"With --model, the {CHECKPOINT_HELP}")
 def sample_command(onnx_path, model_path, n, seed, out, ncols, individual_dir, npy_path,
                    interpolate, steps, gif_path, batch_size, checkpoint):
     """Render generator images: a grid, individual PNGs, a .npy, or an interpolation strip/GIF.

@@ -23,10 +23,10 @@ from nebula_keras3.artifacts import CONFIG_FILE, ArtifactError, resolve_generato
 from nebula_keras3.export import layout
 
 FINAL = "final"
-NAMED = ("best", "last")  # file names checkpoints/<name>.npz
-CHECKPOINT_HELP = ("Training state: best (checkpoints/best.npz, the best held-out score), last "
-                   "(checkpoints/last.npz) or a checkpoint FILE of the run; default: the final "
-                   "generator.keras. Uses the EMA weights when the run keeps them.")
+NAMED = ("best", "last")  # checkpoint.BEST_FILE, checkpoint.CHECKPOINT_FILE
+CHECKPOINT_HELP = ("training state of the run folder: best (checkpoints/best.npz, the best held-out "
+                   "score), last (checkpoints/last.npz) or a checkpoint FILE; default: the final "
+                   "generator.keras. The EMA weights when the run keeps them.")
 
 
 class GeneratorStateError(ValueError):
@@ -35,7 +35,7 @@ class GeneratorStateError(ValueError):
 
 def checkpoint_file(source: str | os.PathLike, checkpoint: str) -> Path:
     """The ``.npz`` that ``checkpoint`` (``best``, ``last`` or a path) names for run folder ``source``."""
-    from nebula_keras3.training.checkpoint import checkpoint_path
+    from nebula_keras3.training.checkpoint import BEST_FILE, CHECKPOINT_FILE, checkpoint_path
 
     run = Path(source)
     if not (run.is_dir() and (run / CONFIG_FILE).is_file()):
@@ -43,7 +43,7 @@ def checkpoint_file(source: str | os.PathLike, checkpoint: str) -> Path:
             f"--checkpoint {checkpoint} needs a run folder (with {CONFIG_FILE}), got {source}"
         )
     if checkpoint in NAMED:
-        path = checkpoint_path(run, f"{checkpoint}.npz")
+        path = checkpoint_path(run, {"best": BEST_FILE, "last": CHECKPOINT_FILE}[checkpoint])
         if not path.is_file():
             how = (" (written by `nebula train --holdout F --eval-every K` when a held-out score improves)"
                    if checkpoint == "best" else "")
