@@ -416,7 +416,11 @@
     const img = dims(defs.serving_default.outputs.images), z = dims(defs.serving_default.inputs.z);
     const meta = { path, version: Number(reply.model_spec.version), size: img[1], latent: z[1] };
     if (!(meta.size > 0 && meta.latent > 0)) throw new ApiError("cannot read the image or latent size from the metadata", 200, "reply");
-    if (epoch === st.epoch) st.meta = meta;
+    if (epoch === st.epoch) {
+      st.meta = meta;
+      // wall tiles a few times the image size: small images make a denser wall
+      document.documentElement.style.setProperty("--tile", `${Math.min(224, Math.max(112, 4 * meta.size))}px`);
+    }
     return meta;
   }
 
