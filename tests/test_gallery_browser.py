@@ -67,6 +67,11 @@ CONFIG = """model_config_list {{
     version_labels {{ key: "stable" value: 1 }}
     version_labels {{ key: "canary" value: 2 }}
   }}
+  config {{
+    name: "later"
+    base_path: "{later}"
+    model_platform: "tensorflow"
+  }}
 }}
 """
 
@@ -117,7 +122,8 @@ def served(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def server(served):
     cfg = served.parent / "models.config"
-    cfg.write_text(CONFIG.format(base=served))
+    (served.parent / "later").mkdir()  # a second model, with no version until a test copies one in
+    cfg.write_text(CONFIG.format(base=served, later=served.parent / "later"))
     srv = st.ServerProcess(["--model-config-file", str(cfg), "--ui", "--poll-seconds", "0.3",
                             "--max-batch-size", str(BATCH)],
                            log_path=served.parent / "server.log", wait_versions=2)
@@ -331,6 +337,22 @@ def test_api_errors_show_in_words(browser, server):
     text = wait(browser, lambda d: notice_text(d), what="a notice")
     assert "no_such_model" in text and "HTTP 404" in text and "Could not find any versions of model" in text
     assert js(browser, "return document.getElementById('status').dataset.state") == "error"
+
+
+def test_a_model_waits_for_its_first_version(browser, server, served):
+    from selenium.webdriver.support.select import Select
+
+    open_page(browser, server)
+    Select(browser.find_element("id", "model")).select_by_value("later")
+    text = wait(browser, lambda d: "no version loaded yet" in (t := notice_text(d)) and t, what="the waiting notice")
+    assert "Model later" in text
+    assert js(browser, "return document.getElementById('status').dataset.state") == "loading"
+    assert not js(browser, LOADED_TILES)
+    st.copy_version(served / "2", served.parent / "later", 7)  # the server picks it up and loads it
+    tiles = wait(browser, lambda d: js(d, LOADED_TILES), what="the wall once version 7 loaded")
+    assert {t[4] for t in tiles} == {"7"}
+    assert js(browser, "return document.getElementById('status').dataset.state") == "ok"
+    assert js(browser, "return document.getElementById('notice').hidden")
 
 
 BUSY_FETCH = """

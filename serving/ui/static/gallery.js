@@ -40,6 +40,7 @@
     for (const label of q.getAll("label").filter(Boolean)) for (const s of models.values()) s.add(label);
     return {
       models,
+      served: new Set((served.models || []).map((m) => m.name)),  // what the server's config names
       first: asked[0] || models.keys().next().value,
       batch: intParam(q.get("batch"), 1, 4096) || served.batch || 16,
       seed: intParam(q.get("seed"), -(2 ** 53) + 1, 2 ** 53 - 1) || 0,
@@ -322,6 +323,13 @@
       pill("error", e.kind === "network" ? "offline" : "error");
       if (e.kind === "network") {
         notice(`${e.message}. Retrying…`, "error", { label: "Retry now", run: () => poll() });
+      } else if (e.status === 404 && settings.served.has(model)) {
+        // a configured model with no version loaded yet (TF Serving answers 404 until one is)
+        st.pinned = st.source.kind === "latest" ? null : st.pinned;
+        pill("loading", "waiting");
+        notice(`Model ${model} has no version loaded yet (${e.message}); waiting for one to appear under its base path.`, "warn");
+        renderSelectors();
+        return;
       } else {
         notice(`Model ${model}: ${e.message}`, "error");
       }
