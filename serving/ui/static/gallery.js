@@ -477,6 +477,7 @@
       const pngs = await pngsForSeeds(wallPath(), seeds);
       if (epoch !== st.epoch) return;
       pngs.forEach((b64, i) => fillTile(tiles[i], b64, meta));
+      clearNotice("error");  // an earlier failure is over
       wall.next += seeds.length;
       $("wall-more").textContent = `seeds ${settings.seed}–${wall.next - 1} · scroll for more`;
     } catch (e) {
@@ -565,6 +566,7 @@
       const frames = await framesForLatents(wallPath(), zs, meta.size);
       if (epoch !== st.epoch) return;
       interp.frames = frames;
+      clearNotice("error");
       interp.seeds = [a, b];
       const canvas = $("interp-canvas");
       canvas.width = meta.size; canvas.height = meta.size;
@@ -638,6 +640,7 @@
         return out;
       }));
       if (epoch !== st.epoch) return;
+      clearNotice("error");
       const head = document.createElement("div");
       head.className = "compare-head";
       head.textContent = `left: ${srcName(sa)} · right: ${srcName(sb)}${ka === kb ? " (the same source)" : ""}`;
