@@ -286,6 +286,19 @@ def test_slider_moves_between_two_seeds(browser, server):
     browser.find_element("id", "interp-play").click()  # plays the strip: the slider moves by itself
     wait(browser, lambda d: slider.get_attribute("value") not in ("15",), what="playback")
     browser.find_element("id", "interp-play").click()
+    # a negative seed and one past 32 bits: the page splits int64 seeds as the recipe does
+    seeds = (-5, 2**40 + 3)
+    for field, value in (("seed-a", seeds[0]), ("seed-b", seeds[1]), ("steps", 2)):
+        box = browser.find_element("id", field)
+        box.clear()
+        box.send_keys(str(value))
+    browser.find_element("css selector", "#interp-form button").click()
+    wait(browser, lambda d: js(d, "return document.querySelectorAll('#interp-strip canvas').length") == 2,
+         what="the two-step strip")
+    a, b = server_pngs(server, seeds, version=2)
+    assert np.abs(canvas_rgb(browser) - a).max() <= 2
+    slider.send_keys(Keys.END)
+    assert np.abs(canvas_rgb(browser) - b).max() <= 2
 
 
 def test_compare_shows_two_versions_for_the_same_seeds(browser, server):
