@@ -311,7 +311,7 @@ def test_compare_shows_two_versions_for_the_same_seeds(browser, server):
     assert Select(browser.find_element("id", "compare-a")).first_selected_option.text == "version 1"
     assert Select(browser.find_element("id", "compare-b")).first_selected_option.text == "version 2"
     seeds = [p[0] for p in pairs]
-    assert seeds == list(range(8))
+    assert seeds == list(range(12))
     v1, v2 = server_pngs(server, seeds, version=1), server_pngs(server, seeds, version=2)
     for (seed, left, right), a, b in zip(pairs, v1, v2):
         assert np.array_equal(decode_data_url(left), a) and np.array_equal(decode_data_url(right), b)
