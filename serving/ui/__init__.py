@@ -34,9 +34,9 @@ STATIC = Path(__file__).resolve().parent / "static"
 PREFIX = "/ui/"
 CONFIG_MARKER = "__NEBULA_UI_CONFIG__"  # in index.html, replaced by the page config JSON
 # The page runs its own script and style files and shows PNGs it decodes from API answers
-# (data: / blob: URLs); it connects to its own origin only.
+# (data: URLs; a download is a blob: link, which needs no source); it connects to its own origin only.
 CONTENT_SECURITY_POLICY = (
-    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
     "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
 )
 SECURITY_HEADERS = {
