@@ -377,12 +377,17 @@ BUSY_FETCH = """
     if (String(url).includes(':predict') && left > 0) {
       left--; window.__busyAnswers++;
       const code = left ? 429 : 503;
-      document.documentElement.dataset.busySeen = '1';
-      return Promise.resolve(new Response('{ "error": "Too many concurrent requests (limit 1); retry later" }',
+            return Promise.resolve(new Response('{ "error": "Too many concurrent requests (limit 1); retry later" }',
         {status: code, headers: {'Content-Type': 'application/json', 'Retry-After': '0'}}));
     }
     return real(url, init);
   };
+  window.__notices = [];  // every notice text the page shows, however briefly
+  document.addEventListener('DOMContentLoaded', () => {
+    const box = document.getElementById('notice-text');
+    new MutationObserver(() => window.__notices.push(box.textContent))
+      .observe(box, {childList: true, characterData: true, subtree: true});
+  });
 })();
 """
 
@@ -393,10 +398,12 @@ def test_busy_answers_back_off_and_retry(browser, server):
     added = browser.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": BUSY_FETCH})
     try:
         browser.get(f"{server.url}/ui/")
-        wait(browser, lambda d: "Server busy (HTTP " in notice_text(d),
-             what="the busy notice")
         wait(browser, lambda d: len(js(d, LOADED_TILES)) >= BATCH, what="the wall after retries")
         assert js(browser, "return window.__busyAnswers") == 2
+        notices = js(browser, "return window.__notices")
+        assert any(n.startswith("Server busy (HTTP 429: Too many concurrent requests") and "retrying in" in n
+                   for n in notices), notices
+        assert any(n.startswith("Server busy (HTTP 503") for n in notices), notices
         assert js(browser, "return document.getElementById('notice').hidden")  # cleared once answered
     finally:
         browser.execute_cdp_cmd("Page.removeScriptToEvaluateOnNewDocument", {"identifier": added["identifier"]})
