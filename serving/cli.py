@@ -156,11 +156,11 @@ def serve_command(model_base_path, model_name, model_config_file, host, port, gr
         timeout_graceful_shutdown=graceful_timeout, lifespan="on", server_header=False,
     )
     grpc_note = f", gRPC{' (TLS)' if ssl else ''} {host}:{grpc_port}" if grpc_port else ""
-    if ui:
-        click.echo(f"nebula serve: gallery page http://{host}:{port}/ui/", err=True)
     click.echo(f"nebula serve: http://{host}:{port}/v1/models/{models[0].name}{grpc_note} "
                f"(batching {batching.max_batch_size} rows / {batching.batch_timeout_micros} us, "
                f"pid {os.getpid()})", err=True)
+    if ui:
+        click.echo(f"nebula serve: gallery page http://{host}:{port}/ui/", err=True)
     server = _GracefulServer(config)
     server.run()
     if not server.started:

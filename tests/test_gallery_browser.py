@@ -13,13 +13,15 @@ import base64
 import io
 import os
 import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from nebula_keras3.serving import testing as st
+from support import serving as st  # noqa: E402
 from nebula_keras3.serving.client import generate_png
 
 pytestmark = pytest.mark.backend_independent
@@ -65,24 +67,63 @@ CONFIG = """model_config_list {{
     version_labels {{ key: "stable" value: 1 }}
     version_labels {{ key: "canary" value: 2 }}
   }}
+  config {{
+    name: "later"
+    base_path: "{later}"
+    model_platform: "tensorflow"
+  }}
 }}
 """
 
 
+# Two untrained DCGAN generators (different weights) whose BatchNorm statistics are set to those
+# of their own activations over 64 latents and whose RGB layer is scaled to unit spread: unlike a
+# raw untrained generator (near-flat grey for every seed) each seed gives a clearly different
+# image, so a wrong seed, latent or version cannot pass for the right one.
+_EXPORT_SCRIPT = """
+import json, sys
+from pathlib import Path
+import keras, numpy as np
+from nebula_keras3.models import DCGANGenerator
+from nebula_keras3.export.api import export_generator
+from nebula_keras3.sampling.latents import latents_from_seeds
+out, size, latent = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+z = latents_from_seeds(np.arange(64), latent)
+for v in (1, 2):
+    g = DCGANGenerator(size, latent_dim=latent, ngf=8, seed=v)
+    for layer in g.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            a = np.asarray(keras.Model(g.inputs, layer.input)(z, training=False))
+            layer.moving_mean.assign(a.mean(axis=(0, 1, 2)))
+            layer.moving_variance.assign(a.var(axis=(0, 1, 2)))
+    rgb = g.get_layer("to_rgb_convt")
+    pre = np.asarray(keras.Model(g.inputs, rgb.output)(z, training=False))
+    rgb.kernel.assign(rgb.kernel / float(pre.std()))
+    run = out / f"run{v}"
+    run.mkdir(parents=True)
+    g.save(run / "generator.keras")
+    (run / "generator.json").write_text(json.dumps({"latent_dim": latent, "image_size": size,
+        "backend": "tensorflow", "epoch": 0, "step": 0, "preset": "gallery-test"}))
+    export_generator(run, saved_model_base=out / "models", version=v, parity=False)
+"""
+
+
 @pytest.fixture(scope="module")
-def served(tmp_path_factory):
-    """Versions 1 and 2 (different weights) copied into a folder of this module's own."""
-    export = st.make_export(tmp_path_factory.getbasetemp() / "nebula_serving_export")
-    model_dir = tmp_path_factory.mktemp("gallery") / "nebula"
-    for v in (1, 2):
-        st.copy_version(export / str(v), model_dir, v)
-    return model_dir
+def served(tmp_path_factory) -> Path:
+    """``models/nebula`` with versions 1 and 2 (exported under TensorFlow in a subprocess)."""
+    root = tmp_path_factory.mktemp("gallery")
+    env = dict(os.environ, KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
+    proc = subprocess.run([sys.executable, "-c", _EXPORT_SCRIPT, str(root), str(SIZE), "16"],
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return root / "models" / "nebula"
 
 
 @pytest.fixture(scope="module")
 def server(served):
     cfg = served.parent / "models.config"
-    cfg.write_text(CONFIG.format(base=served))
+    (served.parent / "later").mkdir()  # a second model, with no version until a test copies one in
+    cfg.write_text(CONFIG.format(base=served, later=served.parent / "later"))
     srv = st.ServerProcess(["--model-config-file", str(cfg), "--ui", "--poll-seconds", "0.3",
                             "--max-batch-size", str(BATCH)],
                            log_path=served.parent / "server.log", wait_versions=2)
@@ -172,7 +213,7 @@ def test_wall_fills_with_decoded_images_and_scrolls_in_batches(browser, server):
     want = server_pngs(server, [0, 5], version=2)
     assert np.array_equal(decode_data_url(tiles[0][3]), want[0])
     assert np.array_equal(decode_data_url(tiles[5][3]), want[1])
-    assert not np.array_equal(want[0], want[1])
+    assert np.abs(want[0].astype(int) - want[1]).mean() > 10  # seeds give clearly different images
     # scrolling to the end asks for the next batch
     before = len(js(browser, "return document.querySelectorAll('#wall .tile')"))
     js(browser, "window.scrollTo(0, document.body.scrollHeight)")
@@ -232,7 +273,7 @@ def test_slider_moves_between_two_seeds(browser, server):
     first = canvas_rgb(browser)
     # the page draws latents as sampling/latents.py does: its first and last frames, rendered from
     # latents through serving_default, are the seeds' own images (generate_png) to float32 rounding
-    assert np.abs(first - a).max() <= 2
+    assert np.abs(first - a).max() <= 2 and np.abs(first - b).mean() > 10
     from selenium.webdriver.common.keys import Keys
 
     slider.send_keys(Keys.ARROW_RIGHT)
@@ -245,6 +286,19 @@ def test_slider_moves_between_two_seeds(browser, server):
     browser.find_element("id", "interp-play").click()  # plays the strip: the slider moves by itself
     wait(browser, lambda d: slider.get_attribute("value") not in ("15",), what="playback")
     browser.find_element("id", "interp-play").click()
+    # a negative seed and one past 32 bits: the page splits int64 seeds as the recipe does
+    seeds = (-5, 2**40 + 3)
+    for field, value in (("seed-a", seeds[0]), ("seed-b", seeds[1]), ("steps", 2)):
+        box = browser.find_element("id", field)
+        box.clear()
+        box.send_keys(str(value))
+    browser.find_element("css selector", "#interp-form button").click()
+    wait(browser, lambda d: js(d, "return document.querySelectorAll('#interp-strip canvas').length") == 2,
+         what="the two-step strip")
+    a, b = server_pngs(server, seeds, version=2)
+    assert np.abs(canvas_rgb(browser) - a).max() <= 2
+    slider.send_keys(Keys.END)
+    assert np.abs(canvas_rgb(browser) - b).max() <= 2
 
 
 def test_compare_shows_two_versions_for_the_same_seeds(browser, server):
@@ -257,11 +311,11 @@ def test_compare_shows_two_versions_for_the_same_seeds(browser, server):
     assert Select(browser.find_element("id", "compare-a")).first_selected_option.text == "version 1"
     assert Select(browser.find_element("id", "compare-b")).first_selected_option.text == "version 2"
     seeds = [p[0] for p in pairs]
-    assert seeds == list(range(8))
+    assert seeds == list(range(12))
     v1, v2 = server_pngs(server, seeds, version=1), server_pngs(server, seeds, version=2)
     for (seed, left, right), a, b in zip(pairs, v1, v2):
         assert np.array_equal(decode_data_url(left), a) and np.array_equal(decode_data_url(right), b)
-        assert not np.array_equal(a, b), seed  # the two versions differ for the same seed
+        assert np.abs(a.astype(int) - b).mean() > 10, seed  # the two versions differ for the same seed
     # a label names its version: stable (1) against version 1 is the same picture
     Select(browser.find_element("id", "compare-b")).select_by_value("label:stable")
     browser.find_element("css selector", "#compare-form button").click()
@@ -298,6 +352,22 @@ def test_api_errors_show_in_words(browser, server):
     assert js(browser, "return document.getElementById('status').dataset.state") == "error"
 
 
+def test_a_model_waits_for_its_first_version(browser, server, served):
+    from selenium.webdriver.support.select import Select
+
+    open_page(browser, server)
+    Select(browser.find_element("id", "model")).select_by_value("later")
+    text = wait(browser, lambda d: "no version loaded yet" in (t := notice_text(d)) and t, what="the waiting notice")
+    assert "Model later" in text
+    assert js(browser, "return document.getElementById('status').dataset.state") == "loading"
+    assert not js(browser, LOADED_TILES)
+    st.copy_version(served / "2", served.parent / "later", 7)  # the server picks it up and loads it
+    tiles = wait(browser, lambda d: js(d, LOADED_TILES), what="the wall once version 7 loaded")
+    assert {t[4] for t in tiles} == {"7"}
+    assert js(browser, "return document.getElementById('status').dataset.state") == "ok"
+    assert js(browser, "return document.getElementById('notice').hidden")
+
+
 BUSY_FETCH = """
 (() => {
   const real = window.fetch.bind(window);
@@ -307,12 +377,17 @@ BUSY_FETCH = """
     if (String(url).includes(':predict') && left > 0) {
       left--; window.__busyAnswers++;
       const code = left ? 429 : 503;
-      document.documentElement.dataset.busySeen = '1';
-      return Promise.resolve(new Response('{ "error": "Too many concurrent requests (limit 1); retry later" }',
+            return Promise.resolve(new Response('{ "error": "Too many concurrent requests (limit 1); retry later" }',
         {status: code, headers: {'Content-Type': 'application/json', 'Retry-After': '0'}}));
     }
     return real(url, init);
   };
+  window.__notices = [];  // every notice text the page shows, however briefly
+  document.addEventListener('DOMContentLoaded', () => {
+    const box = document.getElementById('notice-text');
+    new MutationObserver(() => window.__notices.push(box.textContent))
+      .observe(box, {childList: true, characterData: true, subtree: true});
+  });
 })();
 """
 
@@ -323,10 +398,12 @@ def test_busy_answers_back_off_and_retry(browser, server):
     added = browser.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": BUSY_FETCH})
     try:
         browser.get(f"{server.url}/ui/")
-        wait(browser, lambda d: "Server busy (HTTP " in notice_text(d),
-             what="the busy notice")
         wait(browser, lambda d: len(js(d, LOADED_TILES)) >= BATCH, what="the wall after retries")
         assert js(browser, "return window.__busyAnswers") == 2
+        notices = js(browser, "return window.__notices")
+        assert any(n.startswith("Server busy (HTTP 429: Too many concurrent requests") and "retrying in" in n
+                   for n in notices), notices
+        assert any(n.startswith("Server busy (HTTP 503") for n in notices), notices
         assert js(browser, "return document.getElementById('notice').hidden")  # cleared once answered
     finally:
         browser.execute_cdp_cmd("Page.removeScriptToEvaluateOnNewDocument", {"identifier": added["identifier"]})

@@ -17,8 +17,9 @@ with warnings.catch_warnings():  # starlette's note about httpx vs httpx2: the c
     from starlette.testclient import TestClient  # noqa: E402
 
 from nebula_keras3.serving import ui  # noqa: E402
-from nebula_keras3.serving.app import create_app  # noqa: E402
-from nebula_keras3.serving.config_files import BatchingOptions, ModelSpecConfig  # noqa: E402
+from nebula_keras3.serving.server import create_app  # noqa: E402
+from nebula_keras3.serving.config_files import ModelSpecConfig  # noqa: E402
+from nebula_keras3.serving.options import BatchingOptions  # noqa: E402
 from nebula_keras3.serving.options import ServerOptions  # noqa: E402
 
 pytestmark = pytest.mark.backend_independent
@@ -96,7 +97,9 @@ def test_page_batch_size(kw, expect):
 
 def test_page_loads_nothing_from_elsewhere():
     """The shipped files name no other origin and carry no inline script or style (the CSP forbids both)."""
-    for f in sorted(ui.STATIC.iterdir()):
+    files = sorted(f for f in ui.STATIC.iterdir() if f.suffix in (".html", ".css", ".js"))
+    assert [f.name for f in files] == ["gallery.css", "gallery.js", "index.html"]
+    for f in files:
         text = f.read_text()
         assert not re.search(r"(?i)(https?:)?//[a-z0-9.-]+\.[a-z]{2,}", text.replace("http://www.w3.org", "")), f.name
         if f.suffix == ".css":

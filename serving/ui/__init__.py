@@ -1,7 +1,8 @@
 """``nebula serve --ui``: a gallery page for the served generators at ``/ui/`` on the REST port.
 
-The page (``static/``: plain HTML, CSS and JavaScript, nothing fetched from elsewhere) talks to
-the server only through TF Serving's public REST API, from the same origin (CORS can stay off):
+The page (``index.html``, ``gallery.js``, ``gallery.css`` beside this file: plain HTML, CSS and
+JavaScript, nothing fetched from elsewhere) talks to the server only through TF Serving's public
+REST API, from the same origin (CORS can stay off):
 
 * ``GET /v1/models/NAME``                       versions and their states (polled)
 * ``GET /v1/models/NAME/versions/N/metadata``   signatures: image size, latent size
@@ -30,13 +31,13 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-STATIC = Path(__file__).resolve().parent / "static"
+STATIC = Path(__file__).resolve().parent  # index.html, gallery.js, gallery.css
 PREFIX = "/ui/"
 CONFIG_MARKER = "__NEBULA_UI_CONFIG__"  # in index.html, replaced by the page config JSON
 # The page runs its own script and style files and shows PNGs it decodes from API answers
-# (data: / blob: URLs); it connects to its own origin only.
+# (data: URLs; a download is a blob: link, which needs no source); it connects to its own origin only.
 CONTENT_SECURITY_POLICY = (
-    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
     "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
 )
 SECURITY_HEADERS = {
@@ -45,7 +46,7 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-cache",
 }
-ASSETS = {  # file under static/ -> media type
+ASSETS = {  # file beside index.html -> media type
     "gallery.js": "text/javascript; charset=utf-8",
     "gallery.css": "text/css; charset=utf-8",
 }

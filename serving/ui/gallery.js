@@ -40,6 +40,7 @@
     for (const label of q.getAll("label").filter(Boolean)) for (const s of models.values()) s.add(label);
     return {
       models,
+      served: new Set((served.models || []).map((m) => m.name)),  // what the server's config names
       first: asked[0] || models.keys().next().value,
       batch: intParam(q.get("batch"), 1, 4096) || served.batch || 16,
       seed: intParam(q.get("seed"), -(2 ** 53) + 1, 2 ** 53 - 1) || 0,
@@ -322,6 +323,13 @@
       pill("error", e.kind === "network" ? "offline" : "error");
       if (e.kind === "network") {
         notice(`${e.message}. Retrying…`, "error", { label: "Retry now", run: () => poll() });
+      } else if (e.status === 404 && settings.served.has(model)) {
+        // a configured model with no version loaded yet (TF Serving answers 404 until one is)
+        st.pinned = st.source.kind === "latest" ? null : st.pinned;
+        pill("loading", "waiting");
+        notice(`Model ${model} has no version loaded yet (${e.message}); waiting for one to appear under its base path.`, "warn");
+        renderSelectors();
+        return;
       } else {
         notice(`Model ${model}: ${e.message}`, "error");
       }
@@ -416,7 +424,11 @@
     const img = dims(defs.serving_default.outputs.images), z = dims(defs.serving_default.inputs.z);
     const meta = { path, version: Number(reply.model_spec.version), size: img[1], latent: z[1] };
     if (!(meta.size > 0 && meta.latent > 0)) throw new ApiError("cannot read the image or latent size from the metadata", 200, "reply");
-    if (epoch === st.epoch) st.meta = meta;
+    if (epoch === st.epoch) {
+      st.meta = meta;
+      // wall tiles a few times the image size: small images make a denser wall
+      document.documentElement.style.setProperty("--tile", `${Math.min(224, Math.max(112, 4 * meta.size))}px`);
+    }
     return meta;
   }
 
@@ -465,6 +477,7 @@
       const pngs = await pngsForSeeds(wallPath(), seeds);
       if (epoch !== st.epoch) return;
       pngs.forEach((b64, i) => fillTile(tiles[i], b64, meta));
+      clearNotice("error");  // an earlier failure is over
       wall.next += seeds.length;
       $("wall-more").textContent = `seeds ${settings.seed}–${wall.next - 1} · scroll for more`;
     } catch (e) {
@@ -553,6 +566,7 @@
       const frames = await framesForLatents(wallPath(), zs, meta.size);
       if (epoch !== st.epoch) return;
       interp.frames = frames;
+      clearNotice("error");
       interp.seeds = [a, b];
       const canvas = $("interp-canvas");
       canvas.width = meta.size; canvas.height = meta.size;
@@ -626,6 +640,7 @@
         return out;
       }));
       if (epoch !== st.epoch) return;
+      clearNotice("error");
       const head = document.createElement("div");
       head.className = "compare-head";
       head.textContent = `left: ${srcName(sa)} · right: ${srcName(sb)}${ka === kb ? " (the same source)" : ""}`;
