@@ -27,6 +27,8 @@ from keras import ops
 
 POLICY_OPS = ("color", "translation", "cutout")
 ADA_INTERVAL = 4  # GAN steps between two adjustments of p
+# The step log (hence TensorBoard's step/ada_p) and epochs.csv column of p after the step / epoch.
+ADA_LOG = "ada_p"
 TRANSLATION_RATIO = 0.125
 CUTOUT_RATIO = 0.5
 
@@ -160,15 +162,3 @@ def apply_cutout(x, params):
 
     hole = ops.logical_and(inside(h, offset[:, 0])[:, :, None], inside(w, offset[:, 1])[:, None, :])  # [B, H, W]
     return x * ops.cast(ops.logical_not(hole), x.dtype)[..., None]
-
-
-ADA_COLUMN = "ada_p"  # epochs.csv column (and step log) of ADA's augmentation probability
-
-
-class AdaProbabilityLog(keras.callbacks.Callback):
-    """Puts ADA's p at each epoch's end (the GAN's ``ada_p`` variable) into the epoch's logs
-    as a float, for ``TrainingMonitor``'s ``epochs.csv`` column ``ada_p``; place it before the monitor."""
-
-    def on_epoch_end(self, epoch, logs=None):
-        if logs is not None:
-            logs[ADA_COLUMN] = round(float(ops.convert_to_numpy(self.model.ada_p.value)), 6)

@@ -15,7 +15,7 @@ from keras import ops
 from nebula_keras3.sampling.grid import to_uint8
 from nebula_keras3.sampling.latents import batch_seeds, latents_from_seeds
 from nebula_keras3.training import steps
-from nebula_keras3.training.augment import DiffAugment, ada_adjust
+from nebula_keras3.training.augment import ADA_LOG, DiffAugment, ada_adjust
 from nebula_keras3.training.config import ADA_DEFAULT_POLICY, ADA_KIMG, LOSSES
 
 
@@ -267,7 +267,7 @@ class GAN(keras.Model):
             "d_fake": ops.mean(ops.sigmoid(fake_logits)),
         }
         if ada_p is not None:
-            logs["ada_p"] = ada_p
+            logs[ADA_LOG] = ada_p
         return logs
 
     # -- compile ---------------------------------------------------------------------

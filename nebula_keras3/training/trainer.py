@@ -26,7 +26,7 @@ from nebula_keras3.artifacts import (
 from nebula_keras3.models import DCGANDiscriminator, DCGANGenerator, NebulaGenerator, ResNetDiscriminator
 from nebula_keras3.training.checkpoint import checkpoint_path, load_checkpoint
 from nebula_keras3.training.compile_cache import enable_jax_compile_cache
-from nebula_keras3.training.augment import ADA_COLUMN, AdaProbabilityLog
+from nebula_keras3.training.augment import ADA_LOG
 from nebula_keras3.training.config import TrainConfig
 from nebula_keras3.training.holdout_scoring import EVAL_COLUMNS, HoldoutEvaluation
 from nebula_keras3.training.distribute import check_global_batch, data_shard
@@ -281,11 +281,10 @@ def _run(config: TrainConfig, run_dir: Path, *, resume: bool, progress: bool, ec
         batch_size=config.batch_size,
         start_epoch=start_epoch,
         echo=echo,
-        extra_columns=(EVAL_COLUMNS if config.eval_every else ()) + ((ADA_COLUMN,) if gan.uses_ada else ()),
+        # ADA: the epoch's logs are its last step's, so its column holds p at the epoch's end.
+        extra_columns=(EVAL_COLUMNS if config.eval_every else ()) + ((ADA_LOG,) if gan.uses_ada else ()),
     )
     callbacks = [_DataEpoch(batches)]
-    if gan.uses_ada:  # before the monitor: it puts p into the epoch's logs
-        callbacks.append(AdaProbabilityLog())
     if config.eval_every:  # before the monitor: it puts its figures into the epoch's logs
         callbacks.append(HoldoutEvaluation(run_dir, held_out, config.eval_every, train_images=images,
                                            previous_rows=monitor.epoch_rows, seed=config.seed, echo=echo))

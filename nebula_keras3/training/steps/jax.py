@@ -7,9 +7,9 @@ and G's Adam) and ``metrics_variables``; we return the same structure updated.
 D's state (BatchNorm statistics, spectral-norm vectors) is threaded through the
 real pass, the fake pass and the G step, as torch does implicitly; the seed
 generator's state through the step's draws; the EMA generator's values are
-blended after G's update; ADA's p and sign accumulator (``ada_next``) after
-D's. Only the gradient mechanics live here; draws,
-augmentation, losses, R1 and EMA math come from ``GAN``.
+blended after G's update; ADA's p and sign accumulator (``ada_next``) are
+updated after D's. Only the gradient mechanics live here; draws,
+augmentation, losses, R1, EMA and ADA math come from ``GAN``.
 """
 
 import jax
@@ -32,10 +32,11 @@ def train_step(self, state, data):
     step = values[id(self.optimizer.iterations)]  # GAN steps done before this one
 
     # The step's random draws from the seed generator, whose state fit keeps in `non_trainable`.
+    # ADA: its gates are drawn against the p that fit threads ([p, sign_sum, count]; [] when off).
+    ada_values = _pick(self.ada_variables, values)
     seed_state = self.seed_generator.state
     with StatelessScope(state_mapping=[(seed_state, values[id(seed_state)])]) as scope:
-        ada_values = _pick(self.ada_variables, values)  # [p, sign_sum, count] with ADA, else []
-        draws = self.draw(real.shape[0], *ada_values[:1])  # z [B, latent] + augmentation parameters
+        draws = self.draw(real.shape[0], ada_values[0] if ada_values else None)  # z [B, latent] + augmentation
         values[id(seed_state)] = scope.get_current_value(seed_state)
 
     # One G forward; its VJP turns dL/dfake into G's gradients later.
