@@ -282,7 +282,7 @@ class Registry:
             stamp = stamps[v]
             if st is not None and st.state in ("AVAILABLE", "LOADING", "UNLOADING"):
                 continue
-            if previous is not None and previous.get(v) != stamp:
+            if previous is not None and (v not in previous or previous[v] != stamp):
                 continue  # new or still changing: load once a listing sees it unchanged
             if st is not None and st.error_code != "OK" and st.stamp == stamp \
                     and now - st.failed_at < RETRY_FAILED_LOAD_SECONDS:

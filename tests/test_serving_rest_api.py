@@ -501,3 +501,45 @@ def test_warmup_records_larger_than_a_batch_go_in_slices():
     assert calls == [("serving_default", 3), ("serving_default", 1)] * 2 + [("serving_default", 1)] * 2
     with pytest.raises(ServingError, match='Serving signature key "generate_png" not found.'):
         asyncio.run(predictor.warm_up(st, [("generate_png", {"seed": np.zeros(1, np.int64)})], 1))
+
+
+def test_a_new_version_whose_folder_cannot_be_read_yet_is_not_loaded(tmp_path, monkeypatch):
+    # a folder being written (rsync's temporary files renamed away between the listing and the stat)
+    # cannot be stamped at the listing that first shows it: that is not "unchanged", so no load yet
+    from types import SimpleNamespace
+
+    from nebula_keras3.export import layout
+    from nebula_keras3.serving import registry as reg
+    from nebula_keras3.serving.config_files import ModelSpecConfig
+
+    def version(v):
+        (tmp_path / str(v)).mkdir()
+        (tmp_path / str(v) / layout.ONNX_FILE).write_bytes(b"onnx")
+
+    loaded = []
+
+    async def drain(timeout):
+        pass
+
+    def make_runner(path):
+        loaded.append(int(path.name))
+        return SimpleNamespace(kind="onnx", close=lambda: None)
+
+    async def run():
+        r = reg.Registry([ModelSpecConfig("m", tmp_path)], make_runner=make_runner,
+                         make_batcher=lambda st: SimpleNamespace(drain=drain))
+        version(1)
+        await r.poll_once()  # a model's first listing trusts what it finds
+        version(2)
+        real_stamp = reg._dir_stamp
+        monkeypatch.setattr(reg, "_dir_stamp", lambda p: None if p.name == "2" else real_stamp(p))
+        await r.poll_once()
+        assert loaded == [1]
+        monkeypatch.setattr(reg, "_dir_stamp", real_stamp)
+        await r.poll_once()  # readable now, but not yet seen unchanged
+        assert loaded == [1]
+        await r.poll_once()
+        assert loaded == [1, 2]
+        await r.stop()
+
+    asyncio.run(run())
