@@ -543,3 +543,34 @@ def test_a_new_version_whose_folder_cannot_be_read_yet_is_not_loaded(tmp_path, m
         await r.stop()
 
     asyncio.run(run())
+
+
+def test_model_polls_read_the_file_system_off_the_event_loop(tmp_path, monkeypatch):
+    # a slow or hung mount holds up the poll, not the requests served on the same event loop
+    from types import SimpleNamespace
+
+    from nebula_keras3.export import layout
+    from nebula_keras3.serving import registry as reg
+    from nebula_keras3.serving.config_files import ModelSpecConfig
+
+    (tmp_path / "1").mkdir()
+    (tmp_path / "1" / layout.ONNX_FILE).write_bytes(b"onnx")
+    gate, real = threading.Event(), reg.versions_on_disk
+
+    def slow_listing(path):
+        assert gate.wait(5), "the event loop was blocked by the listing"
+        return real(path)
+
+    monkeypatch.setattr(reg, "versions_on_disk", slow_listing)
+
+    async def run():
+        r = reg.Registry([ModelSpecConfig("m", tmp_path)], make_runner=lambda p: SimpleNamespace(kind="onnx"),
+                         make_batcher=lambda st: None)
+        poll = asyncio.create_task(r.poll_once())
+        await asyncio.sleep(0.01)  # the poll starts and waits on the listing
+        gate.set()
+        await poll
+        assert r.summary() == {"m": [1]}
+        r._loader.shutdown(wait=False)
+
+    asyncio.run(run())
