@@ -69,12 +69,7 @@ class VersionState:
 
 def versions_on_disk(path: Path) -> dict[int, Path]:
     """The version folders holding a model (what may be loaded); OSError when ``path`` cannot be listed."""
-    out = {}
-    with os.scandir(path) as it:
-        for e in it:
-            if layout.is_version_name(e.name) and e.is_dir() and layout.is_version_dir(e.path):
-                out[int(e.name)] = Path(e.path)
-    return dict(sorted(out.items()))
+    return layout.version_dirs(path, complete=True, strict=True)
 
 
 class ModelEntry:
