@@ -27,6 +27,8 @@ from nebula_keras3.serving.proto_schema import (
     add_field,
     add_map_field,
     add_message_field,
+    add_tensor_shape,
+    add_wrappers,
     build_pool,
     message_class,
     new_file,
@@ -45,15 +47,9 @@ class WarmupError(ValueError):
 
 
 def _build_pool():
-    wrappers = new_file("nebula_warmup/wrappers.proto", "google.protobuf")
-    add_field(wrappers.message_type.add(name="Int64Value"), "value", 1, FIELD.TYPE_INT64)
+    wrappers = add_wrappers("nebula_warmup/wrappers.proto", "Int64Value")
     tf = new_file("nebula_warmup/tensor.proto", "tensorflow")
-    shape = tf.message_type.add(name="TensorShapeProto")
-    dim = shape.nested_type.add(name="Dim")
-    add_field(dim, "size", 1, FIELD.TYPE_INT64)
-    add_field(dim, "name", 2, FIELD.TYPE_STRING)
-    add_message_field(shape, "dim", 2, ".tensorflow.TensorShapeProto.Dim", repeated=True)
-    add_field(shape, "unknown_rank", 3, FIELD.TYPE_BOOL)
+    add_tensor_shape(tf)
     tensor = tf.message_type.add(name="TensorProto")  # tensorflow/core/framework/tensor.proto
     add_field(tensor, "dtype", 1, FIELD.TYPE_INT32)  # the DataType enum, as its number
     add_message_field(tensor, "tensor_shape", 2, ".tensorflow.TensorShapeProto")
