@@ -17,7 +17,7 @@ with warnings.catch_warnings():  # starlette's note about httpx vs httpx2: the c
     from starlette.testclient import TestClient  # noqa: E402
 
 from nebula_keras3.serving import ui  # noqa: E402
-from nebula_keras3.serving.app import create_app  # noqa: E402
+from nebula_keras3.serving.server import create_app  # noqa: E402
 from nebula_keras3.serving.config_files import BatchingOptions, ModelSpecConfig  # noqa: E402
 from nebula_keras3.serving.options import ServerOptions  # noqa: E402
 
