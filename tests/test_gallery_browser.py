@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nebula_keras3.serving import testing as st
 from nebula_keras3.serving.client import generate_png
+from support import serving as st
 
 pytestmark = pytest.mark.backend_independent
 
