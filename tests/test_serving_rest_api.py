@@ -574,3 +574,27 @@ def test_model_polls_read_the_file_system_off_the_event_loop(tmp_path, monkeypat
         r._loader.shutdown(wait=False)
 
     asyncio.run(run())
+
+
+def test_a_failed_start_stops_what_it_started(monkeypatch):
+    # the gRPC port cannot be opened after the models were loaded: the model poll, the loader and the
+    # run threads are stopped again, not left running in a server that never started
+    pytest.importorskip("grpc")
+    pytest.importorskip("tensorflow_serving")
+    from nebula_keras3.serving import grpc_api
+    from nebula_keras3.serving.options import ServerOptions
+    from nebula_keras3.serving.server import Server
+
+    async def no_port(predictor, options):
+        raise grpc_api.GrpcStartError("cannot listen for gRPC")
+
+    monkeypatch.setattr(grpc_api, "start_grpc_server", no_port)
+    server = Server(ServerOptions(models=[], grpc_port=1))
+
+    async def run():
+        with pytest.raises(grpc_api.GrpcStartError):
+            await server.start()
+        assert server.registry._task.done()
+
+    asyncio.run(run())
+    assert server.registry._stopping and server.executor._shutdown and server.registry._loader._shutdown
