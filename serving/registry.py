@@ -189,15 +189,20 @@ class Registry:
             self._apply_configs(configs)
             log.info("model config reloaded over gRPC: %s", sorted(c.name for c in configs))
             await self._sync_all()
-        # WaitUntilModelsAvailable: the new models must be serving
+        # WaitUntilModelsAvailable: the new models must be serving. TF awaits each model's latest
+        # version and lists each one that did not make it as "{" + ServableId::DebugString() +
+        # " due to error: " + its health status + "}, "
         missing = []
         for name in new:
             entry = self.models.get(name)
-            if entry is None or not entry.available():
-                failed = [s for s in (entry.versions.values() if entry else []) if s.error_code != "OK"]
-                why = "".join(f"{{name: {name} version: {s.version}}} due to error: {s.error_code}: "
-                              f"{s.error_message}" for s in failed) or f"{{name: {name}}}"
-                missing.append(why)
+            if entry is not None and entry.available():
+                continue
+            latest = entry.versions[max(entry.versions)] if entry is not None and entry.versions else None
+            if latest is None:
+                missing.append(f"{{{{name: {name}}}}}")
+                continue
+            error = f" due to error: {latest.error_code}: {latest.error_message}" if latest.error_code != "OK" else ""
+            missing.append(f"{{{{name: {name} version: {latest.version}}}{error}}}")
         if missing:
             raise ServingError("UNKNOWN", f"{len(missing)} model(s) did not become available: {{"
                                + "".join(f"{m}, " for m in missing) + "}")

@@ -598,3 +598,32 @@ def test_a_failed_start_stops_what_it_started(monkeypatch):
 
     asyncio.run(run())
     assert server.registry._stopping and server.executor._shutdown and server.registry._loader._shutdown
+
+
+def test_reload_config_names_each_model_that_did_not_become_available(tmp_path):
+    # server_core.cc WaitUntilModelsAvailable: "{" + ServableId::DebugString() + " due to error: " +
+    # health + "}, " per model, inside "N model(s) did not become available: {...}"
+    from nebula_keras3.export import layout
+    from nebula_keras3.serving import config_files as cf
+    from nebula_keras3.serving import registry as reg
+    from nebula_keras3.serving.runtimes import RunnerError
+
+    (tmp_path / "3").mkdir()
+    (tmp_path / "3" / layout.ONNX_FILE).write_bytes(b"onnx")
+
+    def make_runner(path):
+        raise RunnerError("not an ONNX model")
+
+    msg = cf.ModelServerConfig()
+    msg.model_config_list.config.add(name="m", base_path=str(tmp_path), model_platform="tensorflow")
+
+    async def run():
+        r = reg.Registry([], make_runner=make_runner, make_batcher=lambda st: None)
+        with pytest.raises(ServingError) as e:
+            await r.reload_config(msg)
+        r._loader.shutdown(wait=False)
+        return e.value
+
+    e = asyncio.run(run())
+    assert (e.code, e.message) == ("UNKNOWN", "1 model(s) did not become available: "
+                                   "{{{name: m version: 3} due to error: UNKNOWN: not an ONNX model}, }")
