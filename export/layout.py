@@ -162,10 +162,11 @@ def is_version_dir(path: str | os.PathLike) -> bool:
     return (path / SAVED_MODEL_FILE).is_file() or (path / ONNX_FILE).is_file()
 
 
-def version_dirs(model_dir: str | os.PathLike, *, complete: bool = False) -> dict[int, Path]:
+def version_dirs(model_dir: str | os.PathLike, *, complete: bool = False, strict: bool = False) -> dict[int, Path]:
     """``{version: folder}`` of the integer-named folders under ``BASE/<name>``.
 
-    With ``complete=True`` only folders holding a model count (what a server may load).
+    With ``complete=True`` only folders holding a model count (what a server may load). A folder
+    that cannot be listed has no versions, or raises OSError with ``strict=True``.
     """
     out = {}
     try:
@@ -173,7 +174,8 @@ def version_dirs(model_dir: str | os.PathLike, *, complete: bool = False) -> dic
             if is_version_name(p.name) and p.is_dir() and (not complete or is_version_dir(p)):
                 out[int(p.name)] = p
     except OSError:
-        pass
+        if strict:
+            raise
     return dict(sorted(out.items()))
 
 

@@ -10,17 +10,16 @@ replays the same file (:func:`read_predict_requests`).
 :func:`write_warmup_file` writes a few ``predict_log`` records per signature of the
 export contract (:mod:`layout`), at the given batch sizes. Reading and writing need
 numpy and protobuf only (no TensorFlow, no ``tensorflow-serving-api``): the messages
-are declared field for field below, and TFRecord framing is done here (length,
-masked CRC-32C of the length, data, masked CRC-32C of the data).
+are declared field for field below, and TFRecord framing is :mod:`nebula_keras3.tfrecord`'s.
 """
 
 from __future__ import annotations
 
-import struct
 from pathlib import Path
 
 import numpy as np
 
+from nebula_keras3 import tfrecord
 from nebula_keras3.export import layout
 from nebula_keras3.serving.proto_schema import (
     FIELD,
@@ -28,6 +27,8 @@ from nebula_keras3.serving.proto_schema import (
     add_field,
     add_map_field,
     add_message_field,
+    add_tensor_shape,
+    add_wrappers,
     build_pool,
     message_class,
     new_file,
@@ -46,15 +47,9 @@ class WarmupError(ValueError):
 
 
 def _build_pool():
-    wrappers = new_file("nebula_warmup/wrappers.proto", "google.protobuf")
-    add_field(wrappers.message_type.add(name="Int64Value"), "value", 1, FIELD.TYPE_INT64)
+    wrappers = add_wrappers("nebula_warmup/wrappers.proto", "Int64Value")
     tf = new_file("nebula_warmup/tensor.proto", "tensorflow")
-    shape = tf.message_type.add(name="TensorShapeProto")
-    dim = shape.nested_type.add(name="Dim")
-    add_field(dim, "size", 1, FIELD.TYPE_INT64)
-    add_field(dim, "name", 2, FIELD.TYPE_STRING)
-    add_message_field(shape, "dim", 2, ".tensorflow.TensorShapeProto.Dim", repeated=True)
-    add_field(shape, "unknown_rank", 3, FIELD.TYPE_BOOL)
+    add_tensor_shape(tf)
     tensor = tf.message_type.add(name="TensorProto")  # tensorflow/core/framework/tensor.proto
     add_field(tensor, "dtype", 1, FIELD.TYPE_INT32)  # the DataType enum, as its number
     add_message_field(tensor, "tensor_shape", 2, ".tensorflow.TensorShapeProto")
@@ -101,66 +96,6 @@ _DTYPE_NUMBER = {"float32": 1, "int64": 9}
 _NUMPY_OF_NUMBER = {1: np.float32, 9: np.int64}
 
 
-# --------------------------------------------------------------------------- TFRecord
-
-
-def _crc32c_table() -> list[int]:
-    table = []
-    for i in range(256):
-        c = i
-        for _ in range(8):
-            c = (c >> 1) ^ 0x82F63B78 if c & 1 else c >> 1
-        table.append(c)
-    return table
-
-
-_CRC_TABLE = _crc32c_table()
-
-
-def crc32c(data: bytes) -> int:
-    crc = 0xFFFFFFFF
-    table = _CRC_TABLE
-    for b in data:
-        crc = table[(crc ^ b) & 0xFF] ^ (crc >> 8)
-    return crc ^ 0xFFFFFFFF
-
-
-def _masked_crc(data: bytes) -> int:
-    """tensorflow/core/lib/hash/crc32c.h Mask."""
-    crc = crc32c(data)
-    return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
-
-
-def tfrecord_bytes(records) -> bytes:
-    out = bytearray()
-    for data in records:
-        length = struct.pack("<Q", len(data))
-        out += length + struct.pack("<I", _masked_crc(length)) + data + struct.pack("<I", _masked_crc(data))
-    return bytes(out)
-
-
-def read_tfrecords(raw: bytes, source: str = "<tfrecord>") -> list[bytes]:
-    """The records of a TFRecord file, CRCs checked (as TF's SequentialRecordReader checks them)."""
-    records, pos = [], 0
-    while pos < len(raw):
-        if pos + 12 > len(raw):
-            raise WarmupError(f"{source}: truncated record header at byte {pos}")
-        length_bytes = raw[pos:pos + 8]
-        (length,) = struct.unpack("<Q", length_bytes)
-        (crc,) = struct.unpack("<I", raw[pos + 8:pos + 12])
-        if crc != _masked_crc(length_bytes):
-            raise WarmupError(f"{source}: corrupted record length at byte {pos}")
-        data = raw[pos + 12:pos + 12 + length]
-        if len(data) != length or pos + 16 + length > len(raw):
-            raise WarmupError(f"{source}: truncated record at byte {pos}")
-        (crc,) = struct.unpack("<I", raw[pos + 12 + length:pos + 16 + length])
-        if crc != _masked_crc(data):
-            raise WarmupError(f"{source}: corrupted record data at byte {pos}")
-        records.append(data)
-        pos += 16 + length
-    return records
-
-
 # --------------------------------------------------------------------------- writing
 
 
@@ -205,7 +140,7 @@ def write_warmup_file(version_dir, latent_dim: int, image_size: int, *, model_na
     path = Path(version_dir) / WARMUP_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
     logs = warmup_requests(latent_dim, image_size, model_name, sizes)
-    path.write_bytes(tfrecord_bytes(log.SerializeToString() for log in logs))
+    path.write_bytes(b"".join(tfrecord.frame(log.SerializeToString()) for log in logs))
     return path
 
 
@@ -227,8 +162,12 @@ def read_predict_requests(version_dir) -> list[tuple[str, dict[str, np.ndarray]]
         raw = path.read_bytes()
     except OSError as e:
         raise WarmupError(f"cannot read {path}: {e.strerror or e}") from None
+    try:
+        records = tfrecord.read_records(raw, str(path))
+    except tfrecord.TFRecordError as e:
+        raise WarmupError(str(e)) from None
     out = []
-    for i, data in enumerate(read_tfrecords(raw, str(path))):
+    for i, data in enumerate(records):
         if i >= MAX_RECORDS:
             raise WarmupError(f"Number of warmup records exceeds the maximum ({MAX_RECORDS}) at {path}")
         log = PredictionLog()

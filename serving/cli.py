@@ -50,34 +50,39 @@ def _fail(msg: str):
 @click.option("--runtime", type=click.Choice(["auto", "savedmodel"]), default="auto", show_default=True,
               help="auto: ONNX Runtime where the version folder holds the ONNX model, else TensorFlow; "
                    "savedmodel: always TensorFlow.")
-@click.option("--graceful-timeout", default=DEFAULTS.drain_seconds, show_default=True, type=click.FloatRange(0),
-              help="Seconds to finish in-flight requests on shutdown.")
-@click.option("--rest-api-enable-cors-support", "--rest_api_enable_cors_support", "cors", is_flag=True,
-              help="Add CORS headers to REST responses (tensorflow_model_server's flag).")
-@click.option("--enable-signature-method-name-check", "--enable_signature_method_name_check", "method_check",
-              is_flag=True, help=":classify/:regress/:predict check the signature's method_name, as TF Serving's flag.")
+@click.option("--graceful-timeout", "drain_seconds", default=DEFAULTS.drain_seconds, show_default=True,
+              type=click.FloatRange(0), help="Seconds to finish in-flight requests on shutdown.")
+@click.option("--rest-api-enable-cors-support", "--rest_api_enable_cors_support", "rest_api_enable_cors_support",
+              is_flag=True, help="Add CORS headers to REST responses (tensorflow_model_server's flag).")
+@click.option("--enable-signature-method-name-check", "--enable_signature_method_name_check",
+              "enable_signature_method_name_check", is_flag=True,
+              help=":classify/:regress/:predict check the signature's method_name, as TF Serving's flag.")
 @click.option("--ssl-config-file", "--ssl_config_file", "ssl_config_file",
               type=click.Path(dir_okay=False, path_type=Path),
               help="TF Serving SSLConfig text file (server_key, server_cert, custom_ca: PEM text; client_verify): "
                    "gRPC over TLS, as tensorflow_model_server --ssl_config_file.")
 @click.option("--enable-model-warmup/--no-enable-model-warmup", "--enable_model_warmup/--no-enable_model_warmup",
-              "warmup", default=DEFAULTS.enable_model_warmup, show_default=True,
+              "enable_model_warmup", default=DEFAULTS.enable_model_warmup, show_default=True,
               help="Replay a version's assets.extra/tf_serving_warmup_requests before it becomes AVAILABLE.")
-@click.option("--num-request-iterations-for-warmup", "--num_request_iterations_for_warmup", "warmup_iterations",
+@click.option("--num-request-iterations-for-warmup", "--num_request_iterations_for_warmup",
+              "num_request_iterations_for_warmup",
               default=DEFAULTS.num_request_iterations_for_warmup, show_default=True, type=click.IntRange(1, 1000),
               help="How many times each warmup request runs.")
 @click.option("--ui", is_flag=True, help="Also serve a gallery page at /ui/ on the REST port (uses the REST API only).")
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["critical", "error", "warning", "info", "debug"]))
-def serve_command(model_base_path, model_name, model_config_file, host, port, grpc_port, max_batch_size,
-                  batch_timeout_micros, max_enqueued_batches, num_batch_threads, batching_parameters_file,
-                  monitoring_config_file, poll_seconds, max_body_bytes, max_instances, max_concurrent_requests,
-                  intra_op_threads, runtime, graceful_timeout, cors, method_check, ssl_config_file, warmup,
-                  warmup_iterations, ui, log_level):
+def serve_command(model_base_path, model_name, model_config_file, host, port, batching_parameters_file,
+                  monitoring_config_file, ssl_config_file, runtime, log_level, **settings):
     """Serve exported generators over TF Serving's REST API v1 and gRPC API (ONNX Runtime or TensorFlow)."""
+    # ``settings``: the options named as ServerOptions / BatchingOptions fields, passed on as they are
+    # (one spelling, no forwarding list); the parameters above are turned into fields here.
+    from dataclasses import fields
+
     from nebula_keras3.serving import config_files as cf
     from nebula_keras3.serving.options import BatchingOptions
 
+    batching = BatchingOptions(**{f.name: settings.pop(f.name) for f in fields(BatchingOptions) if f.name in settings})
+    grpc_port = settings.pop("grpc_port")
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         if model_config_file is not None:
@@ -89,7 +94,6 @@ def serve_command(model_base_path, model_name, model_config_file, host, port, gr
         for m in models:
             if not m.base_path.is_dir():
                 _fail(f"model {m.name}: base path {m.base_path} is not a folder")
-        batching = BatchingOptions(max_batch_size, batch_timeout_micros, max_enqueued_batches, num_batch_threads)
         if batching_parameters_file is not None:
             batching = cf.load_batching_parameters(batching_parameters_file, batching)
         prom_on, prom_path = True, DEFAULTS.prometheus_path
@@ -132,34 +136,24 @@ def serve_command(model_base_path, model_name, model_config_file, host, port, gr
         models=models,
         config_file=str(model_config_file) if model_config_file else None,
         batching=batching,
-        poll_seconds=poll_seconds,
-        max_body_bytes=max_body_bytes,
-        max_instances=max_instances,
-        max_concurrent_requests=max_concurrent_requests,
-        intra_op_threads=intra_op_threads,
         prefer_onnx=runtime == "auto",
         prometheus_enabled=prom_on,
         prometheus_path=prom_path,
-        drain_seconds=graceful_timeout,
         grpc_host=host,
         grpc_port=grpc_port,
         ssl=ssl,
-        rest_api_enable_cors_support=cors,
-        enable_signature_method_name_check=method_check,
-        enable_model_warmup=warmup,
-        num_request_iterations_for_warmup=warmup_iterations,
-        ui=ui,
+        **settings,
     )
     app = create_app(options)
     config = uvicorn.Config(
         app, host=host, port=port, log_level=log_level, access_log=False,
-        timeout_graceful_shutdown=graceful_timeout, lifespan="on", server_header=False,
+        timeout_graceful_shutdown=options.drain_seconds, lifespan="on", server_header=False,
     )
     grpc_note = f", gRPC{' (TLS)' if ssl else ''} {host}:{grpc_port}" if grpc_port else ""
     click.echo(f"nebula serve: http://{host}:{port}/v1/models/{models[0].name}{grpc_note} "
                f"(batching {batching.max_batch_size} rows / {batching.batch_timeout_micros} us, "
                f"pid {os.getpid()})", err=True)
-    if ui:
+    if options.ui:
         click.echo(f"nebula serve: gallery page http://{host}:{port}/ui/", err=True)
     server = _GracefulServer(config)
     server.run()

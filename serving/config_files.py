@@ -32,6 +32,7 @@ from nebula_keras3.serving.proto_schema import (
     add_field,
     add_map_field,
     add_message_field,
+    add_wrappers,
     build_pool,
     message_class,
     new_file,
@@ -43,10 +44,7 @@ class ConfigError(ValueError):
 
 
 def _build_pool():
-    wrappers = new_file("nebula_serving/wrappers.proto", "google.protobuf")
-    for name, ftype in (("Int64Value", FIELD.TYPE_INT64), ("StringValue", FIELD.TYPE_STRING),
-                        ("BoolValue", FIELD.TYPE_BOOL)):
-        add_field(wrappers.message_type.add(name=name), "value", 1, ftype)
+    wrappers = add_wrappers("nebula_serving/wrappers.proto", "Int64Value", "StringValue", "BoolValue")
 
     fd = new_file("nebula_serving/tf_serving_configs.proto", "tensorflow.serving", [wrappers.name])
     # file_system_storage_path_source.proto: FileSystemStoragePathSourceConfig.ServableVersionPolicy

@@ -146,8 +146,11 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         req = model_request(request)  # TensorflowPredictor::Predict
         sig_name = request.model_spec.signature_name or DEFAULT_SIGNATURE
 
-        def decode(sig):
-            return self._output_aliases(request, sig), self._inputs(request, sig)
+        def decode(sig):  # PreProcessPrediction's order: inputs, then output_filter, then Run's feed checks
+            inputs = self._inputs(request, sig)
+            aliases = self._output_aliases(request, sig)
+            self._check_feeds(request, sig, inputs)
+            return aliases, inputs
 
         result = await self.predictor.predict(req, sig_name, decode, size_hint=request.ByteSize())
         response = predict_pb2.PredictResponse()
@@ -162,7 +165,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         return response
 
     def _inputs(self, request, sig) -> dict[str, np.ndarray]:
-        """PreProcessPrediction: VerifyRequestInputsSize, GetInputValues, then the feed checks of Run."""
+        """PreProcessPrediction: VerifyRequestInputsSize, then GetInputValues (present, parsed)."""
         sent, wanted = set(request.inputs), set(sig.inputs)
         if len(sent) != len(wanted):  # the signatures served here have no defaults
             raise invalid(
@@ -172,7 +175,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
                 f"Missing but required: {{{','.join(sorted(wanted - sent))}}}.")
         max_elements = self.options.max_body_bytes  # no request expands past one element per body byte
         inputs = {}
-        for i, (alias, spec) in enumerate(sig.inputs.items()):
+        for alias, spec in sig.inputs.items():
             if alias not in request.inputs:
                 raise invalid(
                     f"Signature input alias: {alias}(feed name: {spec.tensor_name}) not found in request and no "
@@ -184,13 +187,18 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
             except tensor_proto.TensorProtoError as e:
                 log.debug("input %s: %s", alias, e)
                 raise invalid(f"tensor parsing error: {alias}") from None
-            got = tensor_proto.dtype_name(proto)
-            if got != spec.dtype:  # FunctionCallFrame::SetArgs
-                raise invalid(f"Expects arg[{i}] to be {_dtype_string(spec.dtype)} but "
-                              f"{_dtype_string(got)} is provided")
-            spec.check_shape(alias, arr)
             inputs[alias] = arr
         return inputs
+
+    @staticmethod
+    def _check_feeds(request, sig, inputs: dict[str, np.ndarray]) -> None:
+        """The feed checks of Session::Run (FunctionCallFrame::SetArgs), after the output_filter's."""
+        for i, (alias, spec) in enumerate(sig.inputs.items()):
+            got = tensor_proto.dtype_name(request.inputs[alias])
+            if got != spec.dtype:
+                raise invalid(f"Expects arg[{i}] to be {_dtype_string(spec.dtype)} but "
+                              f"{_dtype_string(got)} is provided")
+            spec.check_shape(alias, inputs[alias])
 
     @staticmethod
     def _output_aliases(request, sig) -> list[str]:

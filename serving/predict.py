@@ -133,7 +133,8 @@ class Predictor:
         """Replay recorded ``(signature_name, inputs)`` on a loaded version before it is AVAILABLE.
 
         saved_model_warmup_util.cc RunSavedModelWarmup: each record runs ``iterations`` times;
-        the first failure fails the load. Returns the number of model calls made.
+        the first failure fails the load. Returns the number of requests replayed (records times
+        iterations; a record larger than a batch goes in several model calls but counts once).
         """
         calls = 0
         step = self.options.batching.max_batch_size  # batching is always on here: larger records go in slices

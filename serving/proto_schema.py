@@ -58,6 +58,27 @@ def add_map_field(msg, name, number, key_type, value_type, *, value_type_name=No
     return add_message_field(msg, name, number, f"{scope}.{entry_name}", repeated=True)
 
 
+_WRAPPED = {"Int64Value": FIELD.TYPE_INT64, "StringValue": FIELD.TYPE_STRING, "BoolValue": FIELD.TYPE_BOOL}
+
+
+def add_wrappers(name: str, *types: str) -> descriptor_pb2.FileDescriptorProto:
+    """A file declaring google/protobuf/wrappers.proto's ``types`` (e.g. "Int64Value"), each ``value = 1``."""
+    fd = new_file(name, "google.protobuf")
+    for t in types:
+        add_field(fd.message_type.add(name=t), "value", 1, _WRAPPED[t])
+    return fd
+
+
+def add_tensor_shape(fd) -> None:
+    """tensorflow/core/framework/tensor_shape.proto's TensorShapeProto, in ``fd`` (package ``tensorflow``)."""
+    shape = fd.message_type.add(name="TensorShapeProto")
+    dim = shape.nested_type.add(name="Dim")
+    add_field(dim, "size", 1, FIELD.TYPE_INT64)
+    add_field(dim, "name", 2, FIELD.TYPE_STRING)
+    add_message_field(shape, "dim", 2, ".tensorflow.TensorShapeProto.Dim", repeated=True)
+    add_field(shape, "unknown_rank", 3, FIELD.TYPE_BOOL)
+
+
 def build_pool(*files) -> descriptor_pool.DescriptorPool:
     pool = descriptor_pool.DescriptorPool()
     for f in files:

@@ -69,12 +69,7 @@ class VersionState:
 
 def versions_on_disk(path: Path) -> dict[int, Path]:
     """The version folders holding a model (what may be loaded); OSError when ``path`` cannot be listed."""
-    out = {}
-    with os.scandir(path) as it:
-        for e in it:
-            if layout.is_version_name(e.name) and e.is_dir() and layout.is_version_dir(e.path):
-                out[int(e.name)] = Path(e.path)
-    return dict(sorted(out.items()))
+    return layout.version_dirs(path, complete=True, strict=True)
 
 
 class ModelEntry:
@@ -194,15 +189,20 @@ class Registry:
             self._apply_configs(configs)
             log.info("model config reloaded over gRPC: %s", sorted(c.name for c in configs))
             await self._sync_all()
-        # WaitUntilModelsAvailable: the new models must be serving
+        # WaitUntilModelsAvailable: the new models must be serving. TF awaits each model's latest
+        # version and lists each one that did not make it as "{" + ServableId::DebugString() +
+        # " due to error: " + its health status + "}, "
         missing = []
         for name in new:
             entry = self.models.get(name)
-            if entry is None or not entry.available():
-                failed = [s for s in (entry.versions.values() if entry else []) if s.error_code != "OK"]
-                why = "".join(f"{{name: {name} version: {s.version}}} due to error: {s.error_code}: "
-                              f"{s.error_message}" for s in failed) or f"{{name: {name}}}"
-                missing.append(why)
+            if entry is not None and entry.available():
+                continue
+            latest = entry.versions[max(entry.versions)] if entry is not None and entry.versions else None
+            if latest is None:
+                missing.append(f"{{{{name: {name}}}}}")
+                continue
+            error = f" due to error: {latest.error_code}: {latest.error_message}" if latest.error_code != "OK" else ""
+            missing.append(f"{{{{name: {name} version: {latest.version}}}{error}}}")
         if missing:
             raise ServingError("UNKNOWN", f"{len(missing)} model(s) did not become available: {{"
                                + "".join(f"{m}, " for m in missing) + "}")
@@ -247,11 +247,16 @@ class Registry:
                                          for s in entry.versions.values()):
                 del self.models[name]
 
-    def _list(self, entry: ModelEntry) -> dict[int, Path] | None:
-        """The version folders of a model, or None when its base path cannot be listed now."""
+    async def _list(self, entry: ModelEntry) -> tuple[dict[int, Path], set[int], dict[int, object]] | None:
+        """``(on disk, wanted, stamps)`` of a model, or None when its base path cannot be listed now.
+
+        The file system is read in a thread: a slow or hung mount holds up this poll, not the requests.
+        Stamps are taken of the wanted versions that are not being served (those that may be loaded).
+        """
         cfg = entry.config
+        busy = {v for v, s in entry.versions.items() if s.state in ("AVAILABLE", "LOADING", "UNLOADING")}
         try:
-            found = versions_on_disk(model_dir(cfg.base_path, cfg.name))
+            listed = await asyncio.to_thread(_scan, cfg, busy)
         except OSError as e:
             message = f"{type(e).__name__}: {e.strerror or e}"
             if entry.listing_error is None:  # once per failure streak
@@ -262,27 +267,26 @@ class Registry:
         if entry.listing_error is not None:
             log.warning("model %s: %s can be listed again", cfg.name, cfg.base_path)
             entry.listing_error = None
-        return found
+        return listed
 
     async def _sync_model(self, entry: ModelEntry) -> None:
         cfg = entry.config
         if entry.removed:
-            on_disk = {}
+            on_disk, wanted, stamps = {}, set(), {}
         else:
-            on_disk = self._list(entry)
-            if on_disk is None:
+            listed = await self._list(entry)
+            if listed is None:
                 return  # the file-system source fails this poll: nothing is loaded or unloaded
-        wanted = set(cfg.policy.select(list(on_disk)))
-        stamps = {v: _dir_stamp(on_disk[v]) for v in wanted}
+            on_disk, wanted, stamps = listed
         previous, entry.seen = entry.seen, stamps  # None at a model's first listing
         now = time.monotonic()
         # load new versions first (availability preserving), newest first
         for v in sorted(wanted, reverse=True):
             st = entry.versions.get(v)
+            if st is not None and st.state in ("AVAILABLE", "LOADING", "UNLOADING") or v not in stamps:
+                continue  # served, or it was when its folder was read (no stamp yet): a later poll
             stamp = stamps[v]
-            if st is not None and st.state in ("AVAILABLE", "LOADING", "UNLOADING"):
-                continue
-            if previous is not None and previous.get(v) != stamp:
+            if previous is not None and (v not in previous or previous[v] != stamp):
                 continue  # new or still changing: load once a listing sees it unchanged
             if st is not None and st.error_code != "OK" and st.stamp == stamp \
                     and now - st.failed_at < RETRY_FAILED_LOAD_SECONDS:
@@ -417,6 +421,14 @@ class Registry:
 
     def summary(self) -> dict[str, list[int]]:
         return {n: sorted(e.available()) for n, e in self.models.items()}
+
+
+def _scan(cfg: ModelSpecConfig, busy: set[int]) -> tuple[dict[int, Path], set[int], dict[int, object]]:
+    """Blocking: the version folders of a model (OSError when its base path cannot be listed), the ones its
+    policy wants, and the stamps of the wanted ones not in ``busy``."""
+    on_disk = versions_on_disk(model_dir(cfg.base_path, cfg.name))
+    wanted = set(cfg.policy.select(list(on_disk)))
+    return on_disk, wanted, {v: _dir_stamp(on_disk[v]) for v in wanted if v not in busy}
 
 
 def _dir_stamp(path: Path):

@@ -66,13 +66,18 @@ class Server:
             await self.stop()
 
     async def start(self) -> None:
+        """Load the models, then open the gRPC port; what was started is stopped again when a step fails."""
         grpc_api = None
         if self.options.grpc_port:  # imported before any version loads: its protos must not race a TF import
             from nebula_keras3.serving import grpc_api
-        await self.registry.start()
-        log.info("models: %s", self.registry.summary())
-        if grpc_api is not None:
-            self.grpc_server = await grpc_api.start_grpc_server(self.predictor, self.options)
+        try:
+            await self.registry.start()
+            log.info("models: %s", self.registry.summary())
+            if grpc_api is not None:
+                self.grpc_server = await grpc_api.start_grpc_server(self.predictor, self.options)
+        except BaseException:
+            await self.stop()
+            raise
 
     async def stop(self) -> None:
         if self.grpc_server is not None:  # stop taking RPCs, finish those in flight

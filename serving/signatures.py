@@ -23,6 +23,7 @@ from nebula_keras3.serving.proto_schema import (
     add_field,
     add_map_field,
     add_message_field,
+    add_tensor_shape,
     build_pool,
     message_class,
     message_to_dict,
@@ -62,12 +63,7 @@ def _build_pool():
     enum = fd.enum_type.add(name="DataType")
     for name, num in DATA_TYPES.items():
         enum.value.add(name=name, number=num)
-    shape = fd.message_type.add(name="TensorShapeProto")
-    dim = shape.nested_type.add(name="Dim")
-    add_field(dim, "size", 1, FIELD.TYPE_INT64)
-    add_field(dim, "name", 2, FIELD.TYPE_STRING)
-    add_message_field(shape, "dim", 2, ".tensorflow.TensorShapeProto.Dim", repeated=True)
-    add_field(shape, "unknown_rank", 3, FIELD.TYPE_BOOL)
+    add_tensor_shape(fd)
     fd.message_type.add(name="TensorProto")  # only ever printed as {} (signature defaults)
     info = fd.message_type.add(name="TensorInfo")
     info.oneof_decl.add(name="encoding")

@@ -85,3 +85,41 @@ def test_export_and_serving_install_inside_the_package(tmp_path):
 def test_python_dash_m_entry_point():
     out = subprocess.run([sys.executable, "-m", "nebula_keras3", "--help"], capture_output=True, text=True)
     assert out.returncode == 0 and "train" in out.stdout
+
+
+def test_serve_options_reach_the_server_options(tmp_path, monkeypatch):
+    """Every `nebula serve` flag lands in its ServerOptions / BatchingOptions field."""
+    pytest.importorskip("uvicorn")
+    pytest.importorskip("starlette")
+    from nebula_keras3.serving import cli, server
+    from nebula_keras3.serving.options import DEFAULTS
+
+    got = []
+
+    class Captured(Exception):
+        pass
+
+    def capture(options, extra_routes=()):
+        got.append(options)
+        raise Captured
+
+    monkeypatch.setattr(server, "create_app", capture)
+    with pytest.raises(Captured):
+        cli.serve_command.main(
+            ["--model-base-path", str(tmp_path), "--model-name", "m", "--grpc-port", "0", "--max-batch-size", "7",
+             "--batch-timeout-micros", "9", "--max-enqueued-batches", "5", "--num-batch-threads", "3",
+             "--poll-seconds", "2.5", "--max-body-bytes", "4096", "--max-instances", "11",
+             "--max-concurrent-requests", "13", "--intra-op-threads", "2", "--runtime", "savedmodel",
+             "--graceful-timeout", "4", "--rest_api_enable_cors_support", "--enable_signature_method_name_check",
+             "--no-enable-model-warmup", "--num-request-iterations-for-warmup", "6", "--ui"],
+            standalone_mode=False)
+    (o,) = got
+    assert [(m.name, m.base_path) for m in o.models] == [("m", tmp_path.resolve())] and o.config_file is None
+    b = o.batching
+    assert (b.max_batch_size, b.batch_timeout_micros, b.max_enqueued_batches, b.num_batch_threads) == (7, 9, 5, 3)
+    assert (o.grpc_port, o.grpc_host, o.poll_seconds, o.max_body_bytes, o.max_instances,
+            o.max_concurrent_requests, o.intra_op_threads, o.prefer_onnx, o.drain_seconds) == (
+        0, "127.0.0.1", 2.5, 4096, 11, 13, 2, False, 4.0)
+    assert o.rest_api_enable_cors_support and o.enable_signature_method_name_check and o.ui
+    assert (o.enable_model_warmup, o.num_request_iterations_for_warmup) == (False, 6)
+    assert (o.prometheus_enabled, o.prometheus_path, o.ssl) == (True, DEFAULTS.prometheus_path, None)

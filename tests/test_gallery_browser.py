@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from support import serving as st  # noqa: E402
 from nebula_keras3.serving.client import generate_png
+from support import serving as st
 
 pytestmark = pytest.mark.backend_independent
 

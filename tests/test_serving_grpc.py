@@ -219,6 +219,11 @@ def _bad_content():
     return req
 
 
+def _filtered(req, alias="nope"):
+    req.output_filter.append(alias)
+    return req
+
+
 PREDICT_ERRORS = [
     # prediction_service_impl.cc -> predict_impl.cc TensorflowPredictor::Predict
     ("no model_spec", lambda: predict_pb2.PredictRequest(), INVALID, "Missing ModelSpec"),
@@ -248,6 +253,12 @@ PREDICT_ERRORS = [
      "Expects arg[0] to be int64 but float is provided"),
     ("wrong shape", lambda: predict_request(z=_z(2, 5)), INVALID,
      "input tensor alias z: expected shape [-1,16] but got [2,5]"),
+    # predict_util.cc PreProcessPrediction: the inputs are checked before the output_filter, and the
+    # output_filter before Session::Run's feed checks
+    ("extra input and unknown output", lambda: _filtered(predict_request(z=_z(), q=_z())), INVALID,
+     "input size does not match signature: 2!=1 len({q,z}) != len({z}). Sent extra: {q}. Missing but required: {}."),
+    ("wrong dtype and unknown output", lambda: _filtered(predict_request(z=np.zeros((2, 16), np.float64))), INVALID,
+     f"output tensor alias not found in signature: nope Outputs expected to be in the set {{{layout.IMAGES}}}."),
     # nebula serve's own limit (--max-instances), the same on REST
     ("too many rows", lambda: predict_request(layout.GENERATE_PNG, seed=np.arange(MAX_INSTANCES + 1)), INVALID,
      f"Request has {MAX_INSTANCES + 1} instances; at most {MAX_INSTANCES} are allowed per request"),

@@ -501,3 +501,129 @@ def test_warmup_records_larger_than_a_batch_go_in_slices():
     assert calls == [("serving_default", 3), ("serving_default", 1)] * 2 + [("serving_default", 1)] * 2
     with pytest.raises(ServingError, match='Serving signature key "generate_png" not found.'):
         asyncio.run(predictor.warm_up(st, [("generate_png", {"seed": np.zeros(1, np.int64)})], 1))
+
+
+def test_a_new_version_whose_folder_cannot_be_read_yet_is_not_loaded(tmp_path, monkeypatch):
+    # a folder being written (rsync's temporary files renamed away between the listing and the stat)
+    # cannot be stamped at the listing that first shows it: that is not "unchanged", so no load yet
+    from types import SimpleNamespace
+
+    from nebula_keras3.export import layout
+    from nebula_keras3.serving import registry as reg
+    from nebula_keras3.serving.config_files import ModelSpecConfig
+
+    def version(v):
+        (tmp_path / str(v)).mkdir()
+        (tmp_path / str(v) / layout.ONNX_FILE).write_bytes(b"onnx")
+
+    loaded = []
+
+    async def drain(timeout):
+        pass
+
+    def make_runner(path):
+        loaded.append(int(path.name))
+        return SimpleNamespace(kind="onnx", close=lambda: None)
+
+    async def run():
+        r = reg.Registry([ModelSpecConfig("m", tmp_path)], make_runner=make_runner,
+                         make_batcher=lambda st: SimpleNamespace(drain=drain))
+        version(1)
+        await r.poll_once()  # a model's first listing trusts what it finds
+        version(2)
+        real_stamp = reg._dir_stamp
+        monkeypatch.setattr(reg, "_dir_stamp", lambda p: None if p.name == "2" else real_stamp(p))
+        await r.poll_once()
+        assert loaded == [1]
+        monkeypatch.setattr(reg, "_dir_stamp", real_stamp)
+        await r.poll_once()  # readable now, but not yet seen unchanged
+        assert loaded == [1]
+        await r.poll_once()
+        assert loaded == [1, 2]
+        await r.stop()
+
+    asyncio.run(run())
+
+
+def test_model_polls_read_the_file_system_off_the_event_loop(tmp_path, monkeypatch):
+    # a slow or hung mount holds up the poll, not the requests served on the same event loop
+    from types import SimpleNamespace
+
+    from nebula_keras3.export import layout
+    from nebula_keras3.serving import registry as reg
+    from nebula_keras3.serving.config_files import ModelSpecConfig
+
+    (tmp_path / "1").mkdir()
+    (tmp_path / "1" / layout.ONNX_FILE).write_bytes(b"onnx")
+    gate, real = threading.Event(), reg.versions_on_disk
+
+    def slow_listing(path):
+        assert gate.wait(5), "the event loop was blocked by the listing"
+        return real(path)
+
+    monkeypatch.setattr(reg, "versions_on_disk", slow_listing)
+
+    async def run():
+        r = reg.Registry([ModelSpecConfig("m", tmp_path)], make_runner=lambda p: SimpleNamespace(kind="onnx"),
+                         make_batcher=lambda st: None)
+        poll = asyncio.create_task(r.poll_once())
+        await asyncio.sleep(0.01)  # the poll starts and waits on the listing
+        gate.set()
+        await poll
+        assert r.summary() == {"m": [1]}
+        r._loader.shutdown(wait=False)
+
+    asyncio.run(run())
+
+
+def test_a_failed_start_stops_what_it_started(monkeypatch):
+    # the gRPC port cannot be opened after the models were loaded: the model poll, the loader and the
+    # run threads are stopped again, not left running in a server that never started
+    pytest.importorskip("grpc")
+    pytest.importorskip("tensorflow_serving")
+    from nebula_keras3.serving import grpc_api
+    from nebula_keras3.serving.options import ServerOptions
+    from nebula_keras3.serving.server import Server
+
+    async def no_port(predictor, options):
+        raise grpc_api.GrpcStartError("cannot listen for gRPC")
+
+    monkeypatch.setattr(grpc_api, "start_grpc_server", no_port)
+    server = Server(ServerOptions(models=[], grpc_port=1))
+
+    async def run():
+        with pytest.raises(grpc_api.GrpcStartError):
+            await server.start()
+        assert server.registry._task.done()
+
+    asyncio.run(run())
+    assert server.registry._stopping and server.executor._shutdown and server.registry._loader._shutdown
+
+
+def test_reload_config_names_each_model_that_did_not_become_available(tmp_path):
+    # server_core.cc WaitUntilModelsAvailable: "{" + ServableId::DebugString() + " due to error: " +
+    # health + "}, " per model, inside "N model(s) did not become available: {...}"
+    from nebula_keras3.export import layout
+    from nebula_keras3.serving import config_files as cf
+    from nebula_keras3.serving import registry as reg
+    from nebula_keras3.serving.runtimes import RunnerError
+
+    (tmp_path / "3").mkdir()
+    (tmp_path / "3" / layout.ONNX_FILE).write_bytes(b"onnx")
+
+    def make_runner(path):
+        raise RunnerError("not an ONNX model")
+
+    msg = cf.ModelServerConfig()
+    msg.model_config_list.config.add(name="m", base_path=str(tmp_path), model_platform="tensorflow")
+
+    async def run():
+        r = reg.Registry([], make_runner=make_runner, make_batcher=lambda st: None)
+        with pytest.raises(ServingError) as e:
+            await r.reload_config(msg)
+        r._loader.shutdown(wait=False)
+        return e.value
+
+    e = asyncio.run(run())
+    assert (e.code, e.message) == ("UNKNOWN", "1 model(s) did not become available: "
+                                   "{{{name: m version: 3} due to error: UNKNOWN: not an ONNX model}, }")

@@ -10,7 +10,8 @@ import pytest
 from PIL import Image
 
 from nebula_keras3.training.monitor import sample_grid_path
-from nebula_keras3.training.tensorboard import EventWriter, crc32c, event_files, read_events
+from nebula_keras3.tfrecord import crc32c
+from nebula_keras3.training.tensorboard import EventWriter, event_files, read_events
 
 
 def _png(w=5, h=3) -> bytes:

@@ -29,36 +29,10 @@ from pathlib import Path
 import keras
 from keras import ops
 
+from nebula_keras3 import tfrecord
+
 EVENTS_PREFIX = "events.out.tfevents."
 SAMPLES_TAG = "samples"
-
-# --- CRC-32C (Castagnoli), as TFRecord uses it ---------------------------------------------
-
-
-def _crc32c_table() -> list[int]:
-    table = []
-    for i in range(256):
-        c = i
-        for _ in range(8):
-            c = (c >> 1) ^ 0x82F63B78 if c & 1 else c >> 1
-        table.append(c)
-    return table
-
-
-_CRC_TABLE = _crc32c_table()
-
-
-def crc32c(data: bytes) -> int:
-    crc, table = 0xFFFFFFFF, _CRC_TABLE
-    for byte in data:
-        crc = table[(crc ^ byte) & 0xFF] ^ (crc >> 8)
-    return crc ^ 0xFFFFFFFF
-
-
-def _masked_crc(data: bytes) -> int:
-    c = crc32c(data)
-    return (((c >> 15) | (c << 17)) + 0xA282EAD8) & 0xFFFFFFFF
-
 
 # --- protobuf wire format: just what Event needs ----------------------------------------------
 
@@ -110,9 +84,7 @@ class EventWriter:
         self._write(_event(0, file_version=b"brain.Event:2"))
 
     def _write(self, data: bytes) -> None:
-        header = struct.pack("<Q", len(data))
-        self._file.write(header + struct.pack("<I", _masked_crc(header)))
-        self._file.write(data + struct.pack("<I", _masked_crc(data)))
+        self._file.write(tfrecord.frame(data))
 
     def scalars(self, values: dict[str, float], step: int) -> None:
         """One event holding a simple_value per tag."""
@@ -184,20 +156,8 @@ def read_events(path: str | os.PathLike) -> list[dict]:
 
     Raises ValueError on a bad CRC or a truncated record.
     """
-    data, events, i = Path(path).read_bytes(), [], 0
-    while i < len(data):
-        if i + 12 > len(data):
-            raise ValueError(f"{path}: truncated record header at byte {i}")
-        header = data[i : i + 8]
-        (n,) = struct.unpack("<Q", header)
-        (crc,) = struct.unpack_from("<I", data, i + 8)
-        body = data[i + 12 : i + 12 + n]
-        if crc != _masked_crc(header) or len(body) != n or i + 16 + n > len(data):
-            raise ValueError(f"{path}: corrupt or truncated record at byte {i}")
-        (crc,) = struct.unpack_from("<I", data, i + 12 + n)
-        if crc != _masked_crc(body):
-            raise ValueError(f"{path}: data CRC mismatch at byte {i}")
-        i += 16 + n
+    events = []
+    for body in tfrecord.read_records(Path(path).read_bytes(), str(path)):
         fields = _parse(body)
         event = {"wall_time": fields[1][0], "step": fields.get(2, [0])[0], "scalars": {}, "images": {}}
         if 3 in fields:

@@ -76,7 +76,7 @@ def render_index(config: dict) -> bytes:
 
 
 def routes(serving) -> list[Route]:
-    """The page's routes, to go in front of the API's catch-all route (``serving``: the ServingApp)."""
+    """The page's routes, to go in front of the API's catch-all route (``serving``: the :class:`~serving.app.RestApp`)."""
 
     async def index(request: Request) -> Response:
         return Response(render_index(page_config(serving)), media_type="text/html; charset=utf-8",
