@@ -27,9 +27,15 @@ def _echo_result(result, seconds: float) -> None:
         click.echo(f"  facts: {result.saved_model_dir / layout.FACTS_FILE}")
     if result.onnx_path is not None:
         click.echo(f"ONNX: {result.onnx_path}")
+    if result.onnx_int8_path is not None:
+        click.echo(f"ONNX int8: {result.onnx_int8_path}")
     for b, r in sorted(result.parity.items()):
         click.echo(f"parity ONNX Runtime vs Keras, batch {b}: max |float diff| {r['max_abs_float']:.3g}, "
                    f"max uint8 diff {r['max_uint8']}")
+    if result.int8_check:
+        r = result.int8_check
+        click.echo(f"int8 ONNX vs Keras: mean uint8 diff {r['mean_uint8']:.3g}, max {r['max_uint8']}, "
+                   f"SWD {r['swd']:.3g} (two Keras seed sets: {r['swd_keras_other_seeds']:.3g})")
     if result.saved_model_check:
         click.echo(f"SavedModel check (max uint8 diffs): {result.saved_model_check}")
     click.echo(f"exported in {seconds:.1f} s")
@@ -47,16 +53,18 @@ def _echo_result(result, seconds: float) -> None:
 @click.option("--onnx-beside/--no-onnx-beside", default=True, show_default=True,
               help="Also write the ONNX model into the SavedModel version folder.")
 @click.option("--opset", type=click.IntRange(min=17), default=None, help="ONNX opset (default 17).")
+@click.option("--onnx-int8", "onnx_int8_path", metavar="FILE",
+              help="Also write an int8 (static QDQ) ONNX model here, checked against Keras.")
 def export_command(source, saved_model_base, onnx_path, model_name, version, overwrite,
-                   onnx_beside, opset):
+                   onnx_beside, opset, onnx_int8_path):
     """Export a run's generator for TF Serving (SavedModel) and/or ONNX Runtime.
 
     RUN_OR_MODEL is a run folder or a .keras file. Give --saved-model, --onnx or both.
     The export runs on the TensorFlow backend (in a subprocess when Keras runs on
     another one) and ends with an ONNX Runtime vs Keras parity check.
     """
-    if saved_model_base is None and onnx_path is None:
-        raise click.UsageError("give --saved-model BASE_DIR and/or --onnx FILE")
+    if saved_model_base is None and onnx_path is None and onnx_int8_path is None:
+        raise click.UsageError("give --saved-model BASE_DIR and/or --onnx FILE (or --onnx-int8 FILE)")
     from nebula_keras3.export.api import ExportError, export_generator
 
     t0 = time.perf_counter()
@@ -70,6 +78,7 @@ def export_command(source, saved_model_base, onnx_path, model_name, version, ove
             onnx_beside=onnx_beside,
             overwrite=overwrite,
             opset=opset,
+            onnx_int8_path=onnx_int8_path,
         )
     except ExportError as e:
         raise click.ClickException(str(e)) from None
