@@ -118,3 +118,22 @@ def test_int8_bad_input(run_dir, tmp_path):
         quantize.quantize_int8(b"", activations="int4")
     with pytest.raises(quantize.QuantizeError):
         quantize.quantize_int8(b"not onnx")
+
+
+def test_fold_channel_affine_exact(exported):
+    """BatchNorm's Mul/Add behind the depth-to-space layout ops go into the conv: same images."""
+    import onnx
+
+    from nebula_keras3.export.onnx_model import session
+    from nebula_keras3.sampling.latents import latents_from_seeds
+
+    _, out = exported
+    model = onnx.load(str(out / "g.onnx"))
+    before = sum(n.op_type in ("Mul", "Add") for n in model.graph.node)
+    n = quantize.fold_channel_affine(model)
+    assert n == 2 * 3  # scale and shift of the 8, 16 and 32 px BatchNorms
+    assert sum(n.op_type in ("Mul", "Add") for n in model.graph.node) == before - n
+    z = latents_from_seeds(np.arange(16), LATENT)
+    (a,) = session((out / "g.onnx").read_bytes()).run(None, {"z": z})
+    (b,) = session(model.SerializeToString()).run(None, {"z": z})
+    assert np.abs(a.astype(np.int16) - b).max() <= 1 and a.std() > 10
