@@ -15,7 +15,8 @@ in the same run: ``jax:upsample=subpixel`` (DCGAN G: transpose|subpixel|phase),
 ``jax:nearest=direct`` (nebula G: direct|phase|phase_conv), ``jax:down=direct`` (DCGAN D:
 direct|matmul), ``tensorflow:jit=off``, ``torch:precision=bf16`` (float32|bf16|fp16: the
 ``--mixed-precision`` policy, to measure 16-bit against float32 in the same run); several join
-with commas.
+with commas. ``reference:precision=bf16`` times the reference step itself under
+``torch.autocast`` bf16 (the same reference object, so it shares weights and optimizer state).
 
 Rounds alternate the reference and the backends so drift on a shared machine hits both;
 each round times the reference and then every entry back to back, and the ratio reported is
@@ -183,12 +184,18 @@ def torch_conv_flops(step) -> int:
     return 3 * (g_flops + 3 * d_flops)
 
 
-def time_reference(step, batch: int, steps: int) -> float:
-    for _ in range(2):
-        step()
-    t = time.perf_counter()
-    for _ in range(steps):
-        step()
+def time_reference(step, batch: int, steps: int, precision: str = "float32") -> float:
+    """img/s of the reference step; ``precision="bf16"`` runs it under ``torch.autocast`` (CPU)."""
+    import torch
+
+    if precision not in ("float32", "bf16"):
+        raise SystemExit(f"reference precision must be float32 or bf16, got {precision!r}")
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+        for _ in range(2):
+            step()
+        t = time.perf_counter()
+        for _ in range(steps):
+            step()
     return batch * steps / (time.perf_counter() - t)
 
 
@@ -247,6 +254,12 @@ def main() -> None:
         ips[ref_name].append(time_reference(reference, args.batch_size, args.steps))
         for e in entries:
             peaks[e].append(matmul_peak_gflops())
+            backend, options = parse_entry(e)
+            if backend == "reference":  # the reference itself in another precision
+                ips[e].append(time_reference(reference, args.batch_size, args.steps,
+                                             options.get("precision", "float32")))
+                flops[e] = flops[ref_name]
+                continue
             res = keras_worker(e, family["preset"], args.image_size, args.batch_size, args.steps)
             ips[e].append(res["images_per_second"])
             flops[e] = res["train_flops_per_image"]
