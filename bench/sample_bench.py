@@ -9,10 +9,12 @@ on the TensorFlow backend (as ``nebula export`` does) once per form of its upsam
 layers (``FORMS``: dcgan's transposed convolutions as ONNX ConvTranspose, sub-pixel Conv +
 depth-to-space or phase matmuls; nebula's nearest-upsample convolutions direct, as phase
 matmuls or as one 2x2 phase conv; same weights); the row ``nebula export`` writes
-(``EXPORT_FORM``) is marked. Each ONNX model runs with the session options ``nebula sample --onnx``
+(``EXPORT_FORM``) is marked, and that form is also quantised to int8 as
+``nebula export --onnx-int8`` does (export/quantize.py; its error and SWD against the float
+model are printed). Each ONNX model runs with the session options ``nebula sample --onnx``
 uses; Keras runs ``generator.predict_on_batch`` on the torch and JAX backends,
 each in its own subprocess. Rounds alternate all entries; the table prints median images/s
-and the ratio to Keras-torch eager. Not a test: it measures.
+and the median (min-max) over rounds of each round's ratio to Keras-torch eager. Not a test: it measures.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ def load(model, preset):
 
 EXPORT = LOAD + r"""
 from export.onnx_model import convert
-model, preset, out, forms = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4].split(",")
+model, preset, out, forms, int8_form = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4].split(","), sys.argv[5]
 g = load(model, preset)
 for form in forms:
     for layer in g.layers:
@@ -51,6 +53,9 @@ for form in forms:
             layer.implementation = form
     final, _ = convert(g, int(g.input_shape[-1]), {"bench": "1"})
     open(f"{out}/{form}.onnx", "wb").write(final.SerializeToString())
+    if form == int8_form:
+        from export.quantize import quantize_int8
+        open(f"{out}/{form}.int8.onnx", "wb").write(quantize_int8(final.SerializeToString()))
 """
 
 KERAS = LOAD + r"""
@@ -108,6 +113,28 @@ def time_ort(path: Path, batch: int, reps: int) -> float:
     return batch * reps / (time.perf_counter() - t)
 
 
+QUALITY_IMAGES = 64
+
+
+def int8_quality(float_path: Path, int8_path: Path) -> dict:
+    """Per-pixel error and SWD of the int8 model against the float one on the same seeds
+    (the export's own check, export/quantize.py, compares against Keras)."""
+    import numpy as np
+
+    from nebula_keras3.metrics.swd import sliced_wasserstein_distance
+    from nebula_keras3.sampling.onnx_sampler import OnnxSampler
+
+    seeds = np.arange(QUALITY_IMAGES, dtype=np.int64)
+    f = OnnxSampler(float_path, providers=["CPUExecutionProvider"])
+    a = f.images_from_seeds(seeds)
+    b = OnnxSampler(int8_path, providers=["CPUExecutionProvider"]).images_from_seeds(seeds)
+    other = f.images_from_seeds(seeds + 1_000_000)
+    diff = np.abs(a.astype(np.int16) - b)
+    return {"mean_uint8": float(diff.mean()), "max_uint8": int(diff.max()),
+            "swd": sliced_wasserstein_distance(a, b)["swd"],
+            "swd_float_other_seeds": sliced_wasserstein_distance(a, other)["swd"]}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default="", help="run folder or .keras file (default: a fresh dcgan64 G)")
@@ -121,7 +148,9 @@ def main() -> None:
         model = str(Path(model) / "generator.keras")
     forms, export_form = forms_of(model, args.preset)
     with tempfile.TemporaryDirectory() as tmp:
-        run_worker(EXPORT, "tensorflow", model, args.preset, tmp, ",".join(forms))
+        run_worker(EXPORT, "tensorflow", model, args.preset, tmp, ",".join(forms), export_form)
+        int8_label = f"onnx runtime, {export_form}, int8"
+        quality = int8_quality(Path(tmp) / f"{export_form}.onnx", Path(tmp) / f"{export_form}.int8.onnx")
         ips: dict[str, list[float]] = {}
         for r in range(args.rounds):
             for be in ("torch", "jax"):
@@ -131,14 +160,20 @@ def main() -> None:
                 label = f"onnx runtime, {form}" + (" (nebula export)" if form == export_form else "")
                 ips.setdefault(label, []).append(
                     time_ort(Path(tmp) / f"{form}.onnx", args.batch_size, args.reps))
+            ips.setdefault(int8_label, []).append(
+                time_ort(Path(tmp) / f"{export_form}.int8.onnx", args.batch_size, args.reps))
             print(f"round {r + 1}: " + ", ".join(f"{k} {v[-1]:.0f}" for k, v in ips.items()), flush=True)
-    ref = statistics.median(ips["keras torch"])
+    ref = ips["keras torch"]
     print(f"\ngenerator {model or f'{args.preset} (fresh)'}, batch {args.batch_size}, "
           f"{args.reps} batches x {args.rounds} rounds")
-    print(f"{'':40s}{'img/s (median)':>16s}{'vs keras torch':>16s}")
+    print(f"{'':44s}{'img/s (median)':>16s}{'vs keras torch':>16s}{'(min-max of rounds)':>22s}")
     for k, v in ips.items():
-        m = statistics.median(v)
-        print(f"{k:40s}{m:16.1f}{m / ref:15.2f}x")
+        ratios = [x / r for x, r in zip(v, ref)]
+        print(f"{k:44s}{statistics.median(v):16.1f}{statistics.median(ratios):15.2f}x"
+              f"{min(ratios):>13.2f}-{max(ratios):.2f}x")
+    print(f"\nint8 vs float ({export_form}), {QUALITY_IMAGES} seeded images: mean uint8 diff "
+          f"{quality['mean_uint8']:.3g}, max {quality['max_uint8']}, SWD {quality['swd']:.3g} "
+          f"(float, two seed sets: {quality['swd_float_other_seeds']:.3g})")
 
 
 if __name__ == "__main__":

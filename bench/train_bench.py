@@ -5,19 +5,26 @@
 
 Each family (``FAMILIES``) names a preset and a plain-PyTorch transcription of its
 training step: for ``dcgan64`` pytorch/examples ``dcgan/main.py`` (netD on real and
-fake, then netG through the updated netD; Adam 2e-4 / 0.5). Each Keras backend runs
+fake, then netG through the updated netD; Adam 2e-4 / 0.5); for ``nebula64`` the nebula64
+preset's step transcribed to plain PyTorch (bench/reference_nebula64.py: same layers,
+DiffAugment, EMA). Each Keras backend runs
 ``GAN.fit`` in its own subprocess (the backend is fixed per process) on random data for
 ``--steps`` steps after a warm-up fit (compile), with the package's defaults for that
 backend. A backend entry may carry variants to measure an alternative against the default
 in the same run: ``jax:upsample=subpixel`` (DCGAN G: transpose|subpixel|phase),
 ``jax:nearest=direct`` (nebula G: direct|phase|phase_conv), ``jax:down=direct`` (DCGAN D:
-direct|matmul), ``tensorflow:jit=off``; several join with commas.
+direct|matmul), ``tensorflow:jit=off``, ``torch:precision=bf16`` (float32|bf16|fp16: the
+``--mixed-precision`` policy, to measure 16-bit against float32 in the same run); several join
+with commas. ``reference:precision=bf16`` times the reference step itself under
+``torch.autocast`` bf16 (the same reference object, so it shares weights and optimizer state).
 
 Rounds alternate the reference and the backends so drift on a shared machine hits both;
-the table prints median img/s, the ratio to the reference, and the roofline ratio: the
-achieved FLOP rate (training FLOPs per image x img/s, counted as 3x the forward
-convolution FLOPs of every G and D pass) divided by a float32 matmul peak (torch, all
-cores) measured just before that entry, so load from other jobs hits both. Not a test: it measures.
+each round times the reference and then every entry back to back, and the ratio reported is
+the median (and min-max) over rounds of that round's img/s over the reference's, so load that
+drifts between rounds cancels. The table also prints each row's own training FLOPs per image
+(3x the forward convolution FLOPs of one G and three D passes, counted on the Keras models and,
+for the reference, on its torch modules) and the roofline ratio: the achieved FLOP rate divided
+by a float32 matmul peak (torch, all cores) measured just before that entry. Not a test: it measures.
 """
 
 from __future__ import annotations
@@ -47,6 +54,8 @@ if "nearest" in opts:  # another form of the nebula generator's upsample + conv 
 if "down" in opts:  # another form of the DCGAN discriminator's stride-2 convolutions
     dcgan_layers.DOWN_AUTO_FORMS[backend] = opts["down"]
 overrides = {}
+if "precision" in opts:  # float32 | bf16 | fp16 (--mixed-precision)
+    overrides["mixed_precision"] = {"float32": "none"}.get(opts["precision"], opts["precision"])
 if "jit" in opts:
     overrides["jit_compile"] = {"auto": "auto", "on": True, "off": False}[opts["jit"]]
 cfg = TrainConfig.from_preset(spec["preset"], image_size=spec["size"], batch_size=spec["batch"], **overrides)
@@ -121,24 +130,72 @@ def dcgan_reference(size: int, batch: int):
         criterion(out, torch.ones_like(out)).backward()
         optG.step()
 
+    step.models, step.z_shape = (netG, netD), (1, nz, 1, 1)
     return step
 
 
-# One entry per model family: the preset the Keras workers train and the PyTorch reference step.
+def nebula_reference(size: int, batch: int):
+    """The nebula64 step in plain PyTorch (bench/reference_nebula64.py)."""
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from reference_nebula64 import nebula_reference as make
+
+    step = make(size, batch)
+    step.z_shape = (1, step.latent)
+    return step
+
+
+# One entry per model family: the preset the Keras workers train and the PyTorch reference step
+# (a transcription of that preset's step, so each ratio is framework parity on one network).
 FAMILIES = {
     "dcgan64": {"preset": "dcgan64", "reference": dcgan_reference},
-    # The nebula family against the step it replaces: the same PyTorch DCGAN reference.
-    "nebula64": {"preset": "nebula64", "reference": dcgan_reference},
+    "nebula64": {"preset": "nebula64", "reference": nebula_reference},
 }
 
 
-def time_reference(make_step, size: int, batch: int, steps: int) -> float:
-    step = make_step(size, batch)
-    for _ in range(2):
-        step()
-    t = time.perf_counter()
-    for _ in range(steps):
-        step()
+def torch_conv_flops(step) -> int:
+    """Training FLOPs per image of a reference step, counted as the Keras worker counts them:
+    3x (one G pass + three D passes) of the forward conv multiply-adds x 2."""
+    import torch
+    from torch import nn
+
+    def forward_flops(model, x):
+        total = [0]
+
+        def hook(module, inputs, output):
+            if isinstance(module, nn.ConvTranspose2d):
+                h, w = inputs[0].shape[2:]
+            else:
+                h, w = output.shape[2:]
+            kh, kw = module.kernel_size
+            total[0] += 2 * h * w * kh * kw * module.in_channels // module.groups * module.out_channels
+
+        handles = [m.register_forward_hook(hook) for m in model.modules()
+                   if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
+        with torch.no_grad():
+            out = model(x)
+        for h in handles:
+            h.remove()
+        return total[0], out
+
+    g, d = step.models
+    g_flops, image = forward_flops(g.eval(), torch.zeros(step.z_shape))
+    d_flops, _ = forward_flops(d.eval(), image)
+    g.train(), d.train()
+    return 3 * (g_flops + 3 * d_flops)
+
+
+def time_reference(step, batch: int, steps: int, precision: str = "float32") -> float:
+    """img/s of the reference step; ``precision="bf16"`` runs it under ``torch.autocast`` (CPU)."""
+    import torch
+
+    if precision not in ("float32", "bf16"):
+        raise SystemExit(f"reference precision must be float32 or bf16, got {precision!r}")
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+        for _ in range(2):
+            step()
+        t = time.perf_counter()
+        for _ in range(steps):
+            step()
     return batch * steps / (time.perf_counter() - t)
 
 
@@ -189,27 +246,36 @@ def main() -> None:
     entries = [b.strip() for b in args.backends.split(sep) if b.strip()]
     ref_name = "pytorch reference"
     ips: dict[str, list[float]] = {ref_name: [], **{e: [] for e in entries}}
-    flops: dict[str, int] = {}
+    reference = family["reference"](args.image_size, args.batch_size)
+    flops: dict[str, int] = {ref_name: torch_conv_flops(reference)}
     peaks: dict[str, list[float]] = {k: [] for k in ips}  # measured just before each entry
     for r in range(args.rounds):
         peaks[ref_name].append(matmul_peak_gflops())
-        ips[ref_name].append(time_reference(family["reference"], args.image_size, args.batch_size, args.steps))
+        ips[ref_name].append(time_reference(reference, args.batch_size, args.steps))
         for e in entries:
             peaks[e].append(matmul_peak_gflops())
+            backend, options = parse_entry(e)
+            if backend == "reference":  # the reference itself in another precision
+                ips[e].append(time_reference(reference, args.batch_size, args.steps,
+                                             options.get("precision", "float32")))
+                flops[e] = flops[ref_name]
+                continue
             res = keras_worker(e, family["preset"], args.image_size, args.batch_size, args.steps)
             ips[e].append(res["images_per_second"])
             flops[e] = res["train_flops_per_image"]
         print(f"round {r + 1}: " + ", ".join(f"{k} {v[-1]:.1f} (peak {peaks[k][-1]:.0f})" for k, v in ips.items()),
               flush=True)
-    flops[ref_name] = next(iter(flops.values()), 0)
-    ref = statistics.median(ips[ref_name])
     print(f"\n{args.family} ({args.image_size} px) GAN step, batch {args.batch_size}, "
-          f"{args.steps} steps x {args.rounds} rounds; {flops[ref_name] / 1e9:.2f} training GFLOP per image")
-    print(f"{'':28s}{'img/s (median)':>16s}{'vs reference':>14s}{'matmul GFLOP/s':>16s}{'of peak':>10s}")
+          f"{args.steps} steps x {args.rounds} paired rounds; ratios: median (min-max) of each round's "
+          f"img/s over the reference's in that round")
+    print(f"{'':36s}{'img/s':>9s}{'vs reference':>14s}{'(min-max)':>14s}{'train GFLOP/img':>17s}"
+          f"{'matmul GFLOP/s':>16s}{'of peak':>9s}")
     for k, v in ips.items():
-        m = statistics.median(v)
+        ratios = [x / r for x, r in zip(v, ips[ref_name])]
         roof = statistics.median(x * flops[k] / 1e9 / p for x, p in zip(v, peaks[k]))
-        print(f"{k:28s}{m:16.1f}{m / ref:13.2f}x{statistics.median(peaks[k]):16.0f}{roof:9.0%}")
+        print(f"{k:36s}{statistics.median(v):9.1f}{statistics.median(ratios):13.2f}x"
+              f"{min(ratios):>8.2f}-{max(ratios):.2f}x{flops[k] / 1e9:17.2f}"
+              f"{statistics.median(peaks[k]):16.0f}{roof:9.0%}")
 
 
 if __name__ == "__main__":

@@ -49,11 +49,15 @@ class ExportResult:
     parity: dict = field(default_factory=dict)
     # checks run on the written SavedModel (signatures, in-graph latents vs ONNX)
     saved_model_check: dict = field(default_factory=dict)
+    # int8 model (export/quantize.py) and its check vs Keras; None / empty when not asked for
+    onnx_int8_path: Path | None = None
+    int8_check: dict = field(default_factory=dict)
 
     def to_json(self) -> dict:
         d = asdict(self)
         d["saved_model_dir"] = None if self.saved_model_dir is None else str(self.saved_model_dir)
         d["onnx_path"] = None if self.onnx_path is None else str(self.onnx_path)
+        d["onnx_int8_path"] = None if self.onnx_int8_path is None else str(self.onnx_int8_path)
         d["parity"] = {str(k): v for k, v in self.parity.items()}
         return d
 
@@ -66,6 +70,8 @@ class ExportResult:
             facts=d.get("facts", {}),
             parity={int(k): v for k, v in d.get("parity", {}).items()},
             saved_model_check=d.get("saved_model_check", {}),
+            onnx_int8_path=None if d.get("onnx_int8_path") is None else Path(d["onnx_int8_path"]),
+            int8_check=d.get("int8_check", {}),
         )
 
 
@@ -99,9 +105,10 @@ class ExportRequest:
     overwrite: bool = False
     opset: int | None = None
     checkpoint: str | None = None
+    onnx_int8_path: str | None = None
 
     def __post_init__(self):
-        for f in ("source", "saved_model_base", "onnx_path", "checkpoint"):  # paths travel as text
+        for f in ("source", "saved_model_base", "onnx_path", "checkpoint", "onnx_int8_path"):  # paths travel as text
             value = getattr(self, f)
             if isinstance(value, os.PathLike):
                 setattr(self, f, os.fspath(value))
@@ -141,7 +148,7 @@ def current_backend() -> str:
 
 def _validate(request: ExportRequest) -> None:
     r = request
-    if r.saved_model_base is None and r.onnx_path is None:
+    if r.saved_model_base is None and r.onnx_path is None and r.onnx_int8_path is None:
         raise ExportError("nothing to export: give a SavedModel base folder and/or an ONNX path")
     if not _NAME_RE.match(str(r.model_name)):
         raise ExportError(f"invalid model name {r.model_name!r}: use letters, digits, '.', '_', '-'")
@@ -149,9 +156,13 @@ def _validate(request: ExportRequest) -> None:
         raise ExportError(f"version must be a positive integer, got {r.version!r}")
     if not Path(r.source).exists():
         raise ExportError(f"{r.source} does not exist")
-    if r.onnx_path is not None and Path(r.onnx_path).is_dir():
-        raise ExportError(f"ONNX path {r.onnx_path} is a folder; give a file name such as {layout.ONNX_FILE}")
-    for target, what in ((r.onnx_path, "ONNX file"), (r.saved_model_base, "SavedModel base folder")):
+    for path in (r.onnx_path, r.onnx_int8_path):
+        if path is not None and Path(path).is_dir():
+            raise ExportError(f"ONNX path {path} is a folder; give a file name such as {layout.ONNX_FILE}")
+    if r.onnx_int8_path is not None and r.onnx_path is not None and Path(r.onnx_int8_path) == Path(r.onnx_path):
+        raise ExportError(f"the int8 ONNX path is the float one ({r.onnx_path}); give another file name")
+    for target, what in ((r.onnx_path, "ONNX file"), (r.onnx_int8_path, "ONNX file"),
+                         (r.saved_model_base, "SavedModel base folder")):
         if target is not None:
             _check_writable(Path(target), what)
     if r.checkpoint is not None:
@@ -289,7 +300,8 @@ def export_in_process(request: ExportRequest) -> ExportResult:
             raise ExportError(_exists_message(model_dir / str(version)))
 
     # ONNX first: conversion and parity must pass before anything is written.
-    need_onnx = r.onnx_path is not None or (model_dir is not None and r.onnx_beside)
+    int8_path = r.onnx_int8_path
+    need_onnx = r.onnx_path is not None or int8_path is not None or (model_dir is not None and r.onnx_beside)
     onnx_bytes = None
     report: dict = {}
     if need_onnx or r.parity:
@@ -304,6 +316,7 @@ def export_in_process(request: ExportRequest) -> ExportResult:
                 report = onnx_model.parity_check(model, onnx_bytes, dual.SerializeToString(), latent_dim)
             except onnx_model.ParityError as e:
                 raise ExportError(str(e)) from None
+    int8_bytes, int8_report = _int8(model, onnx_bytes, latent_dim, r.parity) if int8_path else (None, {})
 
     saved_dir = None
     sm_check: dict = {}
@@ -320,6 +333,13 @@ def export_in_process(request: ExportRequest) -> ExportResult:
         except OSError as e:
             raise ExportError(f"cannot write {r.onnx_path}: {e.strerror or e}") from None
 
+    written_int8 = None
+    if int8_path is not None:
+        try:
+            written_int8 = write_bytes_atomic(int8_bytes, int8_path)
+        except OSError as e:
+            raise ExportError(f"cannot write {int8_path}: {e.strerror or e}") from None
+
     return ExportResult(
         saved_model_dir=saved_dir,
         onnx_path=written_onnx,
@@ -327,7 +347,28 @@ def export_in_process(request: ExportRequest) -> ExportResult:
         facts=facts,
         parity=report,
         saved_model_check=sm_check,
+        onnx_int8_path=written_int8,
+        int8_check=int8_report,
     )
+
+
+def _int8(model, onnx_bytes: bytes, latent_dim: int, check: bool):
+    """``(int8 model bytes, check report)`` for the float ONNX model (see export/quantize.py)."""
+    import tensorflow as tf
+
+    from nebula_keras3.export import quantize
+    from nebula_keras3.sampling.grid import to_uint8
+    from nebula_keras3.sampling.latents import latents_from_seeds
+
+    def keras_images(seeds):
+        z = tf.constant(latents_from_seeds(seeds, latent_dim))
+        return to_uint8(model(z, training=False).numpy())
+
+    try:
+        int8_bytes = quantize.quantize_int8(onnx_bytes)
+        return int8_bytes, (quantize.int8_check(keras_images, int8_bytes, latent_dim) if check else {})
+    except quantize.QuantizeError as e:
+        raise ExportError(str(e)) from None
 
 
 def _write_version(model, facts, model_dir: Path, version: int, overwrite: bool, explicit: bool,

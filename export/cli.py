@@ -29,9 +29,15 @@ def _echo_result(result, seconds: float) -> None:
         click.echo(f"  facts: {result.saved_model_dir / layout.FACTS_FILE}")
     if result.onnx_path is not None:
         click.echo(f"ONNX: {result.onnx_path}")
+    if result.onnx_int8_path is not None:
+        click.echo(f"ONNX int8: {result.onnx_int8_path}")
     for b, r in sorted(result.parity.items()):
         click.echo(f"parity ONNX Runtime vs Keras, batch {b}: max |float diff| {r['max_abs_float']:.3g}, "
                    f"max uint8 diff {r['max_uint8']}")
+    if result.int8_check:
+        r = result.int8_check
+        click.echo(f"int8 ONNX vs Keras: mean uint8 diff {r['mean_uint8']:.3g}, max {r['max_uint8']}, "
+                   f"SWD {r['swd']:.3g} (two Keras seed sets: {r['swd_keras_other_seeds']:.3g})")
     if result.saved_model_check:
         click.echo(f"SavedModel check (max uint8 diffs): {result.saved_model_check}")
     click.echo(f"exported in {seconds:.1f} s")
@@ -50,6 +56,8 @@ def _echo_result(result, seconds: float) -> None:
               help="Also write the ONNX model into the SavedModel version folder.")
 @click.option("--opset", type=click.IntRange(min=17), default=None, help="ONNX opset (default 17).")
 @click.option("--checkpoint", metavar="best|last|FILE", default=None, help=f"The {CHECKPOINT_HELP}")
+@click.option("--onnx-int8", "onnx_int8_path", metavar="FILE",
+              help="Also write an int8 (static QDQ) ONNX model here, checked against Keras.")
 def export_command(**options):
     """Export a run's generator for TF Serving (SavedModel) and/or ONNX Runtime.
 
@@ -58,8 +66,8 @@ def export_command(**options):
     another one) and ends with an ONNX Runtime vs Keras parity check.
     """
     # The options are named as ExportRequest's fields: one spelling, no forwarding list.
-    if options["saved_model_base"] is None and options["onnx_path"] is None:
-        raise click.UsageError("give --saved-model BASE_DIR and/or --onnx FILE")
+    if options["saved_model_base"] is None and options["onnx_path"] is None and options["onnx_int8_path"] is None:
+        raise click.UsageError("give --saved-model BASE_DIR and/or --onnx FILE (or --onnx-int8 FILE)")
     from nebula_keras3.export.api import ExportError, ExportRequest, export_generator
 
     t0 = time.perf_counter()
