@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from nebula_keras3.training.monitor import sample_grid_path
+from nebula_keras3.training.run_folder import sample_grid_path
 from nebula_keras3.training.tensorboard import EventWriter, crc32c, event_files, read_events
 
 
