@@ -23,9 +23,9 @@ same final ``--epochs`` writes, file by file:
 ``contract_view`` reduces a folder to exactly what the contract compares.
 
 How it holds. Every file is written atomically (temp file, fsync, rename) or appended
-to, and per epoch in this order (the callbacks' order in ``trainer._run``): sample grid,
-``losses.csv``, ``epochs.csv``, ``losses.png``, TensorBoard events, then
-``checkpoints/last.npz`` last. So after a kill every file is at most one epoch ahead of
+to, and per epoch in this order (the callbacks' order in ``trainer._run``):
+``checkpoints/best.npz`` (when the epoch scored best), sample grid, ``losses.csv``,
+``epochs.csv``, ``losses.png``, TensorBoard events, then ``checkpoints/last.npz``. So after a kill every file is at most one epoch ahead of
 the checkpoint, and ``repair`` (run before a resume trains) cuts each back to it:
 rows, grids and events of later epochs go, a row torn by a kill mid-append goes,
 ``losses.png`` is redrawn from the cut CSVs. Training itself is exactly reproducible
