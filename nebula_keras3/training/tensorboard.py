@@ -244,11 +244,11 @@ def cut_events(path: str | os.PathLike, max_step: int) -> str | None:
     data = path.read_bytes()
     records, problem = _records(data, path)
     kept = [(start, end, body) for start, end, body in records if _decode(body)["step"] <= max_step]
-    if not problem and len(kept) == len(records):
-        return None
-    if not any(5 in _parse(body) for _, _, body in kept):
+    if not any(5 in _parse(body) for _, _, body in kept):  # e.g. a run killed before its first epoch ended
         path.unlink()
         return "removed (no event at or before the checkpoint's step)"
+    if not problem and len(kept) == len(records):
+        return None
     write_bytes_atomic(b"".join(data[start:end] for start, end, _ in kept), path)
     return f"cut back to step {max_step}" + (" (a torn last record)" if problem else "")
 
