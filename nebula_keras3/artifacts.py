@@ -6,9 +6,12 @@ A run folder (``nebula train --out runs/NAME``) holds::
     data.json              fingerprint of the training images (count, SHA-256), checked on resume
     generator.keras        the final generator (Keras 3 native format)
     generator.json         model facts: latent_dim, image_size, backend, epoch, step, preset, ...
-    checkpoints/           last checkpoint (weights + both optimizers + RNG, atomic)
+    checkpoints/           last.npz (weights + both optimizers + RNG, atomic), best.npz (--eval-every)
     samples/epoch_NNN.png  grids from fixed noise
-    losses.csv, losses.png
+    losses.csv, epochs.csv, losses.png, events.out.tfevents.*  (TensorBoard)
+
+What a resumed run leaves there, and how a resume repairs a folder first:
+``nebula_keras3/training/run_folder.py`` (the resume contract).
 
 ``resolve_generator`` accepts a run folder or a ``.keras`` file (with an optional
 sibling ``<stem>.json``). This module imports only the standard library.

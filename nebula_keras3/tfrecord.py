@@ -49,23 +49,33 @@ def frame(data: bytes) -> bytes:
     return length + struct.pack("<I", masked_crc(length)) + data + struct.pack("<I", masked_crc(data))
 
 
-def read_records(raw: bytes, source: str = "<tfrecord>") -> list[bytes]:
-    """The records of a TFRecord file's bytes, CRCs checked; TFRecordError names ``source`` and the byte."""
+def scan_records(raw: bytes, source: str = "<tfrecord>") -> tuple[list[tuple[int, int, bytes]], str | None]:
+    """``([(start, end, data)], problem)``: the complete records of a TFRecord file's bytes, in
+    order, up to the first truncated or corrupt one (``problem`` names ``source`` and the byte;
+    None when there is none)."""
     records, pos = [], 0
     while pos < len(raw):
         if pos + 12 > len(raw):
-            raise TFRecordError(f"{source}: truncated record header at byte {pos}")
+            return records, f"{source}: truncated record header at byte {pos}"
         length_bytes = raw[pos:pos + 8]
         (length,) = struct.unpack("<Q", length_bytes)
         (crc,) = struct.unpack_from("<I", raw, pos + 8)
         if crc != masked_crc(length_bytes):
-            raise TFRecordError(f"{source}: record length CRC mismatch at byte {pos}")
+            return records, f"{source}: record length CRC mismatch at byte {pos}"
         if pos + 16 + length > len(raw):
-            raise TFRecordError(f"{source}: truncated record at byte {pos}")
+            return records, f"{source}: truncated record at byte {pos}"
         data = raw[pos + 12:pos + 12 + length]
         (crc,) = struct.unpack_from("<I", raw, pos + 12 + length)
         if crc != masked_crc(data):
-            raise TFRecordError(f"{source}: record data CRC mismatch at byte {pos}")
-        records.append(data)
+            return records, f"{source}: record data CRC mismatch at byte {pos}"
+        records.append((pos, pos + 16 + length, data))
         pos += 16 + length
-    return records
+    return records, None
+
+
+def read_records(raw: bytes, source: str = "<tfrecord>") -> list[bytes]:
+    """The records of a TFRecord file's bytes, CRCs checked; TFRecordError names ``source`` and the byte."""
+    records, problem = scan_records(raw, source)
+    if problem:
+        raise TFRecordError(problem)
+    return [data for _, _, data in records]

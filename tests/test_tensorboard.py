@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from nebula_keras3.training.monitor import sample_grid_path
 from nebula_keras3.tfrecord import crc32c
+from nebula_keras3.training.run_folder import sample_grid_path
 from nebula_keras3.training.tensorboard import EventWriter, event_files, read_events
 
 
@@ -85,3 +85,22 @@ def test_a_run_logs_step_and_epoch_scalars_and_the_grid(tiny_run):
     height, width, png = image_event["images"]["samples"]
     assert png == sample_grid_path(tiny_run, 1).read_bytes()
     assert Image.open(io.BytesIO(png)).size == (width, height)
+
+
+@pytest.mark.backend_independent
+def test_cut_events_keeps_complete_events_up_to_a_step(tmp_path):
+    """A resume's repair: events after the checkpoint's step and a record torn by a kill go."""
+    from nebula_keras3.training.tensorboard import cut_events
+
+    writer = EventWriter(tmp_path)
+    for step in (1, 2, 3):
+        writer.scalars({"step/d_loss": float(step)}, step=step)
+    writer.close()
+    path = writer.path
+    whole = path.read_bytes()
+    path.write_bytes(whole + whole[-30:-5])  # a record cut short
+    assert cut_events(path, 2) == "cut back to step 2 (a torn last record)"
+    assert [e["scalars"] for e in read_events(path)[1:]] == [{"step/d_loss": 1.0}, {"step/d_loss": 2.0}]
+    assert cut_events(path, 2) is None  # nothing more to cut
+    assert cut_events(path, 0) == "removed (no event at or before the checkpoint's step)"
+    assert not path.exists()

@@ -12,10 +12,11 @@ a run on JAX or PyTorch needs neither TensorFlow, nor ``tensorboard``, nor proto
   or ``image`` (4): ``height`` (1), ``width`` (2), ``colorspace`` (3), ``encoded_image_string`` (4, PNG).
 
 ``TensorBoardLogger`` (a Keras callback) writes, in the run folder: per step
-``step/d_loss``, ``step/g_loss``, ``step/d_real`` (D(x)) and ``step/d_fake`` (D(G(z)));
-per epoch ``epoch/<column>`` for every numeric column of the epoch row (img/s, means,
-and any metric columns other callbacks add) and the sample grid as image ``samples``.
-``read_events`` parses the files back (CRCs checked), for tests and scripts.
+``step/<value>`` for each value the train step logs (d_loss, g_loss, d_real = D(x),
+d_fake = D(G(z)), ...); per epoch ``epoch/<column>`` for every numeric column of the
+epoch's ``epochs.csv`` row and the sample grid as image ``samples``.
+``read_events`` parses the files back (CRCs checked), for tests and scripts;
+``cut_events`` cuts a file back to a checkpoint's step (a resume's repair).
 """
 
 from __future__ import annotations
@@ -26,10 +27,9 @@ import struct
 import time
 from pathlib import Path
 
-import keras
-from keras import ops
-
 from nebula_keras3 import tfrecord
+from nebula_keras3.training.monitor import StepValues, diverged
+from nebula_keras3.training.run_folder import WALL_CLOCK_COLUMNS
 
 EVENTS_PREFIX = "events.out.tfevents."
 SAMPLES_TAG = "samples"
@@ -150,31 +150,54 @@ def _parse(data: bytes) -> dict[int, list]:
     return out
 
 
+def _decode(body: bytes) -> dict:
+    fields = _parse(body)
+    event = {"wall_time": fields[1][0], "step": fields.get(2, [0])[0], "scalars": {}, "images": {}}
+    if 3 in fields:
+        event["file_version"] = fields[3][0].decode()
+    if 7 in fields:
+        event["session_start"] = _parse(fields[7][0]).get(1, [0])[0] == 1
+    for summary in fields.get(5, []):
+        for value in _parse(summary).get(1, []):
+            v = _parse(value)
+            tag = v[1][0].decode()
+            if 2 in v:
+                event["scalars"][tag] = v[2][0]
+            if 4 in v:
+                img = _parse(v[4][0])
+                event["images"][tag] = (img[1][0], img[2][0], img[4][0])
+    return event
+
+
 def read_events(path: str | os.PathLike) -> list[dict]:
     """Events of one file as dicts: ``step``, ``wall_time``, and ``scalars`` {tag: value},
     ``images`` {tag: (height, width, png bytes)}, ``file_version`` or ``session_start`` when present.
 
     Raises ValueError on a bad CRC or a truncated record.
     """
-    events = []
-    for body in tfrecord.read_records(Path(path).read_bytes(), str(path)):
-        fields = _parse(body)
-        event = {"wall_time": fields[1][0], "step": fields.get(2, [0])[0], "scalars": {}, "images": {}}
-        if 3 in fields:
-            event["file_version"] = fields[3][0].decode()
-        if 7 in fields:
-            event["session_start"] = _parse(fields[7][0]).get(1, [0])[0] == 1
-        for summary in fields.get(5, []):
-            for value in _parse(summary).get(1, []):
-                v = _parse(value)
-                tag = v[1][0].decode()
-                if 2 in v:
-                    event["scalars"][tag] = v[2][0]
-                if 4 in v:
-                    img = _parse(v[4][0])
-                    event["images"][tag] = (img[1][0], img[2][0], img[4][0])
-        events.append(event)
-    return events
+    return [_decode(body) for body in tfrecord.read_records(Path(path).read_bytes(), str(path))]
+
+
+def cut_events(path: str | os.PathLike, max_step: int) -> str | None:
+    """Keep the complete events of ``path`` at steps <= ``max_step`` (a resume from that step).
+
+    A record cut short by a kill, and everything a run logged after its checkpoint, go.
+    The file is rewritten atomically, or removed when no summary is left; returns what
+    changed (None: nothing).
+    """
+    from nebula_keras3.artifacts import write_bytes_atomic
+
+    path = Path(path)
+    data = path.read_bytes()
+    records, problem = tfrecord.scan_records(data, str(path))
+    kept = [(start, end, body) for start, end, body in records if _decode(body)["step"] <= max_step]
+    if not any(5 in _parse(body) for _, _, body in kept):  # e.g. a run killed before its first epoch ended
+        path.unlink()
+        return "removed (no event at or before the checkpoint's step)"
+    if not problem and len(kept) == len(records):
+        return None
+    write_bytes_atomic(b"".join(data[start:end] for start, end, _ in kept), path)
+    return f"cut back to step {max_step}" + (" (a torn last record)" if problem else "")
 
 
 def event_files(log_dir: str | os.PathLike) -> list[Path]:
@@ -184,57 +207,56 @@ def event_files(log_dir: str | os.PathLike) -> list[Path]:
 # --- the training callback ------------------------------------------------------------------
 
 
-class TensorBoardLogger(keras.callbacks.Callback):
+class TensorBoardLogger(StepValues):
     """Writes a run's TensorBoard events into ``log_dir`` (the run folder).
 
     Args:
         log_dir: folder for the event file (``tensorboard --logdir runs/`` finds it).
-        epoch_rows: the list the training monitor appends one dict per finished epoch to
-            (numbers, or strings parsed as numbers); read at each epoch's end, so place
-            this callback after every callback that adds columns to the row.
-        grid_path: ``epoch -> path`` of the epoch's sample grid PNG (``monitor.sample_grid_path``
+        extra_columns: epoch-logs keys logged per epoch besides the wall-clock columns and
+            the step values' epoch means (held-out figures; skipped in epochs without them).
+        grid_path: ``epoch -> path`` of the epoch's sample grid PNG (``run_folder.sample_grid_path``
             bound to the run folder); logged as image ``samples``. None: no images.
 
     Per step: ``step/<name>`` for every value the train step logs (losses, D(x), D(G(z))).
-    Per epoch: ``epoch/<column>`` for every numeric column except ``epoch`` and ``step``.
+    Per epoch: ``epoch/<column>`` for every numeric ``epochs.csv`` column except ``epoch``
+    and ``step``, from the epoch's logs (list it after ``EpochSummary`` and the grid writer).
+    Events are written and flushed at each epoch's end, none for a diverged epoch; a
+    resumed run starts a new file with a SessionLog START at its first step.
     """
 
-    def __init__(self, log_dir, epoch_rows, grid_path=None):
+    def __init__(self, log_dir, extra_columns=(), grid_path=None):
         super().__init__()
         self.log_dir = Path(log_dir)
-        self.epoch_rows = epoch_rows
+        self.extra_columns = tuple(extra_columns)
         self.grid_path = grid_path
         self.writer = None
 
     def on_train_begin(self, logs=None):
         self.writer = EventWriter(self.log_dir)
-        if self.model.steps_done:  # a resume: hide events of epochs that are redone
-            self.writer.session_start(self.model.steps_done)
+        if self.model.steps_done:  # a resume: TensorBoard drops older files' events from this step on
+            self.writer.session_start(self.model.steps_done + 1)
 
     def on_epoch_begin(self, epoch, logs=None):
-        self._step0 = self.model.steps_done
+        super().on_epoch_begin(epoch, logs)
+        self._steps = []
 
-    def on_train_batch_end(self, batch, logs=None):
-        values = {f"step/{k}": float(ops.convert_to_numpy(v)) for k, v in (logs or {}).items()}
-        if values:
-            self.writer.scalars(values, self._step0 + batch + 1)
+    def on_step(self, epoch, step, values):
+        self._steps.append((step, values))
 
-    def on_epoch_end(self, epoch, logs=None):
-        done = epoch + 1
-        row = self.epoch_rows[-1] if self.epoch_rows else None
-        if row is None or int(row["epoch"]) != done:  # the epoch wrote no row (diverged)
+    def on_epoch_done(self, epoch, logs):
+        if diverged(logs) or not self._steps:
             return
-        step = int(row["step"])
+        for step, values in self._steps:
+            self.writer.scalars({f"step/{k}": v for k, v in values.items()}, step)
+        step = self.model.steps_done
         values = {}
-        for key, value in row.items():
-            if key in ("epoch", "step"):
-                continue
+        for key in (*WALL_CLOCK_COLUMNS, *self._steps[0][1], *self.extra_columns):
             try:
-                values[f"epoch/{key}"] = float(value)
-            except (TypeError, ValueError):
-                continue  # a non-numeric column (a path, a note)
+                values[f"epoch/{key}"] = float(logs[key])
+            except (KeyError, TypeError, ValueError):
+                continue  # not logged this epoch (an unscored epoch), or not a number
         self.writer.scalars(values, step)
-        grid = self.grid_path(done) if self.grid_path else None
+        grid = self.grid_path(epoch) if self.grid_path else None
         if grid is not None and grid.is_file():
             png = grid.read_bytes()
             width, height = struct.unpack(">II", png[16:24])  # PNG IHDR
@@ -242,5 +264,8 @@ class TensorBoardLogger(keras.callbacks.Callback):
         self.writer.flush()
 
     def on_train_end(self, logs=None):
+        self.close()
+
+    def close(self):
         if self.writer is not None:
             self.writer.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import random
 import sys
@@ -26,23 +27,23 @@ from nebula_keras3.artifacts import (
 from nebula_keras3.models import DCGANDiscriminator, DCGANGenerator, NebulaGenerator, ResNetDiscriminator
 from nebula_keras3.training.checkpoint import checkpoint_path, load_checkpoint
 from nebula_keras3.training.compile_cache import enable_jax_compile_cache
-from nebula_keras3.training.augment import ADA_LOG
 from nebula_keras3.training.config import TrainConfig
 from nebula_keras3.training.holdout_scoring import EVAL_COLUMNS, HoldoutEvaluation
 from nebula_keras3.training.distribute import check_global_batch, data_shard
 from nebula_keras3.training.gan import GAN, reference_adam
 from nebula_keras3.training.precision import dtype_policy, float32_copy, wrap_optimizer
 from nebula_keras3.training.monitor import (
-    EPOCH_COLUMNS,
-    LOSS_COLUMNS,
-    TrainingMonitor,
-    sample_grid_path,
+    EpochCheckpoint,
+    EpochLine,
+    EpochsCsv,
+    EpochSummary,
+    LossesCsv,
+    LossPlot,
+    SampleGrids,
+    StopOnNonFinite,
 )
+from nebula_keras3.training.run_folder import EPOCHS_CSV, RunError, read_table, repair, sample_grid_path
 from nebula_keras3.training.tensorboard import TensorBoardLogger
-
-
-class RunError(RuntimeError):
-    """A run folder that cannot be started or resumed as asked."""
 
 
 class TrainingDiverged(RuntimeError):
@@ -187,6 +188,7 @@ def train(config: TrainConfig, run_dir: str | Path, *, progress: bool = True, ec
             "or choose another --out"
         )
     run_dir.mkdir(parents=True, exist_ok=True)
+    remove_stale_temp_files(run_dir)  # a start killed before it wrote config.json
     write_json_atomic(config.to_dict(), run_dir / CONFIG_FILE)
     return _run(config, run_dir, resume=False, progress=progress, echo=echo)
 
@@ -261,13 +263,18 @@ def _run(config: TrainConfig, run_dir: Path, *, resume: bool, progress: bool, ec
         images, held_out = split_holdout(images, config.holdout, config.seed)
         data_description += f" ({len(held_out)} held out)"
     gan = build_gan(config)
-    start_epoch = 0
+    start_epoch = start_step = 0
     if resume and checkpoint_path(run_dir).exists():
         header = load_checkpoint(gan, checkpoint_path(run_dir))
-        start_epoch = header["epoch"]
+        start_epoch, start_step = header["epoch"], header["step"]
         echo(f"resuming {run_dir} at epoch {start_epoch + 1} (step {header['step']})")
     elif resume:
         echo(f"{run_dir} has no checkpoint yet: starting it from epoch 1")
+    # Every file back to the checkpoint (the resume contract: training/run_folder.py).
+    extra_columns = EVAL_COLUMNS if config.eval_every else ()
+    repair(run_dir, epoch=start_epoch, step=start_step, echo=echo,
+           blank_columns=lambda e: set(EVAL_COLUMNS) if not config.eval_every or e % config.eval_every else set(),
+           best_key=EVAL_COLUMNS[0] if config.eval_every else None)
 
     batches = ImageBatches(
         images, config.batch_size, seed=config.seed, augment=config.augment, start_epoch=start_epoch,
@@ -275,55 +282,64 @@ def _run(config: TrainConfig, run_dir: Path, *, resume: bool, progress: bool, ec
     )
     if config.steps_per_epoch is not None:
         batches = _FirstBatches(batches, config.steps_per_epoch)
-    monitor = TrainingMonitor(
-        run_dir,
-        sample_count=config.sample_count,
-        batch_size=config.batch_size,
-        start_epoch=start_epoch,
-        echo=echo,
-        # ADA: the epoch's logs are its last step's, so its column holds p at the epoch's end.
-        extra_columns=(EVAL_COLUMNS if config.eval_every else ()) + ((ADA_LOG,) if gan.uses_ada else ()),
-    )
-    callbacks = [_DataEpoch(batches)]
-    if config.eval_every:  # before the monitor: it puts its figures into the epoch's logs
+    # In this order (Keras calls callbacks in list order, each epoch's logs dict shared):
+    # the non-finite check marks a diverged epoch first; scoring adds its figures and
+    # EpochSummary the epoch means to the logs the writers read; the checkpoint comes last,
+    # after every file of its epoch (the resume contract).
+    stop = StopOnNonFinite()
+    summary = EpochSummary(config.batch_size)
+    checkpoint = EpochCheckpoint(run_dir)
+    callbacks = [_DataEpoch(batches), stop]
+    if config.eval_every:
+        previous_rows = read_table(run_dir / EPOCHS_CSV)[1]
         callbacks.append(HoldoutEvaluation(run_dir, held_out, config.eval_every, train_images=images,
-                                           previous_rows=monitor.epoch_rows, seed=config.seed, echo=echo))
+                                           previous_rows=previous_rows, seed=config.seed, echo=echo))
+    tensorboard = TensorBoardLogger(run_dir, extra_columns, lambda e: sample_grid_path(run_dir, e))
+    callbacks += [
+        summary,
+        SampleGrids(run_dir, config.sample_count),
+        LossesCsv(run_dir),
+        EpochsCsv(run_dir, extra_columns),
+        LossPlot(run_dir, extra_columns),
+        tensorboard,
+        checkpoint,
+        EpochLine(echo),
+    ]
     if start_epoch < config.epochs:
         echo(
             f"training {config.model} {config.image_size}px on {data_description} with "
             f"{keras.backend.backend()}: epochs {start_epoch + 1}..{config.epochs}, "
             f"{len(batches)} steps of {config.batch_size} per epoch"
         )
-        gan.fit(
-            batches,
-            epochs=config.epochs,
-            initial_epoch=start_epoch,
-            callbacks=[
-                *callbacks,
-                monitor,
-                # Last: it logs the epoch row the callbacks before it completed.
-                TensorBoardLogger(run_dir, monitor.epoch_rows, lambda e: sample_grid_path(run_dir, e)),
-            ],
-            shuffle=False,  # ImageBatches shuffles per (seed, epoch); Keras would reorder batches at random
-            verbose=1 if progress and sys.stdout.isatty() else 0,  # our own line per epoch otherwise
-        )
-    if monitor.diverged is not None:
-        epoch, step, values = monitor.diverged
+        try:
+            gan.fit(
+                batches,
+                epochs=config.epochs,
+                initial_epoch=start_epoch,
+                callbacks=callbacks,
+                shuffle=False,  # ImageBatches shuffles per (seed, epoch); Keras would reorder batches at random
+                verbose=1 if progress and sys.stdout.isatty() else 0,  # our own line per epoch otherwise
+            )
+        except OSError as e:
+            if e.errno != errno.ENOSPC:
+                raise
+            raise RunError(f"no space left on the device writing {e.filename or run_dir}: free some space, "
+                           f"then continue with `nebula train --resume {run_dir}`") from e
+        finally:
+            tensorboard.close()  # fit skips on_train_end when a callback raises
+    epochs_done = checkpoint.epochs_done or start_epoch
+    if stop.diverged is not None:
+        epoch, step, values = stop.diverged
         shown = ", ".join(f"{k}={v:.4g}" for k, v in values.items())
-        last = len(monitor.epoch_rows)
         raise TrainingDiverged(
             f"training diverged at epoch {epoch}, step {step} ({shown}); "
-            + (f"the last good checkpoint (epoch {last}) is kept in {checkpoint_path(run_dir)}"
-               if last else "no epoch finished, so there is no checkpoint")
+            + (f"the last good checkpoint (epoch {epochs_done}) is kept in {checkpoint_path(run_dir)}"
+               if epochs_done else "no epoch finished, so there is no checkpoint")
             + ". Try a lower --lr or another --seed."
         )
-    # epoch_rows holds the checkpointed epochs' rows plus this invocation's.
-    epochs_done = int(monitor.epoch_rows[-1]["epoch"]) if monitor.epoch_rows else start_epoch
     generator_path = save_generator(gan, config, run_dir, epochs_done, data_description)
-    new_rows = [r for r in monitor.epoch_rows if int(r["epoch"]) > start_epoch + 1]
-    ips = (
-        sum(float(r["images_per_second"]) for r in new_rows) / len(new_rows) if new_rows else None
-    )
+    new_rates = [ips for epoch, ips in summary.rates if epoch > start_epoch + 1]
+    ips = sum(new_rates) / len(new_rates) if new_rates else None
     return TrainResult(
         run_dir=run_dir,
         epochs_done=epochs_done,
@@ -336,4 +352,4 @@ def _run(config: TrainConfig, run_dir: Path, *, resume: bool, progress: bool, ec
 
 
 __all__ = ["TrainConfig", "TrainResult", "RunError", "TrainingDiverged", "build_gan", "train", "resume",
-           "LOSS_COLUMNS", "EPOCH_COLUMNS", "build_models"]
+           "build_models"]
