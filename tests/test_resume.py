@@ -24,6 +24,7 @@ from resume_harness import IN_PROCESS_KINDS, SIGNAL_KINDS, interrupt
 
 from nebula_keras3.training import trainer
 from nebula_keras3.training.checkpoint import BEST_FILE, checkpoint_path, read_header
+from nebula_keras3.training.holdout_scoring import EVAL_COLUMNS
 from nebula_keras3.training.run_folder import (
     EPOCHS_CSV,
     LOSSES_CSV,
@@ -145,7 +146,7 @@ def _repair(run):
     header = read_header(checkpoint_path(run))
     notes = []
     repair(run, epoch=header["epoch"], step=header["step"], echo=notes.append, best_key="swd",
-           blank_columns=lambda e: {"swd", "fid_randcnn", "kid_randcnn"} if e % 2 else set())
+           blank_columns=lambda e: set(EVAL_COLUMNS) if e % 2 else set())
     return notes
 
 
