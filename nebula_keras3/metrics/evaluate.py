@@ -127,7 +127,7 @@ def resolution_swd(real: np.ndarray, fake: np.ndarray, *, seed: int = 0) -> dict
     So a 64 px model's samples upscaled to 128 px are scored on the same pyramid as a
     128 px model's: whatever detail the finest levels find beyond the upscale is real.
     """
-    from nebula_keras3.metrics.memorisation import resize_images
+    from nebula_keras3.metrics.features import resize_images
 
     real, fake = np.asarray(real), np.asarray(fake)
     for name, x in (("real", real), ("generated", fake)):
@@ -267,7 +267,7 @@ def load_generated_images(*, model=None, onnx=None, images=None, n: int = DEFAUL
     training data at ``image_size`` (default ``DEFAULT_FOLDER_SIZE``); a ``.npy`` gives its
     first ``n`` images.
     """
-    from nebula_keras3.metrics.memorisation import resize_images
+    from nebula_keras3.metrics.features import resize_images
 
     if sum(x is not None for x in (model, onnx, images)) != 1:
         raise EvaluationError("give exactly one of --model RUN_OR_KERAS, --onnx FILE or --images DIR_OR_NPY")

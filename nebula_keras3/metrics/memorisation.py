@@ -29,9 +29,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image
 
-from nebula_keras3.metrics.features import RandomCNNFeatures
+from nebula_keras3.metrics.features import RandomCNNFeatures, resize_images
 
 PIXEL_SIZE = 64
 # Share of held-out real photos at least as close to a training photo as a "copy" is.
@@ -40,15 +39,6 @@ NEIGHBOURS = 3  # nearest training photos kept (and drawn) per generated image
 SPACES = ("features", "pixels")
 _SUFFIX = {"features": "", "pixels": "_pixel"}
 FIGURES = tuple(f"{name}{_SUFFIX[s]}" for s in SPACES for name in ("nn_copy_rate", "nn_distance_ratio_median"))
-
-
-def resize_images(images: np.ndarray, size: int) -> np.ndarray:
-    """uint8 ``[n, S, S, 3]`` -> ``[n, size, size, 3]`` with LANCZOS (a no-op at ``size``)."""
-    images = np.asarray(images)
-    if images.shape[1:3] == (size, size):
-        return images
-    return np.stack([np.asarray(Image.fromarray(im).resize((size, size), Image.Resampling.LANCZOS))
-                     for im in images])
 
 
 def _pixels(images: np.ndarray) -> np.ndarray:
