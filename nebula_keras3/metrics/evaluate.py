@@ -77,7 +77,7 @@ def _describe(key: str) -> str:
 
 def evaluate_images(real: np.ndarray, fake: np.ndarray, *, metrics=METRICS, seed: int = 0,
                     inception_weights: str | os.PathLike | None = None,
-                    inception_size: int | None = None) -> dict:
+                    inception_size: int | None = None, randcnn_features: tuple | None = None) -> dict:
     """Figures for generated images ``fake`` against ``real`` (uint8 ``[n, S, S, 3]``, same shape).
 
     Args:
@@ -86,6 +86,8 @@ def evaluate_images(real: np.ndarray, fake: np.ndarray, *, metrics=METRICS, seed
         seed: seeds SWD's neighbourhoods and directions and KID's subsets.
         inception_weights: an InceptionV3 (no top) weights file; nothing is downloaded.
         inception_size: InceptionV3 input side (default 299; tests use smaller).
+        randcnn_features: ``(real, fake)``, these very images' ``RandomCNNFeatures`` when the
+            caller has them already (it scores them further); default: computed here.
     """
     unknown = set(metrics) - set(METRICS)
     if unknown:
@@ -110,8 +112,14 @@ def evaluate_images(real: np.ndarray, fake: np.ndarray, *, metrics=METRICS, seed
         if "swd" in metrics:
             result.update(sliced_wasserstein_distance(real, fake, seed=seed))
         if {"fid", "kid", "prdc"} & set(metrics):
-            extractor = RandomCNNFeatures()
-            result.update(_feature_metrics(extractor(real), extractor(fake), "randcnn", metrics, seed))
+            if randcnn_features is None:
+                extractor = RandomCNNFeatures()
+                randcnn_features = extractor(real), extractor(fake)
+            real_f, fake_f = randcnn_features
+            if (len(real_f), len(fake_f)) != (len(real), len(fake)):
+                raise EvaluationError(f"randcnn_features hold {len(real_f)} and {len(fake_f)} rows "
+                                      f"for {len(real)} real and {len(fake)} generated images")
+            result.update(_feature_metrics(real_f, fake_f, "randcnn", metrics, seed))
         if inception is not None:
             only = set(metrics) - {"prdc"}
             result.update(_feature_metrics(inception(real), inception(fake), "inception", only, seed))
