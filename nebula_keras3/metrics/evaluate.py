@@ -238,11 +238,12 @@ def _load_npy(path: Path, what: str) -> np.ndarray:
     return images
 
 
-def _load_folder(path: Path, image_size: int) -> np.ndarray:
+def _load_folder(path: Path, image_size: int):
+    """The folder read as training reads it (``data.folder.load_image_folder``: ``.images``, ``.files``)."""
     from nebula_keras3.data.folder import DataError, load_image_folder
 
     try:
-        return load_image_folder(path, image_size, progress=False).images
+        return load_image_folder(path, image_size, progress=False)
     except DataError as e:
         raise EvaluationError(str(e)) from None
 
@@ -285,7 +286,7 @@ def load_generated_images(*, model=None, onnx=None, images=None, n: int = DEFAUL
         path = Path(images)
         if path.is_dir():
             size = image_size or DEFAULT_FOLDER_SIZE
-            out = take_subset(_load_folder(path, size), n, f"generated folder {path}", None)
+            out = take_subset(_load_folder(path, size).images, n, f"generated folder {path}", None)
         elif path.is_file():
             out = take_subset(_load_npy(path, "generated images"), n, f"{path}", None)
             if image_size is not None:
@@ -325,12 +326,7 @@ def load_all_real_images(data, image_size: int) -> tuple[np.ndarray, list[str], 
     reads it: centre crop, LANCZOS resize to ``image_size``) or ``.npy`` (already that size)."""
     path = Path(data)
     if path.is_dir():
-        from nebula_keras3.data.folder import DataError, load_image_folder
-
-        try:
-            loaded = load_image_folder(path, image_size, progress=False)
-        except DataError as e:
-            raise EvaluationError(str(e)) from None
+        loaded = _load_folder(path, image_size)
         images, names = loaded.images, list(loaded.files)
     elif path.is_file():
         images = _load_npy(path, "real images")
