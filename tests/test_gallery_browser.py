@@ -409,6 +409,39 @@ def test_busy_answers_back_off_and_retry(browser, server):
         browser.execute_cdp_cmd("Page.removeScriptToEvaluateOnNewDocument", {"identifier": added["identifier"]})
 
 
+RETRY_AFTER_FETCH = """
+(() => {
+  const real = window.fetch.bind(window);
+  let left = 1;
+  window.__predictTimes = [];
+  Math.random = () => 0;  // the jitter at its low end
+  window.fetch = (url, init) => {
+    if (String(url).includes(':predict')) {
+      window.__predictTimes.push(performance.now());
+      if (left > 0) {
+        left--;
+        return Promise.resolve(new Response('{ "error": "Too many concurrent requests (limit 1); retry later" }',
+          {status: 503, headers: {'Content-Type': 'application/json', 'Retry-After': '1'}}));
+      }
+    }
+    return real(url, init);
+  };
+})();
+"""
+
+
+def test_a_busy_answer_is_retried_no_sooner_than_its_retry_after(browser, server):
+    """The back-off's jitter may shorten its own wait but never the server's Retry-After."""
+    added = browser.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": RETRY_AFTER_FETCH})
+    try:
+        browser.get(f"{server.url}/ui/")
+        wait(browser, lambda d: len(js(d, LOADED_TILES)) >= BATCH, what="the wall after the retry")
+        first, retry = js(browser, "return window.__predictTimes")[:2]
+        assert retry - first >= 1000, retry - first
+    finally:
+        browser.execute_cdp_cmd("Page.removeScriptToEvaluateOnNewDocument", {"identifier": added["identifier"]})
+
+
 def test_a_version_that_goes_away_is_shown(browser, server, served):
     from selenium.webdriver.support.select import Select
 

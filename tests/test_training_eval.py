@@ -69,6 +69,50 @@ def test_the_training_time_copy_rate_scores_generated_images_against_the_trainin
     assert "nn_copy_rate" not in score_generator(copier, held_out)  # no training images: not measured
 
 
+@pytest.mark.backend_independent
+def test_each_scoring_embeds_its_generated_images_once(tmp_path, monkeypatch):
+    """FID/KID and nn_copy_rate share the generated images' random-CNN features; the training and
+    held-out photos are embedded at the first scoring only; the figures stay those of each metric
+    computed on its own."""
+    from nebula_keras3.metrics import features
+    from nebula_keras3.metrics.evaluate import evaluate_images
+    from nebula_keras3.metrics.memorisation import TrainingNeighbours
+    from nebula_keras3.training.holdout_scoring import EVAL_METRICS, HoldoutEvaluation
+
+    train, held_out = procedural_nebulae(24, 32, seed=1), procedural_nebulae(16, 32, seed=2)
+    fakes = [procedural_nebulae(16, 32, seed=s) for s in (3, 4)]
+    want = []
+    for fake in fakes:
+        alone = evaluate_images(held_out, fake, metrics=EVAL_METRICS)
+        alone.update(TrainingNeighbours(train, held_out).score(fake).figures)
+        want.append({k: round(float(alone[k]), 5) for k in EVAL_COLUMNS})
+
+    embedded = []
+    plain = features.RandomCNNFeatures.__call__
+
+    def counted(self, images, *args, **kwargs):
+        embedded.append(np.asarray(images))
+        return plain(self, images, *args, **kwargs)
+
+    monkeypatch.setattr(features.RandomCNNFeatures, "__call__", counted)
+    callback = HoldoutEvaluation(tmp_path, held_out, 1, train_images=train, echo=lambda *_: None)
+    callback.best = -np.inf  # nothing beats it: no best checkpoint to write (no real model here)
+    got = []
+    for epoch, fake in enumerate(fakes):
+        callback.set_model(types.SimpleNamespace(stop_training=False, generate=lambda n, seed=0, f=fake: f[:n]))
+        logs = {}
+        callback.on_epoch_end(epoch, logs)
+        got.append({k: logs[k] for k in EVAL_COLUMNS})
+    assert got == want
+
+    def times(images):
+        return sum(x.shape == images.shape and np.array_equal(x, images) for x in embedded)
+
+    assert [times(train), times(fakes[0]), times(fakes[1])] == [1, 1, 1]
+    assert times(held_out) == 2  # the copy scale's nearest distances, and FID/KID's side
+    assert len(embedded) == 5
+
+
 def epoch_rows(run):
     with open(run / "epochs.csv", newline="") as f:
         return list(csv.DictReader(f))

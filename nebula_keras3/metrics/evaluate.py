@@ -77,7 +77,7 @@ def _describe(key: str) -> str:
 
 def evaluate_images(real: np.ndarray, fake: np.ndarray, *, metrics=METRICS, seed: int = 0,
                     inception_weights: str | os.PathLike | None = None,
-                    inception_size: int | None = None) -> dict:
+                    inception_size: int | None = None, randcnn_features: tuple | None = None) -> dict:
     """Figures for generated images ``fake`` against ``real`` (uint8 ``[n, S, S, 3]``, same shape).
 
     Args:
@@ -86,6 +86,8 @@ def evaluate_images(real: np.ndarray, fake: np.ndarray, *, metrics=METRICS, seed
         seed: seeds SWD's neighbourhoods and directions and KID's subsets.
         inception_weights: an InceptionV3 (no top) weights file; nothing is downloaded.
         inception_size: InceptionV3 input side (default 299; tests use smaller).
+        randcnn_features: ``(real, fake)``, these very images' ``RandomCNNFeatures`` when the
+            caller has them already (it scores them further); default: computed here.
     """
     unknown = set(metrics) - set(METRICS)
     if unknown:
@@ -110,8 +112,14 @@ def evaluate_images(real: np.ndarray, fake: np.ndarray, *, metrics=METRICS, seed
         if "swd" in metrics:
             result.update(sliced_wasserstein_distance(real, fake, seed=seed))
         if {"fid", "kid", "prdc"} & set(metrics):
-            extractor = RandomCNNFeatures()
-            result.update(_feature_metrics(extractor(real), extractor(fake), "randcnn", metrics, seed))
+            if randcnn_features is None:
+                extractor = RandomCNNFeatures()
+                randcnn_features = extractor(real), extractor(fake)
+            real_f, fake_f = randcnn_features
+            if (len(real_f), len(fake_f)) != (len(real), len(fake)):
+                raise EvaluationError(f"randcnn_features hold {len(real_f)} and {len(fake_f)} rows "
+                                      f"for {len(real)} real and {len(fake)} generated images")
+            result.update(_feature_metrics(real_f, fake_f, "randcnn", metrics, seed))
         if inception is not None:
             only = set(metrics) - {"prdc"}
             result.update(_feature_metrics(inception(real), inception(fake), "inception", only, seed))
@@ -127,7 +135,7 @@ def resolution_swd(real: np.ndarray, fake: np.ndarray, *, seed: int = 0) -> dict
     So a 64 px model's samples upscaled to 128 px are scored on the same pyramid as a
     128 px model's: whatever detail the finest levels find beyond the upscale is real.
     """
-    from nebula_keras3.metrics.memorisation import resize_images
+    from nebula_keras3.metrics.features import resize_images
 
     real, fake = np.asarray(real), np.asarray(fake)
     for name, x in (("real", real), ("generated", fake)):
@@ -230,11 +238,12 @@ def _load_npy(path: Path, what: str) -> np.ndarray:
     return images
 
 
-def _load_folder(path: Path, image_size: int) -> np.ndarray:
+def _load_folder(path: Path, image_size: int):
+    """The folder read as training reads it (``data.folder.load_image_folder``: ``.images``, ``.files``)."""
     from nebula_keras3.data.folder import DataError, load_image_folder
 
     try:
-        return load_image_folder(path, image_size, progress=False).images
+        return load_image_folder(path, image_size, progress=False)
     except DataError as e:
         raise EvaluationError(str(e)) from None
 
@@ -267,7 +276,7 @@ def load_generated_images(*, model=None, onnx=None, images=None, n: int = DEFAUL
     training data at ``image_size`` (default ``DEFAULT_FOLDER_SIZE``); a ``.npy`` gives its
     first ``n`` images.
     """
-    from nebula_keras3.metrics.memorisation import resize_images
+    from nebula_keras3.metrics.features import resize_images
 
     if sum(x is not None for x in (model, onnx, images)) != 1:
         raise EvaluationError("give exactly one of --model RUN_OR_KERAS, --onnx FILE or --images DIR_OR_NPY")
@@ -277,7 +286,7 @@ def load_generated_images(*, model=None, onnx=None, images=None, n: int = DEFAUL
         path = Path(images)
         if path.is_dir():
             size = image_size or DEFAULT_FOLDER_SIZE
-            out = take_subset(_load_folder(path, size), n, f"generated folder {path}", None)
+            out = take_subset(_load_folder(path, size).images, n, f"generated folder {path}", None)
         elif path.is_file():
             out = take_subset(_load_npy(path, "generated images"), n, f"{path}", None)
             if image_size is not None:
@@ -317,12 +326,7 @@ def load_all_real_images(data, image_size: int) -> tuple[np.ndarray, list[str], 
     reads it: centre crop, LANCZOS resize to ``image_size``) or ``.npy`` (already that size)."""
     path = Path(data)
     if path.is_dir():
-        from nebula_keras3.data.folder import DataError, load_image_folder
-
-        try:
-            loaded = load_image_folder(path, image_size, progress=False)
-        except DataError as e:
-            raise EvaluationError(str(e)) from None
+        loaded = _load_folder(path, image_size)
         images, names = loaded.images, list(loaded.files)
     elif path.is_file():
         images = _load_npy(path, "real images")

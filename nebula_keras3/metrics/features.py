@@ -25,6 +25,15 @@ KID_SUBSETS = 100
 PRDC_K = 5
 
 
+def resize_images(images: np.ndarray, size: int) -> np.ndarray:
+    """uint8 ``[n, S, S, 3]`` -> ``[n, size, size, 3]`` with LANCZOS (a no-op at ``size``)."""
+    images = np.asarray(images)
+    if images.shape[1:3] == (size, size):
+        return images
+    return np.stack([np.asarray(Image.fromarray(im).resize((size, size), Image.Resampling.LANCZOS))
+                     for im in images])
+
+
 class RandomCNNFeatures:
     """uint8 ``[n, S, S, 3]`` -> float64 features ``[n, 2 * sum(FEATURE_WIDTHS)]``.
 
@@ -46,11 +55,6 @@ class RandomCNNFeatures:
             cin = cout
         self.dim = 2 * sum(widths)
 
-    def _resize(self, images: np.ndarray) -> np.ndarray:
-        s = self.input_size
-        if images.shape[1:3] == (s, s):
-            return images
-        return np.stack([np.asarray(Image.fromarray(im).resize((s, s), Image.Resampling.LANCZOS)) for im in images])
 
     @staticmethod
     def _conv_s2(x: np.ndarray, kernel: np.ndarray) -> np.ndarray:
@@ -68,7 +72,7 @@ class RandomCNNFeatures:
             raise ValueError(f"images must be uint8 [n, S, S, 3], got {images.dtype} {list(images.shape)}")
         out = []
         for i in range(0, len(images), batch_size):
-            x = self._resize(images[i : i + batch_size]).astype(np.float32) / 127.5 - 1.0
+            x = resize_images(images[i : i + batch_size], self.input_size).astype(np.float32) / 127.5 - 1.0
             stats = []
             for kernel in self.kernels:
                 x = self._conv_s2(x, kernel)

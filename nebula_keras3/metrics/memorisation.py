@@ -29,9 +29,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image
 
-from nebula_keras3.metrics.features import RandomCNNFeatures
+from nebula_keras3.metrics.features import RandomCNNFeatures, resize_images
 
 PIXEL_SIZE = 64
 # Share of held-out real photos at least as close to a training photo as a "copy" is.
@@ -40,15 +39,6 @@ NEIGHBOURS = 3  # nearest training photos kept (and drawn) per generated image
 SPACES = ("features", "pixels")
 _SUFFIX = {"features": "", "pixels": "_pixel"}
 FIGURES = tuple(f"{name}{_SUFFIX[s]}" for s in SPACES for name in ("nn_copy_rate", "nn_distance_ratio_median"))
-
-
-def resize_images(images: np.ndarray, size: int) -> np.ndarray:
-    """uint8 ``[n, S, S, 3]`` -> ``[n, size, size, 3]`` with LANCZOS (a no-op at ``size``)."""
-    images = np.asarray(images)
-    if images.shape[1:3] == (size, size):
-        return images
-    return np.stack([np.asarray(Image.fromarray(im).resize((size, size), Image.Resampling.LANCZOS))
-                     for im in images])
 
 
 def _pixels(images: np.ndarray) -> np.ndarray:
@@ -96,39 +86,54 @@ class TrainingNeighbours:
 
     ``train`` and ``held_out`` are uint8 ``[n, S, S, 3]``; the held-out photos must not be in
     the training set (a held-out photo that is also a training photo has distance 0, which
-    pulls the threshold down to 0).
+    pulls the threshold down to 0). ``spaces``: the ones of ``SPACES`` to measure in (the
+    figures and neighbours of the others are left out).
     """
 
     def __init__(self, train: np.ndarray, held_out: np.ndarray, *, quantile: float = COPY_QUANTILE,
-                 extractor: RandomCNNFeatures | None = None):
+                 extractor: RandomCNNFeatures | None = None, spaces=SPACES):
         for name, x in (("training", train), ("held-out", held_out)):
             x = np.asarray(x)
             if x.dtype != np.uint8 or x.ndim != 4 or x.shape[-1] != 3 or len(x) < 1:
                 raise ValueError(f"{name} images must be uint8 [n, S, S, 3] with n >= 1, got {x.dtype} {list(x.shape)}")
         if not 0.0 <= quantile < 1.0:
             raise ValueError(f"quantile must be in [0, 1), got {quantile}")
+        if not spaces or set(spaces) - set(SPACES):
+            raise ValueError(f"spaces must be some of {SPACES}, got {spaces}")
+        self.spaces = tuple(s for s in SPACES if s in spaces)
         self.extractor = extractor or RandomCNNFeatures()
         self.quantile = float(quantile)
         self.train_count, self.held_out_count = len(train), len(held_out)
-        self.reference = {"features": self.extractor(train), "pixels": _pixels(train)}
+        self.reference = self._embed(train)
         self.scale = {"features": 1.0, "pixels": 1.0 / np.sqrt(PIXEL_SIZE * PIXEL_SIZE * 3)}  # pixels: RMS
         held = self._embed(held_out)
         self.held_out_distance = {s: nearest(held[s], self.reference[s], 1, scale=self.scale[s])[1][:, 0]
-                                  for s in SPACES}
+                                  for s in self.spaces}
         self.threshold = {s: float(np.quantile(d, self.quantile)) for s, d in self.held_out_distance.items()}
         self.typical = {s: float(np.median(d)) for s, d in self.held_out_distance.items()}
 
-    def _embed(self, images: np.ndarray) -> dict:
-        return {"features": self.extractor(images), "pixels": _pixels(images)}
+    def _embed(self, images: np.ndarray, features: np.ndarray | None = None) -> dict:
+        out = {}
+        if "features" in self.spaces:
+            out["features"] = self.extractor(images) if features is None else features
+        if "pixels" in self.spaces:
+            out["pixels"] = _pixels(images)
+        return out
 
-    def score(self, generated: np.ndarray, k: int = NEIGHBOURS) -> Neighbours:
-        """Nearest training photos of uint8 ``generated`` and the figures (``FIGURES``)."""
+    def score(self, generated: np.ndarray, k: int = NEIGHBOURS, *, features: np.ndarray | None = None) -> Neighbours:
+        """Nearest training photos of uint8 ``generated`` and the figures (``FIGURES`` of ``spaces``).
+
+        ``features``: ``generated``'s features from ``self.extractor`` when the caller has them
+        already (it scores the same images otherwise too); default: computed here.
+        """
         generated = np.asarray(generated)
         if generated.dtype != np.uint8 or generated.ndim != 4 or generated.shape[-1] != 3 or not len(generated):
             raise ValueError(f"generated images must be uint8 [n, S, S, 3], got {generated.dtype} {list(generated.shape)}")
-        emb = self._embed(generated)
+        if features is not None and len(features) != len(generated):
+            raise ValueError(f"features hold {len(features)} rows for {len(generated)} generated images")
+        emb = self._embed(generated, features)
         indices, distances, figures = {}, {}, {}
-        for s in SPACES:
+        for s in self.spaces:
             indices[s], distances[s] = nearest(emb[s], self.reference[s], k, scale=self.scale[s])
             d = distances[s][:, 0]
             figures[f"nn_copy_rate{_SUFFIX[s]}"] = float(np.mean(d <= self.threshold[s]))
@@ -141,7 +146,7 @@ class TrainingNeighbours:
         """The scale the figures were measured against (for the JSON report)."""
         out = {"nn_train_count": self.train_count, "nn_held_out_count": self.held_out_count,
                "nn_copy_quantile": self.quantile}
-        for s in SPACES:
+        for s in self.spaces:
             out[f"nn_threshold{_SUFFIX[s]}"] = self.threshold[s]
             out[f"nn_held_out_median{_SUFFIX[s]}"] = self.typical[s]
         return out

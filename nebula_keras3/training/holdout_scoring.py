@@ -19,6 +19,7 @@ import keras
 import numpy as np
 
 from nebula_keras3.metrics.evaluate import evaluate_images
+from nebula_keras3.metrics.features import RandomCNNFeatures
 from nebula_keras3.metrics.memorisation import TrainingNeighbours
 from nebula_keras3.training.checkpoint import BEST_FILE, save_checkpoint
 
@@ -30,18 +31,31 @@ EVAL_SECONDS = "eval_seconds"
 MAX_EVAL_IMAGES = 512  # SWD/FID on more held-out images would cost more than an epoch
 
 
-def score_generator(gan, held_out: np.ndarray, *, seed: int = 0, neighbours: TrainingNeighbours | None = None) -> dict:
+def score_generator(gan, held_out: np.ndarray, *, seed: int = 0, neighbours: TrainingNeighbours | None = None,
+                    held_out_features: np.ndarray | None = None) -> dict:
     """``EVAL_COLUMNS`` figures of the GAN's inference generator (EMA when kept) against uint8 ``held_out``.
 
     ``nn_copy_rate`` needs ``neighbours`` (the training photos, scaled by the held-out ones);
-    without them it is left out.
+    without them it is left out. The generated images' random-CNN features are computed once,
+    for FID/KID and ``nn_copy_rate`` alike; ``held_out_features``: the held-out side's, from
+    ``held_out_features(held_out)``, when the caller keeps them between scorings.
     """
     held_out = held_out[:MAX_EVAL_IMAGES]
     fake = gan.generate(len(held_out), seed=0)  # uint8 [n, S, S, 3], image seeds 0..n-1 as `nebula sample`
-    figures = evaluate_images(held_out, fake, metrics=EVAL_METRICS, seed=seed)
+    extractor = neighbours.extractor if neighbours is not None else RandomCNNFeatures()
+    if held_out_features is None:
+        held_out_features = extractor(held_out)
+    fake_features = extractor(fake)
+    figures = evaluate_images(held_out, fake, metrics=EVAL_METRICS, seed=seed,
+                              randcnn_features=(held_out_features, fake_features))
     if neighbours is not None:
-        figures.update(neighbours.score(fake).figures)
+        figures.update(neighbours.score(fake, features=fake_features).figures)
     return {k: round(float(figures[k]), 5) for k in EVAL_COLUMNS if k in figures}
+
+
+def held_out_features(held_out: np.ndarray) -> np.ndarray:
+    """The random-CNN features ``score_generator`` compares with: those of ``held_out[:MAX_EVAL_IMAGES]``."""
+    return RandomCNNFeatures()(held_out[:MAX_EVAL_IMAGES])
 
 
 class HoldoutEvaluation(keras.callbacks.Callback):
@@ -59,6 +73,7 @@ class HoldoutEvaluation(keras.callbacks.Callback):
         self.held_out = held_out
         self.train_images = train_images
         self._neighbours = None  # built at the first scoring: the training photos' features, once
+        self._held_out_features = None  # likewise: the held-out side of FID/KID never changes
         self.every = int(every)
         self.seed = seed
         self.echo = echo
@@ -72,8 +87,12 @@ class HoldoutEvaluation(keras.callbacks.Callback):
             return
         t0 = time.perf_counter()
         if self._neighbours is None and self.train_images is not None:
-            self._neighbours = TrainingNeighbours(self.train_images, self.held_out)
-        figures = score_generator(self.model, self.held_out, seed=self.seed, neighbours=self._neighbours)
+            # nn_copy_rate is the feature-space figure: the pixel space is not measured here
+            self._neighbours = TrainingNeighbours(self.train_images, self.held_out, spaces=("features",))
+        if self._held_out_features is None:
+            self._held_out_features = held_out_features(self.held_out)
+        figures = score_generator(self.model, self.held_out, seed=self.seed, neighbours=self._neighbours,
+                                  held_out_features=self._held_out_features)
         if logs is not None:
             logs.update(figures, **{EVAL_SECONDS: time.perf_counter() - t0})  # the same dict reaches TrainingMonitor.on_epoch_end next
         key = EVAL_COLUMNS[0]

@@ -167,8 +167,8 @@
       const message = await errorText(resp);
       if ((resp.status === 429 || resp.status === 503) && attempt < RETRIES) {
         const after = parseFloat(resp.headers.get("Retry-After")) * 1000;
-        const wait = Math.min(RETRY_MAX_MS, Math.max(backoff, Number.isFinite(after) ? after : 0))
-          * (0.75 + 0.5 * Math.random());
+        // the jitter spreads the back-off; the server's Retry-After is a floor it never goes under
+        const wait = Math.max(backoff * (0.75 + 0.5 * Math.random()), Number.isFinite(after) ? after : 0);
         notice(`Server busy (HTTP ${resp.status}: ${message}); retrying in ${(wait / 1000).toFixed(1)} s`, "busy");
         pill("busy", "busy");
         await sleep(wait);
