@@ -2,7 +2,7 @@
 and resumed leaves the folder one uninterrupted run leaves; a folder whose files disagree is
 repaired where the checkpoint vouches for the truth, refused naming the file where not.
 
-Each case is a list of ``nebula train`` options. Interruptions (tests/resume_harness.py):
+Each case is a list of ``nebula train`` options. Interruptions (tests/support/resume_harness.py):
 SIGKILL, SIGTERM, a torn write then SIGKILL (own process), a non-finite loss, a full disk.
 A failure prints its plan; ``NEBULA_RESUME_SEED=N`` draws another set of moments.
 """
@@ -20,7 +20,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
-from resume_harness import IN_PROCESS_KINDS, SIGNAL_KINDS, interrupt
+from support.resume_harness import IN_PROCESS_KINDS, SIGNAL_KINDS, interrupt
 
 from nebula_keras3.training import trainer
 from nebula_keras3.training.checkpoint import BEST_FILE, checkpoint_path, read_header
@@ -38,7 +38,7 @@ from nebula_keras3.training.run_folder import (
 )
 
 BACKEND = keras.backend.backend()
-HARNESS = Path(__file__).with_name("resume_harness.py")
+HARNESS = Path(__file__).parent / "support" / "resume_harness.py"
 SEED = int(os.environ.get("NEBULA_RESUME_SEED", "0"))
 FIRST_EPOCHS, EPOCHS = 2, 3  # the run is started for 2 epochs, then resumed to 3
 BASE = ["train", "--preset", "tiny", "--quiet"]
@@ -50,6 +50,7 @@ CASES = {
     "holdout-eval": (["--holdout", "0.25", "--eval-every", "2"], [], None, {}),
     "ema": (["--ema-decay", "0.9"], [], None, {}),
     "bf16": (["--mixed-precision", "bf16"], [], None, {}),
+    "ada": (["--ada-target", "0.6", "--ada-kimg", "1"], [], None, {}),
     "data-parallel": ([], ["--distribute", "data-parallel"], {"jax"}, TWO_DEVICES),
 }
 

@@ -14,7 +14,7 @@ counts as one numbered point. At point ``at`` the run is interrupted by ``kind``
   reads NaN (the run stops on a non-finite loss; the weights are unharmed).
 
 ``count`` counts points without interrupting. The signal kinds need a process of their
-own: ``python tests/resume_harness.py RUN_DIR KIND AT SEED -- <nebula arguments>``;
+own: ``python tests/support/resume_harness.py RUN_DIR KIND AT SEED -- <nebula arguments>``;
 ``nan`` and ``enospc`` also run in the test's process (``interrupt``).
 """
 
