@@ -86,12 +86,15 @@ def convert(generator, latent_dim: int, facts: dict, opset: int = DEFAULT_OPSET)
     return final, dual
 
 
-def session(model_bytes: bytes):
-    """An ONNX Runtime CPU session over serialized model bytes."""
+def session(model_bytes: bytes, *, optimize: bool = True):
+    """An ONNX Runtime CPU session over serialized model bytes (``optimize=False``: the graph
+    exactly as given, no fusions)."""
     import onnxruntime as ort
 
     so = ort.SessionOptions()
     so.log_severity_level = 3
+    if not optimize:
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     return ort.InferenceSession(model_bytes, so, providers=["CPUExecutionProvider"])
 
 

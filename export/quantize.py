@@ -153,7 +153,7 @@ def _channel_map(chain, inits, shape, conv, model):
     """``(channel, C)``: for conv output channel ``j`` the channel of the chain's output (of C)
     it lands in; ``(None, 0)`` when that is not one channel per ``j``."""
     import onnx
-    import onnxruntime as ort
+    from nebula_keras3.export.onnx_model import session
     from onnx import helper
 
     if len(shape) != 4:
@@ -170,9 +170,7 @@ def _channel_map(chain, inits, shape, conv, model):
         [inits[n] for n in names],
     )
     sub = helper.make_model(graph, opset_imports=model.opset_import)
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
-    sess = ort.InferenceSession(sub.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    sess = session(sub.SerializeToString())
     (out,) = sess.run(None, {conv.output[0]: probe})
     out = out.reshape(-1, out.shape[-1]).astype(np.int64)  # [positions, C]
     channel = np.full(k, -1, np.int64)
@@ -189,7 +187,7 @@ def _channel_map(chain, inits, shape, conv, model):
 def _output_shapes(model, names) -> dict:
     """``{tensor name: shape}`` at batch 1, by running the model with those tensors as outputs."""
     import onnx
-    import onnxruntime as ort
+    from nebula_keras3.export.onnx_model import session
 
     m = onnx.ModelProto()
     m.CopyFrom(model)
@@ -197,10 +195,7 @@ def _output_shapes(model, names) -> dict:
     m.graph.output.extend(onnx.helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, None) for n in names)
     z = m.graph.input[0]
     d = int(z.type.tensor_type.shape.dim[1].dim_value)
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    sess = ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    sess = session(m.SerializeToString(), optimize=False)
     outs = sess.run(list(names), {z.name: np.zeros((1, d), np.float32)}) if names else []
     return {n: o.shape for n, o in zip(names, outs)}
 

@@ -732,7 +732,9 @@ def test_base_path_outage_keeps_versions_serving(model_dir, offline, tmp_path):
     answers throughout, and the error is logged once for the whole outage."""
     live = tmp_path / "live" / "nebula"
     st.copy_version(model_dir / "2", live, 2)
-    srv = st.ServerProcess(["--model-base-path", str(live), "--model-name", MODEL, "--poll-seconds", "0.1"],
+    # Polls 0.5 s apart against writes 10 ms apart: only a copier stalled for a whole poll
+    # interval (not a loaded machine's scheduling jitter) looks finished to the server.
+    srv = st.ServerProcess(["--model-base-path", str(live), "--model-name", MODEL, "--poll-seconds", "0.5"],
                            log_path=tmp_path / "server.log")
     away = tmp_path / "away"
     try:
@@ -767,21 +769,23 @@ def test_version_folder_being_copied_is_not_loaded_half_written(model_dir, offli
 
     live = tmp_path / "live" / "nebula"
     st.copy_version(model_dir / "1", live, 1)
-    srv = st.ServerProcess(["--model-base-path", str(live), "--model-name", MODEL, "--poll-seconds", "0.1"],
+    # Polls 0.5 s apart against writes 10 ms apart: only a copier stalled for a whole poll
+    # interval (not a loaded machine's scheduling jitter) looks finished to the server.
+    srv = st.ServerProcess(["--model-base-path", str(live), "--model-name", MODEL, "--poll-seconds", "0.5"],
                            log_path=tmp_path / "server.log")
     done = threading.Event()
 
-    def slow_copy():  # every file in 2 KiB pieces, 20 ms apart: several polls see partial files
+    def slow_copy():  # every file in 1 KiB pieces, 10 ms apart: several polls see partial files
         src = model_dir / "2"
         for path in sorted(p for p in src.rglob("*") if p.is_file()):
             dst = live / "3" / path.relative_to(src)
             dst.parent.mkdir(parents=True, exist_ok=True)
             data = path.read_bytes()
             with open(dst, "wb") as f:
-                for i in range(0, len(data), 2048):
-                    f.write(data[i:i + 2048])
+                for i in range(0, len(data), 1024):
+                    f.write(data[i:i + 1024])
                     f.flush()
-                    time.sleep(0.02)
+                    time.sleep(0.01)
         done.set()
 
     try:
