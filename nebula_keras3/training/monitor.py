@@ -68,14 +68,16 @@ class StepValues(keras.callbacks.Callback):
     """Base class: each step's logs as floats, read back ``LOG_LAG_STEPS`` steps late, in order.
 
     Subclasses get ``on_step(epoch, step, values)`` for every step of an epoch before
-    ``on_epoch_done(epoch, logs)`` (epochs 1-based, steps global). Each instance keeps
-    its own queue: no callback depends on another having read a value.
+    ``on_epoch_done(epoch, logs)`` (epochs 1-based, steps global); ``self.steps`` holds the
+    epoch's ``(step, values)`` read so far. Each instance keeps its own queue: no callback
+    depends on another having read a value.
     """
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = epoch + 1
         self._step0 = self.model.steps_done
         self._pending = deque()
+        self.steps: list[tuple[int, dict]] = []
 
     def on_train_batch_end(self, batch, logs=None):
         self._pending.append((self._step0 + batch + 1, logs or {}))
@@ -84,7 +86,9 @@ class StepValues(keras.callbacks.Callback):
 
     def _read_back_oldest(self):
         step, logs = self._pending.popleft()
-        self.on_step(self._epoch, step, {k: float(ops.convert_to_numpy(v)) for k, v in logs.items()})
+        values = {k: float(ops.convert_to_numpy(v)) for k, v in logs.items()}
+        self.steps.append((step, values))
+        self.on_step(self._epoch, step, values)
 
     def on_epoch_end(self, epoch, logs=None):
         while self._pending:
@@ -171,21 +175,15 @@ class LossesCsv(StepValues):
         self.path = Path(run_dir) / LOSSES_CSV
         self._checked = False
 
-    def on_epoch_begin(self, epoch, logs=None):
-        super().on_epoch_begin(epoch, logs)
-        self._rows = []
-
-    def on_step(self, epoch, step, values):
-        self._rows.append({"epoch": epoch, "step": step, **values})
-
     def on_epoch_done(self, epoch, logs):
-        if diverged(logs) or not self._rows:
+        if diverged(logs) or not self.steps:
             return
-        columns = [*ROW_KEYS, *value_columns(self._rows[0].keys() - set(ROW_KEYS))]
+        rows = [{"epoch": epoch, "step": step, **values} for step, values in self.steps]
+        columns = [*ROW_KEYS, *value_columns(rows[0].keys() - set(ROW_KEYS))]
         if not self._checked:
             check_columns(self.path, columns)
             self._checked = True
-        append_csv_rows(self.path, columns, self._rows)
+        append_csv_rows(self.path, columns, rows)
 
 
 class EpochsCsv(keras.callbacks.Callback):
@@ -232,17 +230,10 @@ class LossPlot(StepValues):
         self.history = history_of(loss_rows)
         self.epoch_rows = [{k: r.get(k, "") for k in ("step", *self.metric_columns)} for r in epoch_rows]
 
-    def on_epoch_begin(self, epoch, logs=None):
-        super().on_epoch_begin(epoch, logs)
-        self._steps = []
-
-    def on_step(self, epoch, step, values):
-        self._steps.append((step, values))
-
     def on_epoch_done(self, epoch, logs):
         if diverged(logs):
             return
-        for step, values in self._steps:
+        for step, values in self.steps:
             self.history.add(step, values)
         self.epoch_rows.append({"step": self.model.steps_done, **{k: logs.get(k, "") for k in self.metric_columns}})
         plot_losses(self.history, self.run_dir / LOSSES_PNG, self.epoch_rows, self.metric_columns)

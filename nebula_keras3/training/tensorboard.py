@@ -236,21 +236,14 @@ class TensorBoardLogger(StepValues):
         if self.model.steps_done:  # a resume: TensorBoard drops older files' events from this step on
             self.writer.session_start(self.model.steps_done + 1)
 
-    def on_epoch_begin(self, epoch, logs=None):
-        super().on_epoch_begin(epoch, logs)
-        self._steps = []
-
-    def on_step(self, epoch, step, values):
-        self._steps.append((step, values))
-
     def on_epoch_done(self, epoch, logs):
-        if diverged(logs) or not self._steps:
+        if diverged(logs) or not self.steps:
             return
-        for step, values in self._steps:
+        for step, values in self.steps:
             self.writer.scalars({f"step/{k}": v for k, v in values.items()}, step)
         step = self.model.steps_done
         values = {}
-        for key in (*WALL_CLOCK_COLUMNS, *self._steps[0][1], *self.extra_columns):
+        for key in (*WALL_CLOCK_COLUMNS, *self.steps[0][1], *self.extra_columns):
             try:
                 values[f"epoch/{key}"] = float(logs[key])
             except (KeyError, TypeError, ValueError):
