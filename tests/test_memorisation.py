@@ -137,6 +137,8 @@ def test_evaluate_image_size_resizes_a_model_and_bad_sizes_are_one_line(tmp_path
         (["--image-size", 48], "SWD needs a power-of-two --image-size"),
         (["--image-size", 8], "--image-size must be at least 16 px"),
         (["--holdout", 0.2], "--holdout-data and --holdout go with --nearest"),
+        (["--nearest", tmp_path / "n.png", "--holdout", 0.2, "--holdout-data", tmp_path / "real16.npy"],
+         "give --holdout-data DIR or --holdout FRACTION, not both"),
     ):
         code, out = run_cli("--model", run, "--data", tmp_path / "real16.npy", "-n", 6, *args)
         assert code != 0 and message in out, (args, out)

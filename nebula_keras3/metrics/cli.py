@@ -92,6 +92,8 @@ def evaluate_command(data, model_path, checkpoint, onnx_path, images_path, image
     t0 = time.perf_counter()
     if (holdout_data is not None or holdout is not None) and nearest_path is None:
         raise click.UsageError("--holdout-data and --holdout go with --nearest PNG")
+    if holdout_data is not None and holdout is not None:
+        raise click.UsageError("give --holdout-data DIR or --holdout FRACTION, not both")
     try:
         if inception_weights is not None:
             check_weights_file(inception_weights)  # before any slow work
