@@ -21,6 +21,7 @@ import keras
 import numpy as np
 import pytest
 from support.resume_harness import IN_PROCESS_KINDS, SIGNAL_KINDS, interrupt
+from support.run_contract import contract_view, view_differences
 
 from nebula_keras3.training import trainer
 from nebula_keras3.training.checkpoint import BEST_FILE, checkpoint_path, read_header
@@ -29,11 +30,9 @@ from nebula_keras3.training.run_folder import (
     EPOCHS_CSV,
     LOSSES_CSV,
     RunError,
-    contract_view,
     read_table,
     repair,
     sample_grid_path,
-    view_differences,
     write_csv_atomic,
 )
 
@@ -174,6 +173,25 @@ def test_lost_rows_of_unscored_epochs_are_rebuilt_from_losses_csv(finished_run, 
     assert any("rebuilt the rows of epoch(s) 1, 3" in n for n in notes), notes
     assert view_differences(before, contract_view(run)) == []
     assert [r["seconds"] for r in read_table(run / EPOCHS_CSV)[1]][0::2] == ["", ""]  # wall clock: unknown
+
+
+def test_a_best_checkpoint_a_kill_left_behind_is_rewritten_from_the_last(finished_run, tmp_path):
+    """The kill fell after last.npz and before best.npz of an epoch that scored best: best.npz
+    becomes last.npz's state with that score in its header."""
+    run = _copy(finished_run, tmp_path)
+    columns, rows, _ = read_table(run / EPOCHS_CSV)
+    assert rows[1]["swd"] and not rows[2]["swd"]  # epoch 2 scored (and is best.npz), epoch 3 not
+    rows[2] = {**rows[2], "swd": str(round(float(rows[1]["swd"]) / 2, 5))}
+    write_csv_atomic(run / EPOCHS_CSV, columns, rows)
+    notes = _repair(run)
+    assert any("best.npz: rewritten from last.npz (epoch 3)" in n for n in notes), notes
+    last, best = checkpoint_path(run), checkpoint_path(run, BEST_FILE)
+    with np.load(last) as a, np.load(best) as b:
+        assert a.files == b.files
+        for k in a.files:
+            if k != "header":
+                np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+    assert read_header(best) == {**read_header(last), "swd": float(rows[2]["swd"])}
 
 
 @pytest.mark.parametrize("damage, message", [

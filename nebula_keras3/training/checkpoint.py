@@ -41,7 +41,6 @@ def save_checkpoint(gan, run_dir: str | Path, *, epoch: int, extra: dict | None 
                     name: str = CHECKPOINT_FILE) -> Path:
     """Save after ``epoch`` finished epochs (so a resume starts at epoch index ``epoch``)."""
     path = checkpoint_path(run_dir, name)
-    path.parent.mkdir(parents=True, exist_ok=True)
     variables = _state_variables(gan)
     arrays = {f"v{i:06d}": ops.convert_to_numpy(v.value) for i, v in enumerate(variables)}
     header = {
@@ -52,7 +51,22 @@ def save_checkpoint(gan, run_dir: str | Path, *, epoch: int, extra: dict | None 
         "shapes": [list(a.shape) for a in arrays.values()],
         **(extra or {}),
     }
-    arrays["header"] = np.frombuffer(json.dumps(header).encode(), dtype=np.uint8)
+    return _write(path, arrays, header)
+
+
+def copy_checkpoint(source: str | Path, target: str | Path, extra: dict) -> Path:
+    """``source``'s arrays under ``target`` (atomically), its header updated with ``extra``."""
+    with np.load(source) as data:
+        arrays = {k: data[k] for k in data.files if k != "header"}
+        header = _header(data)
+    return _write(Path(target), arrays, {**header, **extra})
+
+
+def _write(path: Path, arrays: dict, header: dict) -> Path:
+    """The checkpoint file: ``arrays`` plus the JSON ``header``, written to a temp name,
+    fsynced and renamed (folder fsynced too), so a kill never leaves half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arrays = {**arrays, "header": np.frombuffer(json.dumps(header).encode(), dtype=np.uint8)}
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
         np.savez(f, **arrays)
         f.flush()
@@ -65,9 +79,13 @@ def save_checkpoint(gan, run_dir: str | Path, *, epoch: int, extra: dict | None 
     return path
 
 
+def _header(data) -> dict:
+    return json.loads(data["header"].tobytes().decode())
+
+
 def read_header(path: str | Path) -> dict:
     with np.load(path) as data:
-        return json.loads(data["header"].tobytes().decode())
+        return _header(data)
 
 
 def load_checkpoint(gan, path: str | Path) -> dict:
@@ -81,7 +99,7 @@ def load_checkpoint(gan, path: str | Path) -> dict:
         raise CheckpointError(f"no checkpoint at {path}")
     try:
         with np.load(path) as data:
-            header = json.loads(data["header"].tobytes().decode())
+            header = _header(data)
             arrays = [data[f"v{i:06d}"] for i in range(len(header["names"]))]
     except (OSError, ValueError, KeyError, json.JSONDecodeError) as e:
         raise CheckpointError(f"{path} is not a readable checkpoint: {e}") from None

@@ -20,7 +20,8 @@ same final ``--epochs`` writes, file by file:
   ``generator.keras`` except its ``metadata.json`` (Keras' save date);
 * no other file (temp files of killed writes are removed).
 
-``contract_view`` reduces a folder to exactly what the contract compares.
+``contract_view`` in tests/support/run_contract.py reduces a folder to exactly what the contract
+compares; tests/test_resume.py holds runs to it.
 
 How it holds. Every file is written atomically (temp file, fsync, rename) or appended
 to, and per epoch in this order (the callbacks' order in ``trainer._run``):
@@ -42,18 +43,15 @@ the best scored epoch. An ``epochs.csv`` row that is missing is rebuilt from
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
-import json
 import os
-import zipfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
 
-from nebula_keras3.artifacts import CONFIG_FILE, DATA_FILE, FACTS_FILE, GENERATOR_FILE, write_bytes_atomic
-from nebula_keras3.training.checkpoint import BEST_FILE, CHECKPOINT_DIR, CHECKPOINT_FILE
+from nebula_keras3.artifacts import write_bytes_atomic
+from nebula_keras3.training.checkpoint import BEST_FILE, CHECKPOINT_DIR, CHECKPOINT_FILE, copy_checkpoint
 
 LOSSES_CSV = "losses.csv"
 EPOCHS_CSV = "epochs.csv"
@@ -261,100 +259,13 @@ def _check_best(run_dir: Path, epoch: int, epoch_rows: list[dict], best_key: str
     if stored == best_epoch:
         return
     if best_epoch is not None and best_epoch == epoch:  # the kill fell between last.npz and best.npz
-        _copy_checkpoint(run_dir / CHECKPOINT_DIR / CHECKPOINT_FILE, best,
-                         {best_key: float(epoch_rows[epoch - 1][best_key])})
+        copy_checkpoint(run_dir / CHECKPOINT_DIR / CHECKPOINT_FILE, best,
+                        {best_key: float(epoch_rows[epoch - 1][best_key])})
         notes.append(f"{BEST_FILE}: rewritten from {CHECKPOINT_FILE} (epoch {epoch})")
         return
     raise RunError(f"{best} holds epoch {stored}, but the best {best_key} in {EPOCHS_CSV} is epoch {best_epoch}")
 
 
-def _copy_checkpoint(source: Path, target: Path, extra: dict) -> None:
-    with np.load(source) as data:
-        arrays = {k: data[k] for k in data.files}
-    header = {**json.loads(arrays["header"].tobytes().decode()), **extra}
-    arrays["header"] = np.frombuffer(json.dumps(header).encode(), dtype=np.uint8)
-    buf = io.BytesIO()
-    np.savez(buf, **arrays)
-    write_bytes_atomic(buf.getvalue(), target)
-
-
 def _span(values) -> str:
     values = list(values)
     return "none" if not values else f"{values[0]}..{values[-1]} ({len(values)})"
-
-
-# --- what the contract compares -----------------------------------------------------------------
-
-
-def _digest(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def contract_view(run_dir: str | os.PathLike) -> dict:
-    """Everything the resume contract holds equal, by file: two folders satisfy the contract
-    with each other exactly when their views are equal. Wall-clock fields are left out;
-    TensorBoard events are merged over all event files into ``{tag: {step: value}}``
-    (a tag logged twice at one step shows as a list of its values)."""
-    from nebula_keras3.training.tensorboard import EVENTS_PREFIX, event_files, read_events
-
-    run_dir = Path(run_dir)
-    view: dict = {}
-    for path in sorted(p for p in run_dir.rglob("*") if p.is_file()):
-        name = path.relative_to(run_dir).as_posix()
-        if path.name.startswith(EVENTS_PREFIX):
-            continue
-        if path.suffix == ".npz":
-            with np.load(path) as data:
-                view[name] = {k: (json.loads(data[k].tobytes().decode()) if k == "header" else _digest(data[k].tobytes()))
-                              for k in data.files}
-        elif name in (LOSSES_CSV, EPOCHS_CSV):
-            columns, rows, torn = read_table(path)
-            view[name] = {"columns": columns, "torn": torn,
-                          "rows": [{k: v for k, v in r.items() if k not in WALL_CLOCK_COLUMNS} for r in rows]}
-        elif name in (CONFIG_FILE, DATA_FILE, FACTS_FILE):
-            facts = json.loads(path.read_text())
-            view[name] = {k: v for k, v in facts.items() if not (name == FACTS_FILE and k in WALL_CLOCK_FACTS)}
-        elif name == GENERATOR_FILE:
-            with zipfile.ZipFile(path) as z:
-                view[name] = {m: _digest(z.read(m)) for m in z.namelist() if m != "metadata.json"}
-        else:
-            view[name] = _digest(path.read_bytes())
-    scalars: dict = {}
-    images: dict = {}
-    for path in event_files(run_dir):
-        for event in read_events(path):
-            for tag, value in event["scalars"].items():
-                if tag.startswith("epoch/") and tag[len("epoch/"):] in WALL_CLOCK_COLUMNS:
-                    value = "wall-clock"
-                scalars.setdefault(tag, {}).setdefault(event["step"], []).append(value)
-            for tag, (height, width, png) in event["images"].items():
-                images.setdefault(tag, {}).setdefault(event["step"], []).append((height, width, _digest(png)))
-    for merged in (scalars, images):
-        for by_step in merged.values():
-            for s, values in by_step.items():
-                by_step[s] = values[0] if len(values) == 1 else values
-    view["tensorboard"] = {"scalars": scalars, "images": images}
-    return view
-
-
-def view_differences(a: dict, b: dict, limit: int = 12) -> list[str]:
-    """Readable differences between two ``contract_view``s (at most ``limit``)."""
-    out: list[str] = []
-
-    def walk(x, y, where):
-        if len(out) >= limit:
-            return
-        if isinstance(x, dict) and isinstance(y, dict):
-            for k in sorted(set(x) | set(y), key=str):
-                if k not in x or k not in y:
-                    out.append(f"{where}/{k}: only in the {'second' if k not in x else 'first'}")
-                else:
-                    walk(x[k], y[k], f"{where}/{k}")
-        elif isinstance(x, list) and isinstance(y, list) and len(x) == len(y):
-            for i, (u, v) in enumerate(zip(x, y)):
-                walk(u, v, f"{where}[{i}]")
-        elif x != y:
-            out.append(f"{where}: {str(x)[:80]} != {str(y)[:80]}")
-
-    walk(a, b, "")
-    return out
