@@ -138,18 +138,15 @@ class EpochSummary(StepValues):
     def on_epoch_begin(self, epoch, logs=None):
         super().on_epoch_begin(epoch, logs)
         self._start = time.perf_counter()
-        self._values = []
-
-    def on_step(self, epoch, step, values):
-        self._values.append(values)
 
     def on_epoch_done(self, epoch, logs):
-        if diverged(logs) or not self._values:
+        if diverged(logs) or not self.steps:
             return
         seconds = time.perf_counter() - self._start - logs.get(EVAL_SECONDS, 0.0)
-        logs.update(epoch_means(self._values, self._values[0].keys()))
+        values = [v for _, v in self.steps]
+        logs.update(epoch_means(values, values[0].keys()))
         logs[WALL_CLOCK_COLUMNS[0]] = round(seconds, 3)
-        logs[WALL_CLOCK_COLUMNS[1]] = round(len(self._values) * self.batch_size / seconds, 2)
+        logs[WALL_CLOCK_COLUMNS[1]] = round(len(values) * self.batch_size / seconds, 2)
         self.rates.append((epoch, logs[WALL_CLOCK_COLUMNS[1]]))
 
 
