@@ -448,9 +448,9 @@ def verify_saved_model(path, model, facts: dict, onnx_bytes: bytes | None) -> di
     png_diff = int(np.abs(imgs.astype(np.int16) - ref_seed).max())
     out = {f"{L.SERVING_DEFAULT}_max_uint8": serve_diff, f"{L.GENERATE_PNG}_max_uint8": png_diff}
     if onnx_bytes is not None:
-        from nebula_keras3.export.onnx_model import session
+        from nebula_keras3.sampling.onnx_sampler import cpu_session
 
-        (o,) = session(onnx_bytes).run([L.IMAGES], {L.Z: latents_from_seeds(seeds, d)})
+        (o,) = cpu_session(onnx_bytes).run([L.IMAGES], {L.Z: latents_from_seeds(seeds, d)})
         out[f"{L.GENERATE_PNG}_vs_onnx_max_uint8"] = int(np.abs(imgs.astype(np.int16) - o).max())
     if max(out.values()) > 1:
         raise ExportError(f"SavedModel check failed (max uint8 diffs {out})")

@@ -13,6 +13,7 @@ import tensorflow as tf
 
 from nebula_keras3.export import layout
 from nebula_keras3.export.saved_model import to_uint8_tf
+from nebula_keras3.sampling.onnx_sampler import cpu_session
 
 DEFAULT_OPSET = 17
 INPUT_NAME = layout.Z
@@ -86,18 +87,6 @@ def convert(generator, latent_dim: int, facts: dict, opset: int = DEFAULT_OPSET)
     return final, dual
 
 
-def session(model_bytes: bytes, *, optimize: bool = True):
-    """An ONNX Runtime CPU session over serialized model bytes (``optimize=False``: the graph
-    exactly as given, no fusions)."""
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
-    if not optimize:
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    return ort.InferenceSession(model_bytes, so, providers=["CPUExecutionProvider"])
-
-
 def parity_check(generator, model_bytes: bytes, float_model_bytes: bytes, latent_dim: int,
                  batch_sizes=(1, 7), float_tol: float = 1e-3) -> dict:
     """ONNX Runtime vs the Keras generator on fresh random latents.
@@ -108,8 +97,8 @@ def parity_check(generator, model_bytes: bytes, float_model_bytes: bytes, latent
     from nebula_keras3.sampling.grid import to_uint8
 
     rng = np.random.default_rng()
-    sess = session(model_bytes)
-    fsess = session(float_model_bytes)
+    sess = cpu_session(model_bytes)
+    fsess = cpu_session(float_model_bytes)
     report = {}
     for b in batch_sizes:
         z = rng.standard_normal((b, int(latent_dim))).astype(np.float32)

@@ -29,6 +29,7 @@ import numpy as np
 
 from nebula_keras3.export import layout
 from nebula_keras3.sampling.latents import latents_from_seeds
+from nebula_keras3.sampling.onnx_sampler import cpu_session
 
 OP_TYPES = ("Conv", "MatMul")
 ACTIVATIONS = ("uint8", "int8")
@@ -153,7 +154,6 @@ def _channel_map(chain, inits, shape, conv, model):
     """``(channel, C)``: for conv output channel ``j`` the channel of the chain's output (of C)
     it lands in; ``(None, 0)`` when that is not one channel per ``j``."""
     import onnx
-    from nebula_keras3.export.onnx_model import session
     from onnx import helper
 
     if len(shape) != 4:
@@ -170,7 +170,7 @@ def _channel_map(chain, inits, shape, conv, model):
         [inits[n] for n in names],
     )
     sub = helper.make_model(graph, opset_imports=model.opset_import)
-    sess = session(sub.SerializeToString())
+    sess = cpu_session(sub.SerializeToString())
     (out,) = sess.run(None, {conv.output[0]: probe})
     out = out.reshape(-1, out.shape[-1]).astype(np.int64)  # [positions, C]
     channel = np.full(k, -1, np.int64)
@@ -187,7 +187,6 @@ def _channel_map(chain, inits, shape, conv, model):
 def _output_shapes(model, names) -> dict:
     """``{tensor name: shape}`` at batch 1, by running the model with those tensors as outputs."""
     import onnx
-    from nebula_keras3.export.onnx_model import session
 
     m = onnx.ModelProto()
     m.CopyFrom(model)
@@ -195,7 +194,7 @@ def _output_shapes(model, names) -> dict:
     m.graph.output.extend(onnx.helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, None) for n in names)
     z = m.graph.input[0]
     d = int(z.type.tensor_type.shape.dim[1].dim_value)
-    sess = session(m.SerializeToString(), optimize=False)
+    sess = cpu_session(m.SerializeToString(), optimize=False)
     outs = sess.run(list(names), {z.name: np.zeros((1, d), np.float32)}) if names else []
     return {n: o.shape for n, o in zip(names, outs)}
 
@@ -296,12 +295,11 @@ def int8_check(keras_images, int8_bytes: bytes, latent_dim: int) -> dict:
     Returns ``{"mean_uint8", "max_uint8", "swd", "swd_keras_other_seeds"}``; raises
     QuantizeError when a limit (module docstring) is exceeded.
     """
-    from nebula_keras3.export.onnx_model import session
     from nebula_keras3.metrics.swd import sliced_wasserstein_distance
 
     ref = np.asarray(keras_images(np.asarray(list(CHECK_SEEDS), np.int64)))
     other = np.asarray(keras_images(np.asarray(list(CHECK_OTHER_SEEDS), np.int64)))
-    got = _render(session(int8_bytes), CHECK_SEEDS, latent_dim)
+    got = _render(cpu_session(int8_bytes), CHECK_SEEDS, latent_dim)
     if got.dtype != np.uint8 or got.shape != ref.shape:
         raise QuantizeError(f"int8 model output {got.dtype}{list(got.shape)} != uint8{list(ref.shape)}")
     diff = np.abs(got.astype(np.int16) - ref.astype(np.int16))

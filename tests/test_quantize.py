@@ -124,7 +124,7 @@ def test_fold_channel_affine_exact(exported):
     """BatchNorm's Mul/Add behind the depth-to-space layout ops go into the conv: same images."""
     import onnx
 
-    from nebula_keras3.export.onnx_model import session
+    from nebula_keras3.sampling.onnx_sampler import cpu_session as session
     from nebula_keras3.sampling.latents import latents_from_seeds
 
     _, out = exported

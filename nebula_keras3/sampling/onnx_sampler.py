@@ -37,6 +37,18 @@ def default_providers(available=None) -> list[str]:
     return ["CPUExecutionProvider"]
 
 
+def cpu_session(model_bytes: bytes, *, optimize: bool = True):
+    """An ONNX Runtime CPU session over serialized model bytes (``optimize=False``: the graph
+    exactly as given, no fusions)."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    if not optimize:
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    return ort.InferenceSession(model_bytes, so, providers=["CPUExecutionProvider"])
+
+
 class GeneratorSession:
     """An exported generator's ONNX Runtime session: float ``z [N, latent]`` -> uint8 images ``[N, S, S, 3]``.
 
