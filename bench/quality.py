@@ -21,8 +21,11 @@ Resolution: once the runs stop, each run's last checkpoint (its state at T) rend
 ``--resolution-images`` images that are scored against the held-out photos at the largest
 image size of the runs, per SWD pyramid level (from that size down to 16 px); a
 lower-resolution run's samples are upscaled to that size with LANCZOS first
-(``metrics.evaluate.resolution_swd``), so its finest levels show what an upscale lacks.
-``result.json`` holds them under ``full_size_swd``.
+(``metrics.evaluate.resolution_swd``), so its finest levels show what an upscale lacks. The
+same is done at every smaller run size, higher-resolution samples downscaled. ``result.json``
+holds them under ``full_size_swd`` (by image size, then run).
+
+``--budget-minutes M`` fixes T instead: every run, the reference too, trains for M minutes.
 """
 
 from __future__ import annotations
@@ -92,6 +95,9 @@ def main(argv=None) -> int:
     p.add_argument("--candidate", action="append",
                    help="preset, optionally followed by nebula train options; repeatable (default: nebula64)")
     p.add_argument("--reference-epochs", type=int, default=40)
+    p.add_argument("--budget-minutes", type=float, default=None,
+                   help="fixed training-time budget T for every run, the reference included "
+                        "(instead of the reference's time for --reference-epochs)")
     p.add_argument("--holdout", type=float, default=0.1)
     p.add_argument("--eval-every", type=int, default=2)
     p.add_argument("--threads", type=int, default=1, help="threads per training process")
@@ -112,10 +118,13 @@ def main(argv=None) -> int:
         shutil.rmtree(out)
     out.mkdir(parents=True)
     t0 = time.time()
-    ref = start(args.reference, ref_name, args, out, args.reference_epochs)
+    fixed_budget = args.budget_minutes is not None
+    ref = start(args.reference, ref_name, args, out, 100_000 if fixed_budget else args.reference_epochs)
     cands = {name: start(spec, name, args, out, 100_000) for name, spec in zip(names, candidates)}
+    if fixed_budget:  # the reference is one more run stopped at T
+        cands = {ref_name: ref, **cands}
     ref_dir = out / ref_name
-    budget = None
+    budget = args.budget_minutes * 60 if fixed_budget else None
     try:
         while cands:
             time.sleep(5)
@@ -177,8 +186,10 @@ def main(argv=None) -> int:
 
 
 def full_size_swd(run_dirs: dict, args) -> dict:
-    """Per-level SWD of each run's last checkpoint against the held-out photos at the largest
-    run size, lower-resolution samples upscaled (LANCZOS); printed and returned per run."""
+    """Per-level SWD of each run's last checkpoint against the held-out photos at every run's
+    image size: samples of another size are resized to it with LANCZOS first (upscaled: the
+    finest levels show what an upscale lacks; downscaled: a high-resolution run scored where a
+    low-resolution one is). Printed, and returned as ``{size: {run: figures}}``."""
     os.environ["KERAS_BACKEND"] = args.backend  # before Keras is imported here
     from nebula_keras3.data.folder import load_image_folder
     from nebula_keras3.data.split import split_holdout
@@ -186,19 +197,21 @@ def full_size_swd(run_dirs: dict, args) -> dict:
     from nebula_keras3.sampling.keras_sampler import KerasSampler
 
     samplers = {name: KerasSampler(run, checkpoint="last") for name, run in run_dirs.items()}
-    size = max(s.image_size for s in samplers.values())
-    _, held_out = split_holdout(load_image_folder(args.data, size, progress=False).images, args.holdout, args.seed)
-    held_out = held_out[: args.resolution_images]
-    print(f"\nSWD x1e3 per level at {size} px against {len(held_out)} held-out images "
-          f"(last checkpoints; lower-resolution samples upscaled with LANCZOS):")
     scores = {}
-    for name, sampler in samplers.items():
-        figures = resolution_swd(held_out, sampler.sample(0, len(held_out)), seed=args.seed)
-        scores[name] = {"image_size": size, "model_size": sampler.image_size, "epoch": sampler.facts.get("epoch"),
-                        **{k: round(v, 2) for k, v in figures.items()}}
-        levels = "  ".join(f"{k} {v:.1f}" for k, v in figures.items())
-        upscaled = f" (from {sampler.image_size} px)" if sampler.image_size != size else ""
-        print(f"  {name}{upscaled}, epoch {scores[name]['epoch']}: {levels}")
+    for size in sorted({s.image_size for s in samplers.values()}, reverse=True):
+        _, held_out = split_holdout(load_image_folder(args.data, size, progress=False).images, args.holdout, args.seed)
+        held_out = held_out[: args.resolution_images]
+        print(f"\nSWD x1e3 per level at {size} px against {len(held_out)} held-out images "
+              f"(last checkpoints; samples of other sizes resized with LANCZOS):")
+        scores[str(size)] = {}
+        for name, sampler in samplers.items():
+            figures = resolution_swd(held_out, sampler.sample(0, len(held_out)), seed=args.seed)
+            row = {"model_size": sampler.image_size, "epoch": sampler.facts.get("epoch"),
+                   **{k: round(v, 2) for k, v in figures.items()}}
+            scores[str(size)][name] = row
+            levels = "  ".join(f"{k} {v:.1f}" for k, v in figures.items())
+            resized = f" (from {sampler.image_size} px)" if sampler.image_size != size else ""
+            print(f"  {name}{resized}, epoch {row['epoch']}: {levels}")
     return scores
 
 
@@ -213,7 +226,8 @@ def plot(curves, args, budget, path):
         xs = [s / 60 for _, s, v in points if v is not None]
         ys = [v for _, s, v in points if v is not None]
         ax.plot(xs, ys, marker="o", markersize=3, label=name)
-    ax.axvline(budget / 60, color="grey", linestyle=":", label=f"{args.reference} at {args.reference_epochs} epochs")
+    ax.axvline(budget / 60, color="grey", linestyle=":",
+               label="T" if args.budget_minutes is not None else f"{args.reference} at {args.reference_epochs} epochs")
     ax.set_xlabel("training time (min)")
     ax.set_ylabel(f"{args.metric} x1e3 vs held-out")
     ax.legend(fontsize=7)

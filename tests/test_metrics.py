@@ -124,6 +124,18 @@ def test_swd_is_zero_for_a_set_against_itself_and_grows_with_distortion():
     assert sliced_wasserstein_distance(images, other, seed=1)["swd"] != baseline
 
 
+@pytest.mark.backend_independent
+def test_swd_of_a_collapsed_generator_is_a_large_number_not_nan():
+    # A generator that outputs one flat colour (seen at epoch 1 of a run) has no spread at any
+    # pyramid level: its score must be finite and far worse than a real set's, not NaN.
+    images = procedural_nebulae(64, 32, seed=1)
+    flat = np.full_like(images, 40)
+    collapsed = sliced_wasserstein_distance(images, flat, seed=0)
+    assert all(np.isfinite(v) for v in collapsed.values()), collapsed
+    other = sliced_wasserstein_distance(images, procedural_nebulae(64, 32, seed=2), seed=0)
+    assert collapsed["swd"] > 3 * other["swd"]
+
+
 # --- feature metrics ---------------------------------------------------------------------------
 
 

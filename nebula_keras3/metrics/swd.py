@@ -111,7 +111,8 @@ def descriptors(level: np.ndarray, y: np.ndarray, x: np.ndarray) -> np.ndarray:
     pixel = (rows * size)[:, :, None] + (x[:, None] + offsets[None, :])[:, None, :]  # [N, 7, 7]
     desc = np.take(level.reshape(-1, c), pixel.reshape(-1), axis=0).reshape(len(y), NHOOD_SIZE, NHOOD_SIZE, c)
     desc -= desc.mean(axis=(0, 1, 2), keepdims=True)  # per channel, over the whole set
-    desc /= desc.std(axis=(0, 1, 2), keepdims=True)
+    std = desc.std(axis=(0, 1, 2), keepdims=True)
+    desc /= np.where(std > 0, std, 1.0)  # a flat set (a collapsed generator) stays 0, not NaN
     return desc.reshape(desc.shape[0], -1)
 
 

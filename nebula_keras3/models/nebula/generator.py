@@ -9,13 +9,14 @@ from nebula_keras3.models.common import seeded
 from nebula_keras3.models.nebula.layers import GLU, ICNR, DepthToSpace, NearestUpsampleConv2D
 from nebula_keras3.models.options import G_ACTIVATIONS, UPSAMPLE_MODES, num_stages
 
-MAX_WIDTH_MULT = 16  # widest map: ngf * 16 (the 4x4 one at 64 px)
+MAX_WIDTH_MULT = 32  # widest map: ngf * 32 (the 4x4 one at 128 px, and 4x4 + 8x8 at 256 px)
 
 
 def generator_widths(image_size: int, ngf: int) -> list[int]:
     """Channels of the 4x4, 8x8, ..., image_size maps: ngf at full size, doubling per halving.
 
-    64 px, ngf 16: [256, 128, 64, 32, 16].
+    64 px, ngf 16: [256, 128, 64, 32, 16]; 128 px, ngf 8: [256, 128, 64, 32, 16, 8] (the
+    64 px maps of nebula64 plus an 8-channel 128 px stage); 256 px, ngf 8: [256, 256, 128, ..., 8].
     """
     n = num_stages(image_size)
     return [ngf * min(2 ** (n - i), MAX_WIDTH_MULT) for i in range(n + 1)]
