@@ -13,7 +13,8 @@ DiffAugment, EMA). Each Keras backend runs
 backend. A backend entry may carry variants to measure an alternative against the default
 in the same run: ``jax:upsample=subpixel`` (DCGAN G: transpose|subpixel|phase),
 ``jax:nearest=direct`` (nebula G: direct|phase|phase_conv), ``jax:down=direct`` (DCGAN D:
-direct|matmul), ``tensorflow:jit=off``, ``torch:precision=bf16`` (float32|bf16|fp16: the
+direct|matmul), ``jax:xla=xla_cpu_use_xnnpack=false`` (XLA flags for that worker, without
+``--``, joined by ``+``), ``tensorflow:jit=off``, ``torch:precision=bf16`` (float32|bf16|fp16: the
 ``--mixed-precision`` policy, to measure 16-bit against float32 in the same run); several join
 with commas. ``reference:precision=bf16`` times the reference step itself under
 ``torch.autocast`` bf16 (the same reference object, so it shares weights and optimizer state).
@@ -224,6 +225,9 @@ def parse_entry(entry: str) -> tuple[str, dict]:
 def keras_worker(entry: str, preset: str, size: int, batch: int, steps: int) -> dict:
     backend, options = parse_entry(entry)
     env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    if "xla" in options:  # jax:xla=flag_a=1+flag_b=x: extra XLA flags (without "--"), '+' between them
+        extra = " ".join(f"--{flag}" for flag in options.pop("xla").split("+"))
+        env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} {extra}".strip()
     spec = {"preset": preset, "size": size, "batch": batch, "steps": steps, "options": options}
     out = subprocess.run([sys.executable, "-c", WORKER, json.dumps(spec)], env=env, capture_output=True, text=True)
     if out.returncode != 0:

@@ -63,6 +63,9 @@ def test_64px_defaults_parameter_counts():
     d = ResNetDiscriminator(64, seed=0)
     count = lambda m: sum(int(np.prod(v.shape)) for v in m.trainable_variables)  # noqa: E731
     assert generator_widths(64, 16) == [256, 128, 64, 32, 16]
+    # nebula128 and nebula256 keep nebula64's maps up to 64 px and add narrow stages above them
+    assert generator_widths(128, 8) == [256, 128, 64, 32, 16, 8]
+    assert generator_widths(256, 8) == [256, 256, 128, 64, 32, 16, 8]
     assert count(g) == 1_802_963
     assert count(d) == 1_216_097
     sn = [l for l in d.layers if isinstance(l, SpectralNormalization)]

@@ -66,7 +66,42 @@ def test_fp16_skips_a_step_with_inf_gradients_and_halves_the_scale():
 
 
 def test_unknown_mode_is_a_clear_error():
-    with pytest.raises(ValueError, match="mixed precision must be one of none, bf16, fp16, got 'fp8'"):
+    with pytest.raises(ValueError, match="mixed precision must be one of none, bf16, fp16, auto, got 'fp8'"):
         tiny_config(mixed_precision="fp8").validate()
     with pytest.raises(ValueError, match="got 'fp8'"), dtype_policy("fp8"):
         pass
+
+
+@pytest.mark.backend_independent
+def test_auto_is_bf16_only_for_the_backends_and_cpus_measured_faster(tmp_path, monkeypatch):
+    from nebula_keras3.training import precision
+
+    with_bf16 = tmp_path / "bf16"
+    with_bf16.write_text("processor\t: 0\nflags\t\t: fpu sse avx512f avx512_bf16 avx512_vnni\n")
+    without = tmp_path / "plain"
+    without.write_text("processor\t: 0\nflags\t\t: fpu sse avx2 avx512f\n")
+    assert precision.cpu_has_bf16(str(with_bf16)) and not precision.cpu_has_bf16(str(without))
+    assert not precision.cpu_has_bf16(str(tmp_path / "missing"))
+    monkeypatch.setattr(precision, "gpu_present", lambda backend: False)
+    for has_bf16, backend, expected in [(True, "tensorflow", "bf16"), (True, "torch", "bf16"),
+                                        (True, "jax", "none"), (False, "tensorflow", "none"),
+                                        (False, "torch", "none")]:
+        monkeypatch.setattr(precision, "cpu_has_bf16", lambda has=has_bf16: has)
+        assert precision.resolve("auto", backend) == expected, (has_bf16, backend)
+    monkeypatch.setattr(precision, "gpu_present", lambda backend: True)
+    assert precision.resolve("auto", "torch") == "none"  # not measured on GPUs
+    assert precision.resolve("fp16", "jax") == "fp16" and precision.resolve("none", "torch") == "none"
+
+
+def test_a_run_records_what_auto_resolved_to(tmp_path, monkeypatch):
+    import json
+
+    from nebula_keras3.training import precision
+    from nebula_keras3.training.config import TrainConfig
+    from nebula_keras3.training.trainer import train
+
+    monkeypatch.setattr(precision, "resolve", lambda mode, backend=None: "bf16" if mode == "auto" else mode)
+    config = TrainConfig.from_preset("tiny", mixed_precision="auto", steps_per_epoch=1, num_procedural=8,
+                                     sample_count=4)
+    train(config, tmp_path / "run", progress=False, echo=lambda *a: None)
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["mixed_precision"] == "bf16"

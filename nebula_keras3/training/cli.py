@@ -16,7 +16,7 @@ from nebula_keras3.training.config import (
     TrainConfig,
 )
 from nebula_keras3.training.distribute import MODES as DISTRIBUTE_MODES
-from nebula_keras3.training.precision import POLICIES as PRECISION_POLICIES
+from nebula_keras3.training.precision import CHOICES as PRECISION_CHOICES
 
 
 def preset_defaults(name: str) -> str:
@@ -83,8 +83,9 @@ RUN_OPTIONS = [
                  help="Keep this fraction of the images out of training (seeded split; 0: none)."),
     click.option("--eval-every", type=click.IntRange(min=0), default=None, metavar="K",
                  help="Every K epochs, score against the held-out images (epochs.csv, checkpoints/best.npz)."),
-    click.option("--mixed-precision", type=click.Choice(list(PRECISION_POLICIES)), default=None,
-                 help="16-bit compute, float32 weights (fp16 adds loss scaling); default: none."),
+    click.option("--mixed-precision", type=click.Choice(list(PRECISION_CHOICES)), default=None,
+                 help="16-bit compute, float32 weights (fp16 adds loss scaling); auto: bf16 where it "
+                      "measured faster (TensorFlow and torch on a CPU with native bf16), else none."),
     click.option("--jit-compile/--no-jit-compile", default=None,
                  help="Force XLA/jit on or off (default: Keras' choice per backend)."),
     click.option("--deterministic/--no-deterministic", default=None,

@@ -38,7 +38,10 @@ PRESETS: dict[str, dict] = {
     "dcgan64": {},
     # The default family at 64 and 128 px.
     "nebula64": {**_NEBULA},
+    # 128 and 256 px: nebula64's maps (4..64 px, 256..16 channels) plus 8-channel (16 at 256 px)
+    # stages above them, and D one stride-2 stage deeper per doubling at half the width.
     "nebula128": {**_NEBULA, "image_size": 128, "ngf": 8, "ndf": 16},
+    "nebula256": {**_NEBULA, "image_size": 256, "ngf": 8, "ndf": 16},
     # `make demo`: a short run on the built-in procedural nebulae (its time: docs/RESULTS.md,
     # "make demo and make test").
     "demo": {**_NEBULA, "image_size": 32, "epochs": 40, "num_procedural": 1024,
@@ -94,7 +97,7 @@ class TrainConfig:
     deterministic: bool = False  # deterministic GPU kernels (training/determinism.py); CPU always is
     holdout: float = 0.0  # fraction of the images kept out of training (seeded split); 0: none
     eval_every: int = 0  # score against the held-out images every K epochs; 0: never
-    mixed_precision: str = "none"  # "bf16" / "fp16": see nebula_keras3.training.precision
+    mixed_precision: str = "none"  # "bf16" / "fp16" / "auto": see nebula_keras3.training.precision
     extra: dict = field(default_factory=dict)
 
     @classmethod
@@ -135,10 +138,10 @@ class TrainConfig:
             raise ValueError(f"eval-every must be positive, got {self.eval_every}")
         if self.eval_every and not self.holdout:
             raise ValueError("--eval-every scores against held-out images: give --holdout FRACTION too")
-        from nebula_keras3.training.precision import POLICIES
+        from nebula_keras3.training.precision import CHOICES as PRECISIONS
 
-        if self.mixed_precision not in POLICIES:
-            raise ValueError(f"mixed precision must be one of {', '.join(POLICIES)}, got {self.mixed_precision!r}")
+        if self.mixed_precision not in PRECISIONS:
+            raise ValueError(f"mixed precision must be one of {', '.join(PRECISIONS)}, got {self.mixed_precision!r}")
         for name in ("learning_rate", "d_learning_rate", "g_learning_rate"):
             value = getattr(self, name)
             if value is not None and not value > 0:

@@ -4,7 +4,8 @@
 layers compute in 16 bits while every variable (weights, BatchNorm statistics,
 optimizer state) stays float32. The generator's output layer and the
 discriminator's logits are float32 layers, so images, losses and D(x) are float32.
-fp16's narrow range needs loss scaling: each of the two Adams is wrapped in a
+``auto`` resolves (``resolve``) to ``bf16`` or ``none`` once, when a run starts; the run's
+``config.json`` records the result, so a resume keeps it. fp16's narrow range needs loss scaling: each of the two Adams is wrapped in a
 ``keras.optimizers.LossScaleOptimizer`` (dynamic scale: halved and the step skipped
 on inf/NaN gradients, doubled after 2000 finite steps); the train steps multiply
 each loss by its optimizer's scale (``scale_loss``) and the wrapper unscales the
@@ -19,11 +20,57 @@ import contextlib
 
 # --mixed-precision choice -> Keras dtype policy name.
 POLICIES = {"none": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
+AUTO = "auto"  # bf16 where it was measured faster (``resolve``), else none
+CHOICES = (*POLICIES, AUTO)
+# Backends whose CPU bf16 convolutions run natively in oneDNN and measured faster than float32
+# here (docs/RESULTS.md, "Training throughput per backend"); XLA's CPU backend (JAX) was slower.
+BF16_CPU_BACKENDS = ("tensorflow", "torch")
+BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+def cpu_has_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
+    """Whether the CPU flags list native bf16 arithmetic (AVX512-BF16 or AMX-BF16); False if unknown."""
+    try:
+        with open(cpuinfo) as f:
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+    except OSError:
+        return False
+    return any(flag in flags for flag in BF16_CPU_FLAGS)
+
+
+def gpu_present(backend: str) -> bool:
+    """Whether ``backend`` sees a GPU (it then trains there; ``auto`` is not measured on GPUs)."""
+    if backend == "torch":
+        import torch
+
+        return torch.cuda.is_available()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return bool(tf.config.list_physical_devices("GPU"))
+    import jax
+
+    return jax.default_backend() != "cpu"
+
+
+def resolve(mode: str, backend: str | None = None) -> str:
+    """The concrete ``--mixed-precision`` for ``mode``: ``auto`` becomes ``bf16`` on TensorFlow
+    and torch running on a CPU with native bf16 (the combinations measured faster), ``none``
+    otherwise (JAX on CPU was slower in bf16; GPUs are not measured). Other modes are returned."""
+    if mode != AUTO:
+        return mode
+    if backend is None:
+        import keras
+
+        backend = keras.backend.backend()
+    fast = backend in BF16_CPU_BACKENDS and cpu_has_bf16() and not gpu_present(backend)
+    return "bf16" if fast else "none"
 
 
 @contextlib.contextmanager
 def dtype_policy(mode: str):
     """Layers created inside use the policy of ``mode``; the global policy is restored after."""
+    mode = resolve(mode)
     if mode not in POLICIES:
         raise ValueError(f"mixed precision must be one of {', '.join(POLICIES)}, got {mode!r}")
     import keras
@@ -40,7 +87,7 @@ def wrap_optimizer(optimizer, mode: str):
     """fp16: the optimizer inside a dynamic ``LossScaleOptimizer`` (same name); else unchanged."""
     import keras
 
-    if mode != "fp16":
+    if resolve(mode) != "fp16":
         return optimizer
     return keras.optimizers.LossScaleOptimizer(optimizer, name=f"{optimizer.name}_loss_scale")
 

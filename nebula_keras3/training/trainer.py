@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import json
 import random
@@ -31,6 +32,7 @@ from nebula_keras3.training.config import TrainConfig
 from nebula_keras3.training.holdout_scoring import EVAL_COLUMNS, HoldoutEvaluation
 from nebula_keras3.training.distribute import check_global_batch, data_shard
 from nebula_keras3.training.gan import GAN, reference_adam
+from nebula_keras3.training import precision
 from nebula_keras3.training.precision import dtype_policy, float32_copy, wrap_optimizer
 from nebula_keras3.training.monitor import (
     EpochCheckpoint,
@@ -189,6 +191,9 @@ def train(config: TrainConfig, run_dir: str | Path, *, progress: bool = True, ec
         )
     run_dir.mkdir(parents=True, exist_ok=True)
     remove_stale_temp_files(run_dir)  # a start killed before it wrote config.json
+    if config.mixed_precision == precision.AUTO:  # decided once; config.json keeps it for resumes
+        config = dataclasses.replace(config, mixed_precision=precision.resolve(precision.AUTO))
+        echo(f"mixed precision auto: {config.mixed_precision}")
     write_json_atomic(config.to_dict(), run_dir / CONFIG_FILE)
     return _run(config, run_dir, resume=False, progress=progress, echo=echo)
 
