@@ -11,7 +11,7 @@ import math
 SUPPORTED_SIZES = (32, 64, 128, 256)  # image sizes every model family builds
 MODELS = ("dcgan", "nebula")  # generator families
 DISCRIMINATORS = ("dcgan", "resnet")
-UPSAMPLE_MODES = ("nearest", "subpixel")  # nebula generator
+UPSAMPLE_MODES = ("nearest", "subpixel", "bilinear")  # nebula generator
 G_ACTIVATIONS = ("glu", "lrelu")  # nebula generator
 
 

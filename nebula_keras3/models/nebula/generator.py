@@ -62,13 +62,16 @@ class NebulaGenerator(keras.Model):
     "x2 up" is ``upsample="nearest"`` (nearest x2 upsampling then a 3x3 conv at the new size,
     one ``NearestUpsampleConv2D``, computed in the backend's faster exact form) or
     ``"subpixel"`` (a 3x3 conv to 4x the channels at the old size, ICNR-initialised, then
-    depth-to-space): the same shapes, the sub-pixel form at a quarter of the pixels.
+    depth-to-space): the same shapes, the sub-pixel form at a quarter of the pixels; or
+    ``"bilinear"`` (bilinear x2 resize, half-pixel centres, then a 3x3 conv: smooth from the
+    first step, where nearest starts as 2x2 blocks; plain Keras layers, so XLA's own
+    convolution on JAX, slower there than the nearest form's matmuls).
 
     Args:
         image_size: 32, 64, 128 or 256.
         latent_dim: length of z.
         ngf: channels of the full-size map (doubling per halving, up to ngf * 16).
-        upsample: "nearest" or "subpixel".
+        upsample: "nearest", "subpixel" or "bilinear".
         activation: "glu" (FastGAN: convs give 2C channels, gated to C) or "lrelu" (LeakyReLU 0.2).
         sle: add FastGAN skip-layer excitation (low-res maps gate high-res channels).
         seed: seed for the weight initialisers (None: Keras' global RNG).
@@ -105,6 +108,10 @@ class NebulaGenerator(keras.Model):
             if upsample == "nearest":
                 x = NearestUpsampleConv2D(c * k, use_bias=False, kernel_initializer=init(i),
                                           name=f"{name}_conv")(x)  # [B, res, res, kC]
+            elif upsample == "bilinear":
+                x = keras.layers.UpSampling2D(2, interpolation="bilinear", name=f"{name}_resize")(x)
+                x = keras.layers.Conv2D(c * k, 3, padding="same", use_bias=False, kernel_initializer=init(i),
+                                        name=f"{name}_conv")(x)  # [B, res, res, kC]
             else:
                 x = keras.layers.Conv2D(4 * c * k, 3, padding="same", use_bias=False,
                                         kernel_initializer=ICNR(init(i)),
