@@ -6,9 +6,9 @@
 Builds the preset's GAN as ``bench/train_bench.py`` does, fits once on random data (compile),
 then fits ``--steps`` steps under ``jax.profiler.trace`` (a Perfetto trace) and sums the
 duration of every XLA op in the trace by its kind (the op name without its ``.N`` suffix:
-``ynn_fusion`` and ``dot`` are matrix products, ``*slice*``, ``concatenate``, ``*copy*`` and
-``transpose*`` move data). Printed per kind: milliseconds per step and the share of all op
-time. Op time is summed over threads, so with more than one thread it can exceed wall time.
+``ynn_fusion`` and ``dot`` are matrix products, ``*slice*``, ``concatenate``, ``*copy*``,
+``transpose*`` and ``*pad*`` move data). Printed per kind: milliseconds per step and the share
+of all op time; then the shares of the three categories (``category``). Op time is summed over threads, so with more than one thread it can exceed wall time.
 Not a test: it measures.
 """
 
@@ -23,6 +23,17 @@ import os
 import re
 import sys
 import tempfile
+
+
+MATMUL = re.compile(r"^(ynn_fusion|xnn_fusion|onednn|dot)")
+DATA_MOVEMENT = re.compile(r"slice|concatenate|copy|transpose|pad|gather|dynamic-update")
+
+
+def category(kind: str) -> str:
+    """``matmul``, ``data movement`` or ``other`` for an op kind."""
+    if MATMUL.search(kind):
+        return "matmul"
+    return "data movement" if DATA_MOVEMENT.search(kind) else "other"
 
 
 def op_times(trace_dir: str) -> collections.Counter:
@@ -76,6 +87,10 @@ def main() -> None:
           f"{total / args.steps / 1e3:.0f} ms")
     for kind, us in kinds.most_common(args.top):
         print(f"  {us / args.steps / 1e3:8.1f} ms  {100 * us / total:5.1f}%  {kind}")
+    groups = collections.Counter()
+    for kind, us in kinds.items():
+        groups[category(kind)] += us
+    print("by category: " + ", ".join(f"{name} {100 * us / total:.1f}%" for name, us in groups.most_common()))
 
 
 if __name__ == "__main__":
