@@ -85,7 +85,7 @@ RUN_OPTIONS = [
                  help="Every K epochs, score against the held-out images (epochs.csv, checkpoints/best.npz)."),
     click.option("--mixed-precision", type=click.Choice(list(PRECISION_CHOICES)), default=None,
                  help="16-bit compute, float32 weights (fp16 adds loss scaling); auto: bf16 where it "
-                      "measured faster (TensorFlow and torch on a CPU with native bf16), else none."),
+                      "measured faster and no worse (TensorFlow on a CPU with native bf16), else none."),
     click.option("--jit-compile/--no-jit-compile", default=None,
                  help="Force XLA/jit on or off (default: Keras' choice per backend)."),
     click.option("--deterministic/--no-deterministic", default=None,

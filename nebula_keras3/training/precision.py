@@ -22,9 +22,11 @@ import contextlib
 POLICIES = {"none": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
 AUTO = "auto"  # bf16 where it was measured faster (``resolve``), else none
 CHOICES = (*POLICIES, AUTO)
-# Backends whose CPU bf16 convolutions run natively in oneDNN and measured faster than float32
-# here (docs/RESULTS.md, "Training throughput per backend"); XLA's CPU backend (JAX) was slower.
-BF16_CPU_BACKENDS = ("tensorflow", "torch")
+# Backends where bf16 on a CPU with native bf16 measured faster and no worse at equal training
+# time (docs/RESULTS.md, "bf16 against float32 at equal time"). torch's bf16 step is faster
+# too, but by less, and its quality at equal time is not measured; XLA's CPU backend (JAX)
+# runs bf16 slower than float32.
+BF16_CPU_BACKENDS = ("tensorflow",)
 BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
 
 
@@ -54,9 +56,9 @@ def gpu_present(backend: str) -> bool:
 
 
 def resolve(mode: str, backend: str | None = None) -> str:
-    """The concrete ``--mixed-precision`` for ``mode``: ``auto`` becomes ``bf16`` on TensorFlow
-    and torch running on a CPU with native bf16 (the combinations measured faster), ``none``
-    otherwise (JAX on CPU was slower in bf16; GPUs are not measured). Other modes are returned."""
+    """The concrete ``--mixed-precision`` for ``mode``: ``auto`` becomes ``bf16`` on the
+    ``BF16_CPU_BACKENDS`` running on a CPU with native bf16 (where it was measured to pay),
+    ``none`` otherwise (GPUs are not measured). Other modes are returned unchanged."""
     if mode != AUTO:
         return mode
     if backend is None:
