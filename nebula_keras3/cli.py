@@ -7,6 +7,8 @@ imports Keras, TensorFlow, JAX or torch.
 from __future__ import annotations
 
 import importlib
+import sys
+import warnings
 
 import click
 
@@ -37,6 +39,18 @@ class LazyGroup(click.Group):
 @click.version_option(package_name="nebula-keras3")
 def main():
     """Train nebula-image GANs on TensorFlow, JAX or PyTorch (KERAS_BACKEND), export, serve."""
+    warnings.showwarning = _show_warning
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    """The package's own warnings (skipped images, ...) as one ``warning: ...`` line, without
+    Python's file, line number and source line; every other warning as Python shows it."""
+    own = category.__module__.startswith("nebula_keras3")
+    text = f"warning: {message}\n" if own else warnings.formatwarning(message, category, filename, lineno, line)
+    try:
+        (file or sys.stderr).write(text)
+    except OSError:  # stderr gone: as Python's own showwarning, drop it
+        pass
 
 
 if __name__ == "__main__":

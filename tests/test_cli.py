@@ -82,6 +82,23 @@ def test_export_and_serving_install_inside_the_package(tmp_path):
 
 
 @pytest.mark.backend_independent
+@pytest.mark.backend_independent
+def test_package_warnings_print_as_one_line():
+    # e.g. the images a folder skips: one "warning: ..." line, not Python's file:line + source line
+    import io
+
+    from nebula_keras3.cli import _show_warning
+    from nebula_keras3.data import SkippedImagesWarning
+
+    out = io.StringIO()
+    _show_warning(SkippedImagesWarning("skipped 2 of 9 files in photos/ (2 too small)"), SkippedImagesWarning,
+                  "/x/nebula_keras3/data/__init__.py", 58, out, "loaded = load_image_folder(")
+    assert out.getvalue() == "warning: skipped 2 of 9 files in photos/ (2 too small)\n"
+    out = io.StringIO()
+    _show_warning(UserWarning("other"), UserWarning, "/x/lib.py", 3, out, "x = 1")
+    assert "/x/lib.py:3: UserWarning: other" in out.getvalue()
+
+
 def test_python_dash_m_entry_point():
     out = subprocess.run([sys.executable, "-m", "nebula_keras3", "--help"], capture_output=True, text=True)
     assert out.returncode == 0 and "train" in out.stdout
