@@ -40,9 +40,14 @@ PRESETS: dict[str, dict] = {
     # "auto": bf16 where it measured faster and no worse (training/precision.py)
     "nebula64": {**_NEBULA, "mixed_precision": "auto"},
     # 128 and 256 px: nebula64's maps (4..64 px, 256..16 channels) plus 8-channel (16 at 256 px)
-    # stages above them, and D one stride-2 stage deeper per doubling at half the width.
-    "nebula128": {**_NEBULA, "mixed_precision": "auto", "image_size": 128, "ngf": 8, "ndf": 16},
-    "nebula256": {**_NEBULA, "mixed_precision": "auto", "image_size": 256, "ngf": 8, "ndf": 16},
+    # stages above them, and D one stride-2 stage deeper per doubling at half the width. Without
+    # R1 the 128 px D overpowers G and the score climbs back after ~30 min (docs/RESULTS.md,
+    # "R1 and bilinear upsampling at 128 px"); gamma is StyleGAN2-ADA's 0.0002 * size^2 / batch
+    # (0.1 measured at 128 px; 0.4 at 256 px follows the rule, not measured).
+    "nebula128": {**_NEBULA, "mixed_precision": "auto", "image_size": 128, "ngf": 8, "ndf": 16,
+                  "r1_gamma": 0.1},
+    "nebula256": {**_NEBULA, "mixed_precision": "auto", "image_size": 256, "ngf": 8, "ndf": 16,
+                  "r1_gamma": 0.4},
     # `make demo`: a short run on the built-in procedural nebulae (its time: docs/RESULTS.md,
     # "make demo and make test").
     "demo": {**_NEBULA, "image_size": 32, "epochs": 40, "num_procedural": 1024,
