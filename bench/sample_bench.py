@@ -40,7 +40,7 @@ UPSAMPLING = (SubPixelConv2DTranspose, NearestUpsampleConv2D)
 def load(model, preset):
     if model:
         return keras.saving.load_model(model, compile=False)
-    return build_models(TrainConfig.from_preset(preset, seed=0))[0]
+    return build_models(TrainConfig.from_preset(preset, seed=0, mixed_precision="none"))[0]  # float32, as exported
 """
 
 EXPORT = LOAD + r"""

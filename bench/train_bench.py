@@ -54,9 +54,8 @@ if "nearest" in opts:  # another form of the nebula generator's upsample + conv 
     nebula_layers.AUTO_FORMS[backend] = opts["nearest"]
 if "down" in opts:  # another form of the DCGAN discriminator's stride-2 convolutions
     dcgan_layers.DOWN_AUTO_FORMS[backend] = opts["down"]
-overrides = {}
-if "precision" in opts:  # float32 | bf16 | fp16 (--mixed-precision)
-    overrides["mixed_precision"] = {"float32": "none"}.get(opts["precision"], opts["precision"])
+# float32 | bf16 | fp16 | auto (--mixed-precision); float32 unless asked, whatever the preset says
+overrides = {"mixed_precision": {"float32": "none"}.get(opts.get("precision", "float32"), opts.get("precision"))}
 if "jit" in opts:
     overrides["jit_compile"] = {"auto": "auto", "on": True, "off": False}[opts["jit"]]
 cfg = TrainConfig.from_preset(spec["preset"], image_size=spec["size"], batch_size=spec["batch"], **overrides)

@@ -28,7 +28,7 @@ preset, forms = sys.argv[1], sys.argv[2].split(",")
 z = np.random.default_rng(0).normal(size=(64, 100)).astype("float32")
 res = {}
 for form in forms:
-    g = build_gan(TrainConfig.from_preset(preset, batch_size=64)).generator
+    g = build_gan(TrainConfig.from_preset(preset, batch_size=64, mixed_precision="none")).generator  # float32 forms
     for layer in g.layers:
         if isinstance(layer, (SubPixelConv2DTranspose, NearestUpsampleConv2D)):
             layer.implementation = form
