@@ -5,13 +5,13 @@ layers compute in 16 bits while every variable (weights, BatchNorm statistics,
 optimizer state) stays float32. The generator's output layer and the
 discriminator's logits are float32 layers, so images, losses and D(x) are float32.
 ``auto`` resolves (``resolve``) to ``bf16`` or ``none`` once, when a run starts; the run's
-``config.json`` records the result, so a resume keeps it. fp16's narrow range needs loss scaling: each of the two Adams is wrapped in a
-``keras.optimizers.LossScaleOptimizer`` (dynamic scale: halved and the step skipped
-on inf/NaN gradients, doubled after 2000 finite steps); the train steps multiply
-each loss by its optimizer's scale (``scale_loss``) and the wrapper unscales the
-gradients. Saved generators are float32 models (``float32_copy``), so sampling
-and export never see a 16-bit policy. Keras is imported on first use (``POLICIES``
-serves the CLI's ``--help``).
+``config.json`` records the result, so a resume keeps it. fp16's narrow range needs loss
+scaling: each of the two Adams is wrapped in a ``keras.optimizers.LossScaleOptimizer``
+(dynamic scale: halved and the step skipped on inf/NaN gradients, doubled after 2000
+finite steps); the train steps multiply each loss by its optimizer's scale
+(``scale_loss``) and the wrapper unscales the gradients. Saved generators are float32
+models (``float32_copy``), so sampling and export never see a 16-bit policy. Keras is
+imported on first use (``CHOICES`` serves the CLI's ``--help``).
 """
 
 from __future__ import annotations
