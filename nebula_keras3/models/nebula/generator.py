@@ -70,7 +70,7 @@ class NebulaGenerator(keras.Model):
     Args:
         image_size: 32, 64, 128 or 256.
         latent_dim: length of z.
-        ngf: channels of the full-size map (doubling per halving, up to ngf * 16).
+        ngf: channels of the full-size map (doubling per halving, up to ngf * MAX_WIDTH_MULT).
         upsample: "nearest", "subpixel" or "bilinear".
         activation: "glu" (FastGAN: convs give 2C channels, gated to C) or "lrelu" (LeakyReLU 0.2).
         sle: add FastGAN skip-layer excitation (low-res maps gate high-res channels).
