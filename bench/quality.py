@@ -107,6 +107,10 @@ def main(argv=None) -> int:
     p.add_argument("--resolution-images", type=int, default=256,
                    help="images per run for the full-size SWD at the end (0: skip it)")
     args = p.parse_args(argv)
+    if args.resolution_images < 0:
+        p.error(f"--resolution-images must be 0 (skip) or positive, got {args.resolution_images}")
+    if args.budget_minutes is not None and not args.budget_minutes > 0:
+        p.error(f"--budget-minutes must be positive, got {args.budget_minutes}")
 
     candidates = args.candidate or ["nebula64"]
     names = [run_name(c) for c in candidates]
