@@ -55,7 +55,8 @@ if "nearest" in opts:  # another form of the nebula generator's upsample + conv 
 if "down" in opts:  # another form of the DCGAN discriminator's stride-2 convolutions
     dcgan_layers.DOWN_AUTO_FORMS[backend] = opts["down"]
 # float32 | bf16 | fp16 | auto (--mixed-precision); float32 unless asked, whatever the preset says
-overrides = {"mixed_precision": {"float32": "none"}.get(opts.get("precision", "float32"), opts.get("precision"))}
+precision = opts.get("precision", "float32")
+overrides = {"mixed_precision": "none" if precision == "float32" else precision}
 if "jit" in opts:
     overrides["jit_compile"] = {"auto": "auto", "on": True, "off": False}[opts["jit"]]
 cfg = TrainConfig.from_preset(spec["preset"], image_size=spec["size"], batch_size=spec["batch"], **overrides)

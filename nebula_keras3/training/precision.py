@@ -71,8 +71,8 @@ def resolve(mode: str, backend: str | None = None) -> str:
 
 @contextlib.contextmanager
 def dtype_policy(mode: str):
-    """Layers created inside use the policy of ``mode``; the global policy is restored after."""
-    mode = resolve(mode)
+    """Layers created inside use the policy of ``mode`` (resolved: not ``auto``); the global
+    policy is restored after."""
     if mode not in POLICIES:
         raise ValueError(f"mixed precision must be one of {', '.join(POLICIES)}, got {mode!r}")
     import keras
@@ -89,7 +89,7 @@ def wrap_optimizer(optimizer, mode: str):
     """fp16: the optimizer inside a dynamic ``LossScaleOptimizer`` (same name); else unchanged."""
     import keras
 
-    if resolve(mode) != "fp16":
+    if mode != "fp16":
         return optimizer
     return keras.optimizers.LossScaleOptimizer(optimizer, name=f"{optimizer.name}_loss_scale")
 

@@ -81,14 +81,15 @@ def build_models(config: TrainConfig) -> tuple[keras.Model, keras.Model]:
 
 def build_gan(config: TrainConfig) -> GAN:
     """Generator, discriminator and GAN for a config, compiled with two Adams (torch's eps)."""
-    with dtype_policy(config.mixed_precision):  # bf16/fp16 compute, float32 variables
+    mode = precision.resolve(config.mixed_precision)  # "auto" -> bf16 or none, once
+    with dtype_policy(mode):  # bf16/fp16 compute, float32 variables
         generator, discriminator = build_models(config)
     gan = GAN(generator, discriminator, seed=config.seed, loss=config.loss, augment=config.diffaugment,
               r1_gamma=config.r1_gamma, r1_every=config.r1_every, ema_decay=config.ema_decay,
               ada_target=config.ada_target, ada_kimg=config.ada_kimg)
 
     def adam(lr, name):  # fp16: inside a LossScaleOptimizer
-        return wrap_optimizer(reference_adam(lr, config.beta_1, config.beta_2, name=name), config.mixed_precision)
+        return wrap_optimizer(reference_adam(lr, config.beta_1, config.beta_2, name=name), mode)
 
     gan.compile(d_optimizer=adam(config.d_lr, "d_adam"), g_optimizer=adam(config.g_lr, "g_adam"),
                 jit_compile=config.jit_compile)
