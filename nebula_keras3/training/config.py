@@ -37,12 +37,12 @@ PRESETS: dict[str, dict] = {
     # pytorch/examples dcgan/main.py at 64 px: latent 100, ngf = ndf = 64, Adam 2e-4 / 0.5, batch 32.
     "dcgan64": {},
     # The default family at 64 and 128 px.
-    # "auto": bf16 where it measured faster and no worse (training/precision.py); ADA: 0.67x the
-    # fixed DiffAugment's SWD at 25 min (docs/RESULTS.md, "ADA against fixed DiffAugment")
+    # "auto": bf16 where it measured faster and no worse (training/precision.py); ADA scored
+    # better than the fixed DiffAugment at equal time (docs/RESULTS.md, "ADA against fixed DiffAugment")
     "nebula64": {**_NEBULA, "mixed_precision": "auto", "ada_target": 0.6},
     # 128 and 256 px: nebula64's maps (4..64 px, 256..16 channels) plus 8-channel (16 at 256 px)
     # stages above them, and D one stride-2 stage deeper per doubling at half the width. Without
-    # R1 the 128 px D overpowers G and the score climbs back after ~30 min (docs/RESULTS.md,
+    # R1 the 128 px D overpowers G and the score gets worse again mid-run (docs/RESULTS.md,
     # "R1 and bilinear upsampling at 128 px"); gamma is StyleGAN2-ADA's 0.0002 * size^2 / batch
     # (0.1 measured at 128 px; 0.4 at 256 px follows the rule, not measured).
     "nebula128": {**_NEBULA, "mixed_precision": "auto", "image_size": 128, "ngf": 8, "ndf": 16,
