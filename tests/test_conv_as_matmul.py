@@ -10,7 +10,7 @@ import pytest
 
 from nebula_keras3.models.dcgan.layers import Stride2Conv2D, WholeMapConv2D
 from nebula_keras3.models.nebula.layers import FORMS, NearestUpsampleConv2D
-from tests.test_subpixel import _value_and_grads
+from tests.test_subpixel import MAP_SIZES, _value_and_grads
 
 
 def _assert_same(got, want):
@@ -43,10 +43,11 @@ def _reference_upsample_conv(cout):
 
 @pytest.mark.parametrize("form", FORMS)
 @pytest.mark.parametrize("cin,cout", [(3, 2), (16, 8)])
-def test_nearest_upsample_conv_forms_equal_upsample_then_conv(cin, cout, form):
+@pytest.mark.parametrize("h,w", MAP_SIZES)
+def test_nearest_upsample_conv_forms_equal_upsample_then_conv(cin, cout, form, h, w):
     rng = np.random.default_rng(cin * 7 + cout)
     ref, layer = _reference_upsample_conv(cout), NearestUpsampleConv2D(cout, use_bias=False, implementation=form)
-    _assert_layer_equals_reference(layer, ref, (2, 5, 6, cin), (10, 12), rng)
+    _assert_layer_equals_reference(layer, ref, (2, h, w, cin), (2 * h, 2 * w), rng)
 
 
 @pytest.mark.parametrize("form", ["direct", "matmul"])

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from keras import ops
 
+from nebula_keras3.models.conv_as_matmul import FLAT_BACKWARD_MIN_SIZE
 from nebula_keras3.models import DCGANGenerator
 from nebula_keras3.models.dcgan.layers import FORMS, SubPixelConv2DTranspose, auto_form
 
@@ -56,13 +57,18 @@ def _value_and_grads(layer, x, upstream):
     return [np.asarray(ops.convert_to_numpy(t)) for t in (y, gx, gk)]
 
 
+# A small map, and one from which JAX's phase form takes phase_upsample_flat's backward.
+MAP_SIZES = [(5, 6), (FLAT_BACKWARD_MIN_SIZE, FLAT_BACKWARD_MIN_SIZE + 1)]
+
+
 @pytest.mark.parametrize("form", [f for f in FORMS if f != "transpose"])
 @pytest.mark.parametrize("cin,cout", [(3, 2), (16, 8), (8, 3)])
-def test_subpixel_equals_conv_transpose_forward_and_gradients(cin, cout, form):
+@pytest.mark.parametrize("h,w", MAP_SIZES)
+def test_subpixel_equals_conv_transpose_forward_and_gradients(cin, cout, form, h, w):
     ref, sub = _layer_pair(cin, cout, seed=cin + cout, form=form)
     rng = np.random.default_rng(1)
-    x = rng.normal(size=(2, 5, 6, cin)).astype("float32")
-    upstream = rng.normal(size=(2, 10, 12, cout)).astype("float32")
+    x = rng.normal(size=(2, h, w, cin)).astype("float32")
+    upstream = rng.normal(size=(2, 2 * h, 2 * w, cout)).astype("float32")
     got = _value_and_grads(sub, x, upstream)
     want = _value_and_grads(ref, x, upstream)
     for name, g, w in zip(("output", "input gradient", "kernel gradient"), got, want):

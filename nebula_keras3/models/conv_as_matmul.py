@@ -30,6 +30,12 @@ upsampled size (or of the 3x3 sub-pixel form)::
                                                                   -> [B, H, W, Cout] x 4
     interleave                                                    -> [B, 2H, 2W, Cout]
 
+On JAX, from ``FLAT_BACKWARD_MIN_SIZE`` px on, ``phase_upsample``'s backward is that of
+``phase_upsample_flat``, the same sums on the flattened padded batch, where every tap's shifted
+view is one contiguous row range: the gradient of each view is then a zero-padded row range of
+one matrix instead of a map padded in two dimensions, and XLA runs that backward faster on large
+maps, its forward slower (bench/jax_upsample_backward_bench.py).
+
 Downsampling. A 4x4 stride-2 "same" convolution (DCGAN's discriminator; pads 1 on each
 side of an even map) is a 2x2 stride-1 convolution of the padded map's space-to-depth, so
 ``stride2_conv`` gathers its 2x2 patches into one [B * H/2 * W/2, 16 * Cin] matrix and
@@ -38,6 +44,9 @@ multiplies once by the kernel, re-ordered to match.
 
 from __future__ import annotations
 
+import functools
+
+import keras
 import numpy as np
 from keras import ops
 
@@ -79,8 +88,23 @@ def phase_kernels(kernel, taps):
     return ops.einsum("aud,bve,deio->abuvio", t, t, kernel)
 
 
+# On JAX, maps at least this many pixels high and wide take phase_upsample_flat's backward
+# (faster on 32 px maps, no faster or slower below: bench/jax_upsample_backward_bench.py).
+FLAT_BACKWARD_MIN_SIZE = 32
+
+
 def phase_upsample(x, kernels):
-    """x [B, H, W, Cin] and ``phase_kernels`` [2, 2, 2, 2, Cin, Cout] -> [B, 2H, 2W, Cout]."""
+    """x [B, H, W, Cin] and ``phase_kernels`` [2, 2, 2, 2, Cin, Cout] -> [B, 2H, 2W, Cout].
+
+    On JAX, from ``FLAT_BACKWARD_MIN_SIZE`` on, the gradient is ``phase_upsample_flat``'s."""
+    _, h, w, _ = x.shape
+    if keras.backend.backend() == "jax" and min(h, w) >= FLAT_BACKWARD_MIN_SIZE:
+        return _jax_phase_upsample_flat_backward()(x, kernels)
+    return phase_upsample_views(x, kernels)
+
+
+def phase_upsample_views(x, kernels):
+    """``phase_upsample`` as 16 matmuls of shifted views of the padded input (see the module doc)."""
     _, h, w, _ = x.shape
     cout = kernels.shape[-1]
     xp = ops.pad(x, [[0, 0], [1, 1], [1, 1], [0, 0]])  # [B, H+2, W+2, Cin]
@@ -94,6 +118,55 @@ def phase_upsample(x, kernels):
         rows.append(ops.stack(cols, axis=3))  # [B, H, W, 2 (b), Cout]
     y = ops.stack(rows, axis=2)  # [B, H, 2 (a), W, 2 (b), Cout]
     return ops.reshape(y, (-1, 2 * h, 2 * w, cout))
+
+
+def phase_upsample_flat(x, kernels):
+    """``phase_upsample`` on the flattened padded batch (the backward JAX uses on larger maps).
+
+        x -pad 1, flatten-> xf [B*(H+2)*(W+2) + 2*(W+2) + 2, Cin]   (zero rows appended)
+        phase (a, b) = sum over u, v of xf[o : o + B*(H+2)*(W+2)] @ k[a, b, u, v],
+                       o = (a+u)*(W+2) + b+v                   -> [B, H+2, W+2, Cout], crop
+        interleave                                             -> [B, 2H, 2W, Cout]
+
+    Each tap's view is one contiguous row range; rows that straddle an image's edge compute
+    values the crop drops ((H+2)(W+2)/HW more multiply-adds: 1.27x at 16 px, 1.13x at 32 px).
+    """
+    _, h, w, cin = x.shape
+    cout = kernels.shape[-1]
+    wp = w + 2
+    xp = ops.reshape(ops.pad(x, [[0, 0], [1, 1], [1, 1], [0, 0]]), (-1, cin))  # [B*(H+2)*(W+2), Cin]
+    n = xp.shape[0]
+    xp = ops.pad(xp, [[0, 2 * wp + 2], [0, 0]])
+    rows = []
+    for a in (0, 1):
+        cols = []
+        for b in (0, 1):
+            terms = [ops.matmul(xp[(a + u) * wp + b + v:(a + u) * wp + b + v + n], kernels[a, b, u, v])
+                     for u in (0, 1) for v in (0, 1)]
+            y = ops.reshape(terms[0] + terms[1] + terms[2] + terms[3], (-1, h + 2, wp, cout))
+            cols.append(y[:, :h, :w])  # [B, H, W, Cout]
+        rows.append(ops.stack(cols, axis=3))  # [B, H, W, 2 (b), Cout]
+    return ops.reshape(ops.stack(rows, axis=2), (-1, 2 * h, 2 * w, cout))
+
+
+@functools.cache
+def _jax_phase_upsample_flat_backward():
+    """``phase_upsample_views`` forward with ``phase_upsample_flat``'s VJP (both are linear in x
+    and in the kernels, so the VJP needs only the inputs)."""
+    import jax
+
+    @jax.custom_vjp
+    def upsample(x, kernels):
+        return phase_upsample_views(x, kernels)
+
+    def forward(x, kernels):
+        return phase_upsample_views(x, kernels), (x, kernels)
+
+    def backward(inputs, upstream):
+        return jax.vjp(phase_upsample_flat, *inputs)[1](upstream)
+
+    upsample.defvjp(forward, backward)
+    return upsample
 
 
 def phase_conv_upsample(x, kernels):
