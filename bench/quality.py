@@ -26,6 +26,10 @@ same is done at every smaller run size, higher-resolution samples downscaled. ``
 holds them under ``full_size_swd`` (by image size, then run).
 
 ``--budget-minutes M`` fixes T instead: every run, the reference too, trains for M minutes.
+
+``--run DIR`` (repeatable) trains nothing: it reports run folders that already exist (a long
+``nebula train --holdout --eval-every`` run, or runs of an earlier bench), their curves, plot and
+full-size SWD as above, with no T.
 """
 
 from __future__ import annotations
@@ -106,12 +110,16 @@ def main(argv=None) -> int:
     p.add_argument("--metric", default="swd")
     p.add_argument("--resolution-images", type=int, default=256,
                    help="images per run for the full-size SWD at the end (0: skip it)")
+    p.add_argument("--run", action="append", type=Path, metavar="DIR",
+                   help="report this existing run folder instead of training (repeatable)")
     args = p.parse_args(argv)
     if args.resolution_images < 0:
         p.error(f"--resolution-images must be 0 (skip) or positive, got {args.resolution_images}")
     if args.budget_minutes is not None and not args.budget_minutes > 0:
         p.error(f"--budget-minutes must be positive, got {args.budget_minutes}")
 
+    if args.run:
+        return report_runs(args)
     candidates = args.candidate or ["nebula64"]
     names = [run_name(c) for c in candidates]
     ref_name = run_name(args.reference)
@@ -189,6 +197,29 @@ def main(argv=None) -> int:
     return 0
 
 
+def report_runs(args) -> int:
+    """``--run``: the curves, plot and full-size SWD of existing run folders, written to ``--out``."""
+    missing = [str(d) for d in args.run if not (d / "epochs.csv").is_file()]
+    if missing:
+        raise SystemExit(f"not a run folder (no epochs.csv): {', '.join(missing)}")
+    names = [d.name for d in args.run]
+    if len(set(names)) != len(names):
+        raise SystemExit(f"two runs share a folder name: {names}")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    curves = {d.name: curve(read_epochs(d), args.metric) for d in args.run}
+    print(f"{args.metric} (x1e3, lower is better) against each run's held-out images, by training time:")
+    for name, points in curves.items():
+        print(f"  {name}: " + ", ".join(f"e{e} {s / 60:.0f}min {v:.1f}" for e, s, v in points if v is not None))
+    result = {"curves": {name: [{"epoch": e, "seconds": round(s, 1), args.metric: v} for e, s, v in points
+                                if v is not None] for name, points in curves.items()}}
+    if args.resolution_images:
+        result["full_size_swd"] = full_size_swd({d.name: d for d in args.run}, args)
+    (out / "result.json").write_text(json.dumps(result, indent=2) + "\n")
+    plot(curves, args, None, out / f"{args.metric}_vs_time.png")
+    return 0
+
+
 def full_size_swd(run_dirs: dict, args) -> dict:
     """Per-level SWD of each run's last checkpoint against the held-out photos at every run's
     image size: samples of another size are resized to it with LANCZOS first (upscaled: the
@@ -230,8 +261,9 @@ def plot(curves, args, budget, path):
         xs = [s / 60 for _, s, v in points if v is not None]
         ys = [v for _, s, v in points if v is not None]
         ax.plot(xs, ys, marker="o", markersize=3, label=name)
-    ax.axvline(budget / 60, color="grey", linestyle=":",
-               label="T" if args.budget_minutes is not None else f"{args.reference} at {args.reference_epochs} epochs")
+    if budget is not None:
+        ax.axvline(budget / 60, color="grey", linestyle=":",
+                   label="T" if args.budget_minutes is not None else f"{args.reference} at {args.reference_epochs} epochs")
     ax.set_xlabel("training time (min)")
     ax.set_ylabel(f"{args.metric} x1e3 vs held-out")
     ax.legend(fontsize=7)

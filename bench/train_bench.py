@@ -13,7 +13,8 @@ DiffAugment, EMA). Each Keras backend runs
 backend. A backend entry may carry variants to measure an alternative against the default
 in the same run: ``jax:upsample=subpixel`` (DCGAN G: transpose|subpixel|phase),
 ``jax:nearest=direct`` (nebula G: direct|phase|phase_conv), ``jax:down=direct`` (DCGAN D:
-direct|matmul), ``jax:xla=xla_cpu_use_xnnpack=false`` (XLA flags for that worker, without
+direct|matmul), ``jax:flat_backward=1000`` (the map size from which JAX's phase upsampling
+takes the flat backward, ``conv_as_matmul.FLAT_BACKWARD_MIN_SIZE``; 1000: never), ``jax:xla=xla_cpu_use_xnnpack=false`` (XLA flags for that worker, without
 ``--``, joined by ``+``), ``tensorflow:jit=off``, ``torch:precision=bf16`` (float32|bf16|fp16: the
 ``--mixed-precision`` policy, to measure 16-bit against float32 in the same run); several join
 with commas. ``reference:precision=bf16`` times the reference step itself under
@@ -54,6 +55,9 @@ if "nearest" in opts:  # another form of the nebula generator's upsample + conv 
     nebula_layers.AUTO_FORMS[backend] = opts["nearest"]
 if "down" in opts:  # another form of the DCGAN discriminator's stride-2 convolutions
     dcgan_layers.DOWN_AUTO_FORMS[backend] = opts["down"]
+if "flat_backward" in opts:  # JAX: the map size from which the phase upsampling takes the flat backward
+    import nebula_keras3.models.conv_as_matmul as conv_as_matmul
+    conv_as_matmul.FLAT_BACKWARD_MIN_SIZE = int(opts["flat_backward"])
 # float32 | bf16 | fp16 | auto (--mixed-precision); float32 unless asked, whatever the preset says
 precision = opts.get("precision", "float32")
 overrides = {"mixed_precision": "none" if precision == "float32" else precision}
