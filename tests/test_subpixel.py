@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from keras import ops
 
-from nebula_keras3.models.conv_as_matmul import FLAT_BACKWARD_MIN_SIZE
 from nebula_keras3.models import DCGANGenerator
+from nebula_keras3.models.conv_as_matmul import FLAT_BACKWARD_MIN_SIZE
 from nebula_keras3.models.dcgan.layers import FORMS, SubPixelConv2DTranspose, auto_form
 
 
