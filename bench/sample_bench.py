@@ -1,17 +1,19 @@
 """Sampling throughput: ONNX Runtime vs Keras (torch eager, JAX) on one generator, in one run.
 
-    .venv/bin/python bench/sample_bench.py [--model runs/x | --preset nebula64] [--batch-size 64]
-                                           [--reps 5] [--rounds 2]
+    .venv/bin/python bench/sample_bench.py [--model runs/x [--checkpoint last] | --preset nebula64]
+                                           [--batch-size 64] [--reps 5] [--rounds 2]
 
-The generator is a run folder's ``generator.keras`` (``--model``) or a fresh one of
+The generator is a run folder's ``generator.keras`` (``--model``; with ``--checkpoint``, that
+training state of the run, as ``nebula export --checkpoint`` takes it) or a fresh one of
 ``--preset`` (default dcgan64; speed does not depend on the weights). It is exported to ONNX
 on the TensorFlow backend (as ``nebula export`` does) once per form of its upsampling
 layers (``FORMS``: dcgan's transposed convolutions as ONNX ConvTranspose, sub-pixel Conv +
 depth-to-space or phase matmuls; nebula's nearest-upsample convolutions direct, as phase
 matmuls or as one 2x2 phase conv; same weights); the row ``nebula export`` writes
 (``EXPORT_FORM``) is marked, and that form is also quantised to int8 as
-``nebula export --onnx-int8`` does (export/quantize.py; its error and SWD against the float
-model are printed). Each ONNX model runs with the session options ``nebula sample --onnx``
+``nebula export --onnx-int8`` does (export/quantize.py: checked against Keras, keeping convs float where
+its limits need it; its error and SWD against the float model and the convs kept float are
+printed). Each ONNX model runs with the session options ``nebula sample --onnx``
 uses; Keras runs ``generator.predict_on_batch`` on the torch and JAX backends,
 each in its own subprocess. Rounds alternate all entries; the table prints median images/s
 and the median (min-max) over rounds of each round's ratio to Keras-torch eager. Not a test: it measures.
@@ -38,6 +40,10 @@ from nebula_keras3.training.config import TrainConfig
 from nebula_keras3.training.trainer import build_models
 UPSAMPLING = (SubPixelConv2DTranspose, NearestUpsampleConv2D)
 def load(model, preset):
+    import os
+    if os.environ.get("SAMPLE_BENCH_CHECKPOINT"):  # --checkpoint: that training state of run folder `model`
+        from nebula_keras3.training.generator_state import load_generator_state
+        return load_generator_state(model, os.environ["SAMPLE_BENCH_CHECKPOINT"])[0]
     if model:
         return keras.saving.load_model(model, compile=False)
     return build_models(TrainConfig.from_preset(preset, seed=0, mixed_precision="none"))[0]  # float32, as exported
@@ -53,9 +59,16 @@ for form in forms:
             layer.implementation = form
     final, _ = convert(g, int(g.input_shape[-1]), {"bench": "1"})
     open(f"{out}/{form}.onnx", "wb").write(final.SerializeToString())
-    if form == int8_form:
-        from export.quantize import quantize_int8
-        open(f"{out}/{form}.int8.onnx", "wb").write(quantize_int8(final.SerializeToString()))
+    if form == int8_form:  # as `nebula export --onnx-int8`: checked against Keras, convs kept float as needed
+        import numpy as np
+        from export.quantize import quantize_checked
+        from nebula_keras3.sampling.grid import to_uint8
+        from nebula_keras3.sampling.latents import latents_from_seeds
+        dim = int(g.input_shape[-1])
+        images = lambda seeds: to_uint8(np.asarray(g(latents_from_seeds(seeds, dim), training=False)))
+        q, report = quantize_checked(final.SerializeToString(), images, dim)
+        open(f"{out}/{form}.int8.onnx", "wb").write(q)
+        print(json.dumps({"int8_float_nodes": report["float_nodes"]}))
 """
 
 KERAS = LOAD + r"""
@@ -142,13 +155,20 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--checkpoint", default="",
+                    help="best, last or a .npz: that training state of the --model run folder (as nebula export)")
     args = ap.parse_args()
     model = args.model
-    if model and Path(model).is_dir():
+    if args.checkpoint:
+        if not (model and Path(model).is_dir()):
+            ap.error("--checkpoint needs --model RUN_FOLDER")
+        os.environ["SAMPLE_BENCH_CHECKPOINT"] = args.checkpoint
+    elif model and Path(model).is_dir():
         model = str(Path(model) / "generator.keras")
     forms, export_form = forms_of(model, args.preset)
     with tempfile.TemporaryDirectory() as tmp:
-        run_worker(EXPORT, "tensorflow", model, args.preset, tmp, ",".join(forms), export_form)
+        out = run_worker(EXPORT, "tensorflow", model, args.preset, tmp, ",".join(forms), export_form)
+        float_nodes = json.loads(out.strip().splitlines()[-1])["int8_float_nodes"]
         int8_label = f"onnx runtime, {export_form}, int8"
         quality = int8_quality(Path(tmp) / f"{export_form}.onnx", Path(tmp) / f"{export_form}.int8.onnx")
         ips: dict[str, list[float]] = {}
@@ -164,7 +184,7 @@ def main() -> None:
                 time_ort(Path(tmp) / f"{export_form}.int8.onnx", args.batch_size, args.reps))
             print(f"round {r + 1}: " + ", ".join(f"{k} {v[-1]:.0f}" for k, v in ips.items()), flush=True)
     ref = ips["keras torch"]
-    print(f"\ngenerator {model or f'{args.preset} (fresh)'}, batch {args.batch_size}, "
+    print(f"\ngenerator {model or f'{args.preset} (fresh)'}{f' ({args.checkpoint} checkpoint)' if args.checkpoint else ''}, batch {args.batch_size}, "
           f"{args.reps} batches x {args.rounds} rounds")
     print(f"{'':44s}{'img/s (median)':>16s}{'vs keras torch':>16s}{'(min-max of rounds)':>22s}")
     for k, v in ips.items():
@@ -173,7 +193,8 @@ def main() -> None:
               f"{min(ratios):>13.2f}-{max(ratios):.2f}x")
     print(f"\nint8 vs float ({export_form}), {QUALITY_IMAGES} seeded images: mean uint8 diff "
           f"{quality['mean_uint8']:.3g}, max {quality['max_uint8']}, SWD {quality['swd']:.3g} "
-          f"(float, two seed sets: {quality['swd_float_other_seeds']:.3g})")
+          f"(float, two seed sets: {quality['swd_float_other_seeds']:.3g}); kept float beside the last "
+          f"conv: {', '.join(float_nodes) or 'none'}")
 
 
 if __name__ == "__main__":

@@ -365,8 +365,9 @@ def _int8(model, onnx_bytes: bytes, latent_dim: int, check: bool):
         return to_uint8(model(z, training=False).numpy())
 
     try:
-        int8_bytes = quantize.quantize_int8(onnx_bytes)
-        return int8_bytes, (quantize.int8_check(keras_images, int8_bytes, latent_dim) if check else {})
+        if not check:
+            return quantize.quantize_int8(onnx_bytes), {}
+        return quantize.quantize_checked(onnx_bytes, keras_images, latent_dim)
     except quantize.QuantizeError as e:
         raise ExportError(str(e)) from None
 

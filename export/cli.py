@@ -37,7 +37,8 @@ def _echo_result(result, seconds: float) -> None:
     if result.int8_check:
         r = result.int8_check
         click.echo(f"int8 ONNX vs Keras: mean uint8 diff {r['mean_uint8']:.3g}, max {r['max_uint8']}, "
-                   f"SWD {r['swd']:.3g} (two Keras seed sets: {r['swd_keras_other_seeds']:.3g})")
+                   f"SWD {r['swd']:.3g} (two Keras seed sets: {r['swd_keras_other_seeds']:.3g}); "
+                   f"nodes kept float beside the last conv: {', '.join(r.get('float_nodes', [])) or 'none'}")
     if result.saved_model_check:
         click.echo(f"SavedModel check (max uint8 diffs): {result.saved_model_check}")
     click.echo(f"exported in {seconds:.1f} s")

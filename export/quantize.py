@@ -8,16 +8,25 @@ export). Recipe:
    (:mod:`nebula_keras3.sampling.latents`) from ``CALIBRATION_SEEDS``, min-max ranges; no
    images or data set are needed.
 3. ``quantize_static`` in QDQ format, weights int8 per output channel, activations ``ACTIVATIONS``
-   (uint8: ONNX Runtime's x86 int8 convolutions run u8 x s8 on VNNI), only Conv and MatMul
-   (``OP_TYPES``): DepthToSpace, Sigmoid, Mul and the uint8 post-processing stay float. The
-   last convolution before the output (``to_rgb`` + tanh) stays float too: it holds a small
-   share of the time and most of the visible error.
+   (uint8: ONNX Runtime's x86 int8 convolutions run u8 x s8 on VNNI), only Conv (``OP_TYPES``):
+   DepthToSpace, Sigmoid, Mul and the uint8 post-processing stay float. The last convolution
+   before the output (``to_rgb`` + tanh) stays float too: it holds a small share of the time
+   and most of the visible error. So does the latent's MatMul (the stem): well under 1% of the
+   work, and int8 there alone moved a trained nebula128's worst pixel by 26 levels.
 
 The check (:func:`int8_check`) renders the same seeded latents with Keras and the int8 model:
 per-pixel error within ``MAX_MEAN_UINT8`` (mean) and ``MAX_UINT8`` (worst pixel) uint8 levels,
 and the sliced Wasserstein distance between the two sets below the distance between two Keras
 sets drawn from different seeds (quantisation must move the image distribution less than a
-fresh draw of latents does). Imports onnx and onnxruntime; never TensorFlow.
+fresh draw of latents does).
+
+A trained generator's activations have wider ranges than fresh weights', and with every conv
+int8 its images miss those limits (docs/RESULTS.md, "int8 on trained generators"), most of the
+error coming from the convs nearest the output. :func:`quantize_checked` (what
+``nebula export --onnx-int8`` runs) therefore quantizes, checks, and while the check fails keeps
+one more node in float, nearest the output first (:func:`quantizable_nodes`); the nodes left
+float are in the report and the model's ``quantization`` metadata. Imports onnx and
+onnxruntime; never TensorFlow.
 """
 
 from __future__ import annotations
@@ -31,7 +40,7 @@ from nebula_keras3.export import layout
 from nebula_keras3.sampling.latents import latents_from_seeds
 from nebula_keras3.sampling.onnx_sampler import cpu_session
 
-OP_TYPES = ("Conv", "MatMul")
+OP_TYPES = ("Conv",)  # the latent's MatMul stays float (module docstring)
 ACTIVATIONS = ("uint8", "int8")
 DEFAULT_ACTIVATIONS = "uint8"
 CALIBRATION_SEEDS = range(1_000_000, 1_000_256)  # never the check's seeds below
@@ -221,11 +230,30 @@ def _seed_reader(input_name: str, latent_dim: int, seeds, batch: int):
     return SeedReader()
 
 
+def _load(float_bytes: bytes):
+    import onnx
+
+    try:
+        return onnx.load_from_string(float_bytes)
+    except Exception as e:  # noqa: BLE001 - protobuf's DecodeError and friends
+        raise QuantizeError(f"not an ONNX model: {type(e).__name__}: {e}") from None
+
+
+def quantizable_nodes(float_bytes: bytes) -> list[str]:
+    """The nodes :func:`quantize_int8` makes int8 by default (the convs, ``OP_TYPES``, but the
+    last), nearest the output first (reverse graph order): the order in which
+    :func:`quantize_checked` keeps them float."""
+    model = _load(float_bytes)
+    last = set(_last_conv(model))
+    return [n.name for n in reversed(model.graph.node) if n.op_type in OP_TYPES and n.name not in last]
+
+
 def quantize_int8(float_bytes: bytes, *, activations: str = DEFAULT_ACTIVATIONS,
                   keep_last_conv_float: bool = True, fold: bool = True,
-                  calibration_seeds=CALIBRATION_SEEDS) -> bytes:
+                  calibration_seeds=CALIBRATION_SEEDS, float_nodes=()) -> bytes:
     """The int8 QDQ model (serialized) for an exported float ONNX generator (serialized).
 
+    ``float_nodes``: names of further Conv nodes to leave in float (see :func:`quantizable_nodes`).
     Same interface and metadata as the float model, plus ``metadata_props[quantization]``.
     """
     import onnx
@@ -234,10 +262,7 @@ def quantize_int8(float_bytes: bytes, *, activations: str = DEFAULT_ACTIVATIONS,
 
     if activations not in ACTIVATIONS:
         raise QuantizeError(f"activations must be one of {ACTIVATIONS}, got {activations!r}")
-    try:
-        model = onnx.load_from_string(float_bytes)
-    except Exception as e:  # noqa: BLE001 - protobuf's DecodeError and friends
-        raise QuantizeError(f"not an ONNX model: {type(e).__name__}: {e}") from None
+    model = _load(float_bytes)
     if len(model.graph.input) != 1:
         raise QuantizeError(f"expected one latent input, the model has {len(model.graph.input)}")
     z = model.graph.input[0]
@@ -246,6 +271,11 @@ def quantize_int8(float_bytes: bytes, *, activations: str = DEFAULT_ACTIVATIONS,
         raise QuantizeError(f"input {z.name!r} is not [N, latent]")
     latent_dim = int(dims[1].dim_value)
     exclude = _last_conv(model) if keep_last_conv_float else []
+    nodes = {n.name for n in model.graph.node if n.op_type in OP_TYPES}
+    unknown = sorted(set(float_nodes) - nodes)
+    if unknown:
+        raise QuantizeError(f"float_nodes names no {'/'.join(OP_TYPES)} node of the model: {unknown}")
+    exclude = exclude + [c for c in float_nodes if c not in exclude]
     folded = fold_channel_affine(model) if fold else 0
 
     reader = _seed_reader(z.name, latent_dim, calibration_seeds, CALIBRATION_BATCH)
@@ -295,10 +325,42 @@ def int8_check(keras_images, int8_bytes: bytes, latent_dim: int) -> dict:
     Returns ``{"mean_uint8", "max_uint8", "swd", "swd_keras_other_seeds"}``; raises
     QuantizeError when a limit (module docstring) is exceeded.
     """
+    report, failed = _compare(_references(keras_images), int8_bytes, latent_dim)
+    if failed:
+        raise QuantizeError("int8 ONNX vs Keras check failed: " + "; ".join(failed) + f" ({report})")
+    return report
+
+
+def quantize_checked(float_bytes: bytes, keras_images, latent_dim: int, *,
+                     activations: str = DEFAULT_ACTIVATIONS) -> tuple[bytes, dict]:
+    """``(int8 model, check report)``: the model with the fewest nodes left float that passes
+    :func:`int8_check`'s limits, trying every node int8 first and then keeping one more in
+    float per try, in :func:`quantizable_nodes` order. The report adds ``float_nodes`` (those
+    kept float beside the last conv). Raises QuantizeError when even all of them in float fail.
+    """
+    refs = _references(keras_images)
+    order = quantizable_nodes(float_bytes)
+    for n in range(len(order) + 1):
+        q = quantize_int8(float_bytes, activations=activations, float_nodes=order[:n])
+        report, failed = _compare(refs, q, latent_dim)
+        report["float_nodes"] = order[:n]
+        if not failed:
+            return q, report
+    raise QuantizeError("int8 ONNX vs Keras check failed even with every conv in float: "
+                        + "; ".join(failed) + f" ({report})")
+
+
+def _references(keras_images) -> tuple[np.ndarray, np.ndarray]:
+    """Keras' uint8 images for the check's seeds and for other seeds."""
+    return (np.asarray(keras_images(np.asarray(list(CHECK_SEEDS), np.int64))),
+            np.asarray(keras_images(np.asarray(list(CHECK_OTHER_SEEDS), np.int64))))
+
+
+def _compare(refs, int8_bytes: bytes, latent_dim: int) -> tuple[dict, list[str]]:
+    """``(report, failed limits)`` of the int8 model against the Keras references."""
     from nebula_keras3.metrics.swd import sliced_wasserstein_distance
 
-    ref = np.asarray(keras_images(np.asarray(list(CHECK_SEEDS), np.int64)))
-    other = np.asarray(keras_images(np.asarray(list(CHECK_OTHER_SEEDS), np.int64)))
+    ref, other = refs
     got = _render(cpu_session(int8_bytes), CHECK_SEEDS, latent_dim)
     if got.dtype != np.uint8 or got.shape != ref.shape:
         raise QuantizeError(f"int8 model output {got.dtype}{list(got.shape)} != uint8{list(ref.shape)}")
@@ -317,6 +379,4 @@ def int8_check(keras_images, int8_bytes: bytes, latent_dim: int) -> dict:
     if not report["swd"] < report["swd_keras_other_seeds"]:
         failed.append(f"SWD int8 vs Keras {report['swd']:.3g} >= SWD between two Keras seed sets "
                       f"{report['swd_keras_other_seeds']:.3g}")
-    if failed:
-        raise QuantizeError("int8 ONNX vs Keras check failed: " + "; ".join(failed) + f" ({report})")
-    return report
+    return report, failed
