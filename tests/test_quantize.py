@@ -145,7 +145,7 @@ def test_int8_fails_clearly_when_no_split_passes(run_dir, tmp_path, monkeypatch)
     monkeypatch.setattr(quantize, "MAX_UINT8", -1)  # not even the all-float model passes
     with pytest.raises(ExportError, match="even with every conv in float"):
         export_generator(run_dir, onnx_path=tmp_path / "g.onnx", onnx_int8_path=tmp_path / "g.int8.onnx")
-    assert not (tmp_path / "g.int8.onnx").exists()
+    assert not (tmp_path / "g.int8.onnx").exists() and not (tmp_path / "g.onnx").exists()  # nothing written
 
 
 def test_int8_bad_input(run_dir, exported, tmp_path):
