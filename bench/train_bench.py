@@ -10,7 +10,8 @@ preset's step transcribed to plain PyTorch (bench/reference_nebula64.py: same la
 DiffAugment, EMA). Each Keras backend runs
 ``GAN.fit`` in its own subprocess (the backend is fixed per process) on random data for
 ``--steps`` steps after a warm-up fit (compile), with the package's defaults for that
-backend. A backend entry may carry variants to measure an alternative against the default
+backend, timed from the fit's train start to its train end (the steps; not what fit does
+after them, see the worker). A backend entry may carry variants to measure an alternative against the default
 in the same run: ``jax:upsample=subpixel`` (DCGAN G: transpose|subpixel|phase),
 ``jax:nearest=direct`` (nebula G: direct|phase|phase_conv), ``jax:down=direct`` (DCGAN D:
 direct|matmul), ``jax:flat_backward=1000`` (the map size from which JAX's phase upsampling
@@ -70,9 +71,22 @@ x = np.random.default_rng(0).uniform(-1, 1, (batch * steps, size, size, 3)).asty
 # Warm up on the very data the timed fit gets: a fit over a dataset of another length makes
 # TensorFlow's Keras retrace its train function (~4 s at dcgan64, seen as a slow timed fit).
 gan.fit(x, batch_size=batch, epochs=1, verbose=0, shuffle=False)  # compile
+
+class Span(keras.callbacks.Callback):  # the steps, from fit's train start to its train end
+    def on_train_begin(self, logs=None):
+        self.begin = time.perf_counter()
+
+    def on_train_end(self, logs=None):
+        self.end = time.perf_counter()
+
+# Timed from on_train_begin to on_train_end: on TensorFlow, fit's return can wait up to ~4 s
+# more for tf.data's autotuning thread as the epoch's iterator is deleted (docs/RESULTS.md,
+# "TensorFlow's wait at the end of an epoch"), once per epoch, not per step.
+span = Span()
 t = time.perf_counter()
-gan.fit(x, batch_size=batch, epochs=1, verbose=0, shuffle=False)
-ips = batch * steps / (time.perf_counter() - t)
+gan.fit(x, batch_size=batch, epochs=1, verbose=0, shuffle=False, callbacks=[span])
+fit_seconds = time.perf_counter() - t
+ips = batch * steps / (span.end - span.begin)
 
 def conv_flops(model):  # forward multiply-adds x 2 per image, for Conv2D / Conv2DTranspose layers
     total = 0
@@ -90,7 +104,7 @@ def conv_flops(model):  # forward multiply-adds x 2 per image, for Conv2D / Conv
 
 g, d = conv_flops(gan.generator), conv_flops(gan.discriminator)
 # one G pass and three D passes (real, fake, fake for G), each forward + backward ~ 3x forward
-print(json.dumps({"images_per_second": ips, "train_flops_per_image": 3 * (g + 3 * d)}))
+print(json.dumps({"images_per_second": ips, "fit_seconds": fit_seconds, "train_flops_per_image": 3 * (g + 3 * d)}))
 """
 
 
