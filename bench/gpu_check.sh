@@ -8,8 +8,10 @@
 #   bench/gpu_check.sh --cpu      # the same rows on the CPU with tiny step counts, in $VENV (.venv)
 #   bench/gpu_check.sh --python python3 --no-export
 #                                 # a GPU machine that cannot reach PyPI: the backends already
-#                                 # installed for that interpreter (with keras on PYTHONPATH);
-#                                 # a backend it cannot import fails its rows. Training only:
+#                                 # installed for that interpreter, with keras and this package
+#                                 # (its wheel) on PYTHONPATH and PYTHONSAFEPATH=1 (else the
+#                                 # repo's nebula_keras3/ folder, which lacks .export, shadows
+#                                 # the wheel); a backend it cannot import fails its rows. Then:
 #   bench/gpu_check.sh --export-only --out DIR
 #                                 # later, where .venv has the export extras: exports and checks
 #                                 # parity of the runs in DIR (their config and generator.keras)
@@ -22,7 +24,8 @@
 # Rows run one at a time. In GPU mode the torch venv installs first and its rows start while the
 # jax and tensorflow venvs install in the background. The export (and its parity checks) runs on
 # the CPU (CUDA_VISIBLE_DEVICES=''), as `nebula export` would on a serving build box.
-# Exit status 0 only when every row trained, had finite losses and exported with parity.
+# Exit status 0 only when every row trained with finite losses and exported with parity (with
+# --no-export: trained; --export-only: exported).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -42,7 +45,7 @@ while [ $# -gt 0 ]; do
     --backends) BACKENDS="$2"; shift ;;
     --presets) PRESETS="$2"; shift ;;
     --out) OUT="$2"; shift ;;
-    -h|--help) sed -n '2,27p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,28p' "$0"; exit 0 ;;
     *) echo "gpu_check.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
