@@ -83,9 +83,7 @@ class Span(keras.callbacks.Callback):  # the steps, from fit's train start to it
 # more for tf.data's autotuning thread as the epoch's iterator is deleted (docs/RESULTS.md,
 # "TensorFlow's wait at the end of an epoch"), once per epoch, not per step.
 span = Span()
-t = time.perf_counter()
 gan.fit(x, batch_size=batch, epochs=1, verbose=0, shuffle=False, callbacks=[span])
-fit_seconds = time.perf_counter() - t
 ips = batch * steps / (span.end - span.begin)
 
 def conv_flops(model):  # forward multiply-adds x 2 per image, for Conv2D / Conv2DTranspose layers
@@ -104,7 +102,7 @@ def conv_flops(model):  # forward multiply-adds x 2 per image, for Conv2D / Conv
 
 g, d = conv_flops(gan.generator), conv_flops(gan.discriminator)
 # one G pass and three D passes (real, fake, fake for G), each forward + backward ~ 3x forward
-print(json.dumps({"images_per_second": ips, "fit_seconds": fit_seconds, "train_flops_per_image": 3 * (g + 3 * d)}))
+print(json.dumps({"images_per_second": ips, "train_flops_per_image": 3 * (g + 3 * d)}))
 """
 
 
