@@ -27,6 +27,15 @@ holds them under ``full_size_swd`` (by image size, then run).
 
 ``--budget-minutes M`` fixes T instead: every run, the reference too, trains for M minutes.
 
+Growing (``nebula train --init-from``): a candidate whose options hold ``--init-from @reference``
+starts once the reference has trained ``--grow-at-minutes`` M, from a copy of the reference's
+checkpoint at that moment (``<reference>_at_<M>min/``): its clock starts at the reference's
+training time then, so both phases count against T, and it trains beside the reference for the
+rest. ``--candidate "nebula128 --init-from @reference" --grow-at-minutes 30`` is nebula64 for 30
+minutes grown into nebula128 for the other 30. A candidate that grows by itself
+(``--grow-from nebula64 --grow-kimg K``, or a preset that does) needs nothing of this: its
+phases' training times add up against T.
+
 ``--run DIR`` (repeatable) trains nothing: it reports run folders that already exist (a long
 ``nebula train --holdout --eval-every`` run, or runs of an earlier bench), their curves, plot and
 full-size SWD as above, with no T.
@@ -56,14 +65,26 @@ def read_epochs(run_dir: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
-def curve(rows: list[dict], column: str) -> list[tuple[int, float, float | None]]:
-    """(epoch, cumulative training seconds, metric or None) per epoch."""
-    out, total = [], 0.0
+GROW_SOURCE = "@reference"  # in a candidate's options: --init-from the reference's state at --grow-at-minutes
+
+
+def curve(rows: list[dict], column: str, start: float = 0.0) -> list[tuple[int, float, float | None]]:
+    """(epoch, cumulative training seconds from ``start``, metric or None) per epoch."""
+    out, total = [], start
     for r in rows:
         total += float(r["seconds"])
         value = r.get(column)
         out.append((int(r["epoch"]), total, float(value) if value not in (None, "") else None))
     return out
+
+
+def run_curve(run_dir: Path, column: str, start: float = 0.0) -> list[tuple[int, float, float | None]]:
+    """``curve`` of a run folder, after those of its growing phases (``grow_<preset>/``, whose
+    training time counts against the run's budget; their scores are at their own size)."""
+    points = []
+    for stage in sorted(run_dir.glob("grow_*")):
+        points += run_curve(stage, column, points[-1][1] if points else start)
+    return points + curve(read_epochs(run_dir), column, points[-1][1] if points else start)
 
 
 def last_scored_within(points, budget):
@@ -91,6 +112,27 @@ def start(spec, name, args, out: Path, epochs: int) -> subprocess.Popen:
     return subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
 
+def snapshot_reference(ref_dir: Path, out: Path, minutes: float) -> tuple[str, float] | None:
+    """Once the reference has trained ``minutes``: a copy of it (config + last checkpoint) to grow
+    from, and its training time at that checkpoint; None before then."""
+    from nebula_keras3.artifacts import CONFIG_FILE
+    from nebula_keras3.training.checkpoint import checkpoint_path, read_header
+
+    points = curve(read_epochs(ref_dir), "seconds")
+    source = checkpoint_path(ref_dir)
+    if not points or points[-1][1] < minutes * 60 or not source.is_file():
+        return None
+    copy = out / f"{ref_dir.name}_at_{minutes:g}min"
+    target = checkpoint_path(copy)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(ref_dir / CONFIG_FILE, copy / CONFIG_FILE)
+    shutil.copy(source, target)  # checkpoints are renamed into place: the copy is one whole file
+    epoch = read_header(target)["epoch"]
+    seconds = next(t for e, t, _ in points if e == epoch)
+    print(f"growing from {ref_dir.name} at epoch {epoch} ({seconds:.0f} s of training): {copy}", flush=True)
+    return str(copy), seconds
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", required=True, help="real image folder")
@@ -110,6 +152,9 @@ def main(argv=None) -> int:
     p.add_argument("--metric", default="swd")
     p.add_argument("--resolution-images", type=int, default=256,
                    help="images per run for the full-size SWD at the end (0: skip it)")
+    p.add_argument("--grow-at-minutes", type=float, default=None, metavar="M",
+                   help="start candidates that hold '--init-from @reference' from the reference's state "
+                        "after M minutes of its training")
     p.add_argument("--run", action="append", type=Path, metavar="DIR",
                    help="report this existing run folder instead of training (repeatable)")
     args = p.parse_args(argv)
@@ -118,9 +163,13 @@ def main(argv=None) -> int:
     if args.budget_minutes is not None and not args.budget_minutes > 0:
         p.error(f"--budget-minutes must be positive, got {args.budget_minutes}")
 
+    os.environ["KERAS_BACKEND"] = args.backend  # before Keras is imported here
     if args.run:
         return report_runs(args)
     candidates = args.candidate or ["nebula64"]
+    growing = {run_name(c) for c in candidates if GROW_SOURCE in shlex.split(c)}
+    if growing and not (args.grow_at_minutes and args.grow_at_minutes > 0):
+        p.error(f"candidates with --init-from {GROW_SOURCE} need a positive --grow-at-minutes")
     names = [run_name(c) for c in candidates]
     ref_name = run_name(args.reference)
     if len({*names, ref_name}) != len(names) + 1:
@@ -132,14 +181,29 @@ def main(argv=None) -> int:
     t0 = time.time()
     fixed_budget = args.budget_minutes is not None
     ref = start(args.reference, ref_name, args, out, 100_000 if fixed_budget else args.reference_epochs)
-    cands = {name: start(spec, name, args, out, 100_000) for name, spec in zip(names, candidates)}
+    cands = {name: start(spec, name, args, out, 100_000) for name, spec in zip(names, candidates)
+             if name not in growing}
+    pending = {name: spec for name, spec in zip(names, candidates) if name in growing}
+    offsets = {}  # a grown candidate's clock starts at the reference's training time when it was copied
     if fixed_budget:  # the reference is one more run stopped at T
         cands = {ref_name: ref, **cands}
     ref_dir = out / ref_name
     budget = args.budget_minutes * 60 if fixed_budget else None
     try:
-        while cands:
+        while cands or pending:
             time.sleep(5)
+            if pending and ref.poll() is None:
+                snapshot = snapshot_reference(ref_dir, out, args.grow_at_minutes)
+                if snapshot is not None:
+                    source, offsets_at = snapshot
+                    for name, spec in pending.items():
+                        offsets[name] = offsets_at
+                        grown = shlex.join([source if w == GROW_SOURCE else w for w in shlex.split(spec)])
+                        cands[name] = start(grown, name, args, out, 100_000)
+                    pending = {}
+            elif pending:
+                raise SystemExit(f"{args.reference} stopped before {args.grow_at_minutes} minutes of training; "
+                                 f"see {ref_dir}.log")
             if budget is None and ref.poll() is not None:
                 if ref.returncode != 0:
                     raise SystemExit(f"{args.reference} failed (exit {ref.returncode}); see {ref_dir}.log")
@@ -150,7 +214,7 @@ def main(argv=None) -> int:
                 if proc.poll() is not None:
                     raise SystemExit(f"{name} stopped early (exit {proc.returncode}); see {out / name}.log")
                 if budget is not None:
-                    points = curve(read_epochs(out / name), args.metric)
+                    points = run_curve(out / name, args.metric, offsets.get(name, 0.0))
                     if points and points[-1][1] >= budget:
                         os.killpg(proc.pid, signal.SIGTERM)  # past T: the others run on without it
                         proc.wait()
@@ -161,8 +225,8 @@ def main(argv=None) -> int:
                 os.killpg(proc.pid, signal.SIGTERM)
                 proc.wait()
 
-    curves = {ref_name: curve(read_epochs(ref_dir), args.metric)}
-    curves.update({name: curve(read_epochs(out / name), args.metric) for name in names})
+    curves = {ref_name: run_curve(ref_dir, args.metric)}
+    curves.update({name: run_curve(out / name, args.metric, offsets.get(name, 0.0)) for name in names})
     at_t = {name: last_scored_within(points, budget) for name, points in curves.items()}
     print(f"\n{args.metric} (x1e3, lower is better) against {args.holdout:.0%} held-out images, by training time:")
     for name, points in curves.items():
@@ -207,7 +271,7 @@ def report_runs(args) -> int:
         raise SystemExit(f"two runs share a folder name: {names}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    curves = {d.name: curve(read_epochs(d), args.metric) for d in args.run}
+    curves = {d.name: run_curve(d, args.metric) for d in args.run}
     print(f"{args.metric} (x1e3, lower is better) against each run's held-out images, by training time:")
     for name, points in curves.items():
         print(f"  {name}: " + ", ".join(f"e{e} {s / 60:.0f}min {v:.1f}" for e, s, v in points if v is not None))
@@ -225,7 +289,6 @@ def full_size_swd(run_dirs: dict, args) -> dict:
     image size: samples of another size are resized to it with LANCZOS first (upscaled: the
     finest levels show what an upscale lacks; downscaled: a high-resolution run scored where a
     low-resolution one is). Printed, and returned as ``{size: {run: figures}}``."""
-    os.environ["KERAS_BACKEND"] = args.backend  # before Keras is imported here
     from nebula_keras3.data.folder import load_image_folder
     from nebula_keras3.data.split import split_holdout
     from nebula_keras3.metrics.evaluate import resolution_swd

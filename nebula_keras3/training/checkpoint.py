@@ -88,21 +88,26 @@ def read_header(path: str | Path) -> dict:
         return _header(data)
 
 
-def load_checkpoint(gan, path: str | Path) -> dict:
-    """Restore every variable of a compiled GAN; return the header (epoch, step, ...).
-
-    The stored variable paths must equal the model's, in order, and each shape must match;
-    otherwise a CheckpointError names the first variable that differs.
-    """
+def read_arrays(path: str | Path) -> tuple[dict, list[np.ndarray]]:
+    """A checkpoint's header and its arrays, in the header's order (CheckpointError if unreadable)."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {path}")
     try:
         with np.load(path) as data:
             header = _header(data)
-            arrays = [data[f"v{i:06d}"] for i in range(len(header["names"]))]
+            return header, [data[f"v{i:06d}"] for i in range(len(header["names"]))]
     except (OSError, ValueError, KeyError, json.JSONDecodeError) as e:
         raise CheckpointError(f"{path} is not a readable checkpoint: {e}") from None
+
+
+def load_checkpoint(gan, path: str | Path) -> dict:
+    """Restore every variable of a compiled GAN; return the header (epoch, step, ...).
+
+    The stored variable paths must equal the model's, in order, and each shape must match;
+    otherwise a CheckpointError names the first variable that differs.
+    """
+    header, arrays = read_arrays(path)
     variables = _state_variables(gan)
     for i, (v, name) in enumerate(zip(variables, header["names"])):
         if v.path != name:

@@ -86,6 +86,14 @@ RUN_OPTIONS = [
     click.option("--mixed-precision", type=click.Choice(list(PRECISION_CHOICES)), default=None,
                  help="16-bit compute, float32 weights (fp16 adds loss scaling); auto: bf16 where it "
                       "measured faster and no worse (TensorFlow on a CPU with native bf16), else none."),
+    click.option("--init-from", type=click.Path(exists=True), default=None, metavar="RUN",
+                 help="Start from the weights of another run (its folder: the last checkpoint; or a file in its "
+                      "checkpoints/): every layer both models share, e.g. nebula64's into nebula128; "
+                      "the others start fresh."),
+    _opt("--grow-from", "grow_from", click.Choice(list(PRESETS)),
+         "Train this smaller preset of the family first, then grow it into this run's model "
+         "(the layers they share start from it)"),
+    _opt("--grow-kimg", "grow_kimg", click.FloatRange(min=0), "How long --grow-from trains: thousands of images"),
     click.option("--jit-compile/--no-jit-compile", default=None,
                  help="Force XLA/jit on or off (default: Keras' choice per backend)."),
     click.option("--deterministic/--no-deterministic", default=None,

@@ -1,0 +1,126 @@
+"""``nebula train --init-from RUN``: start a new run from another run's weights.
+
+The usual use is growing a model (ProGAN's idea, without the fade-in): train nebula64 first,
+then start nebula128 from it. Both sizes share the generator's maps from 4 to 64 px (layers
+named by resolution: ``up32_conv``...) and the discriminator's stages from 64 px down (layers
+named by depth from the image: ``down{i}_...`` or ``block{i}_...``, so one doubling of the
+image size shifts ``i`` by one). Every weight whose counterpart in the source has the same
+shape is copied (the raw generator, its EMA copy, the discriminator, BatchNorm statistics and
+ADA's p); the rest keep their fresh, seeded initialisation (at 64 -> 128 px: the 128 px
+generator stage, ``to_rgb_conv`` and the discriminator's first two stages). The optimizers,
+the latent seed generator and the step counter start fresh: this is a new run.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from nebula_keras3.artifacts import CONFIG_FILE
+
+_D_STAGE = re.compile(r"^(down|block)(\d+)_")  # discriminator layers, numbered from the image
+_CARRIED = ("ada/p",)  # GAN-level state worth keeping (ADA's accumulators restart)
+
+
+class WarmStartError(ValueError):
+    """A source that cannot initialise this model; the message says why."""
+
+
+@dataclass
+class WarmStart:
+    source: Path  # the checkpoint file read
+    epoch: int  # its epoch
+    image_size: int  # its run's image size
+    copied: int  # variables copied
+    fresh: list[str]  # layers that kept their initialisation (first path component)
+
+    def describe(self) -> str:
+        fresh = ", ".join(self.fresh) if self.fresh else "none"
+        return (f"initialised from {self.source} (epoch {self.epoch}, {self.image_size} px): "
+                f"{self.copied} weights copied; fresh layers: {fresh}")
+
+
+def check_source(source: str | Path, config) -> None:
+    """Fail before a run folder is made when ``source`` cannot start a run of ``config``."""
+    _, source_config = source_checkpoint(source)
+    if source_config.model != config.model:
+        raise WarmStartError(f"--init-from {source}: a {source_config.model} run cannot start a "
+                             f"{config.model} one (their layers differ)")
+    if config.image_size < source_config.image_size:
+        raise WarmStartError(f"--init-from {source}: a {source_config.image_size} px run cannot start a "
+                             f"smaller ({config.image_size} px) one")
+
+
+def source_checkpoint(source: str | Path):
+    """``(checkpoint file, its run's TrainConfig)`` for a run folder or a checkpoint file in one."""
+    from nebula_keras3.training.checkpoint import CHECKPOINT_DIR, checkpoint_path
+    from nebula_keras3.training.config import TrainConfig
+
+    path = Path(source)
+    if path.is_dir():
+        run, path = path, checkpoint_path(path)
+        if not path.is_file():
+            raise WarmStartError(f"--init-from {source}: the run has no {CHECKPOINT_DIR}/{path.name} yet")
+    elif path.is_file() and path.parent.name == CHECKPOINT_DIR:
+        run = path.parent.parent
+    elif path.is_file():
+        raise WarmStartError(f"--init-from {source}: give a run folder or a checkpoint in its {CHECKPOINT_DIR}/ folder")
+    else:
+        raise WarmStartError(f"--init-from {source} does not exist")
+    try:
+        config = TrainConfig.load(run / CONFIG_FILE)
+    except (OSError, ValueError, TypeError) as e:
+        raise WarmStartError(f"--init-from {source}: cannot read {run / CONFIG_FILE}: {e}") from None
+    return path, config
+
+
+def _source_name(path: str, is_discriminator: bool, shift: int) -> str:
+    if not is_discriminator:
+        return path
+    m = _D_STAGE.match(path)
+    if m is None:  # the head (to_logit_conv, logit_dense) sits at the same depth from the output
+        return path
+    return f"{m.group(1)}{int(m.group(2)) - shift}_{path[m.end():]}"
+
+
+def warm_start(gan, source: str | Path, image_size: int) -> WarmStart:
+    """Copy into ``gan`` (a compiled GAN of ``image_size`` px) every weight ``source`` shares with it."""
+    from nebula_keras3.training.checkpoint import CheckpointError, read_arrays
+
+    path, source_config = source_checkpoint(source)
+    source_size = source_config.image_size
+    if image_size < source_size:
+        raise WarmStartError(f"--init-from {source}: a {source_size} px run cannot start a smaller "
+                             f"({image_size} px) one")
+    shift = int(math.log2(image_size // source_size))
+    try:
+        header, arrays = read_arrays(path)
+    except CheckpointError as e:
+        raise WarmStartError(f"--init-from {source}: {e}") from None
+    stored = dict(zip(header["names"], arrays))
+
+    targets = [(v, False) for v in gan.generator.variables]
+    if gan.generator_ema is not None:
+        targets += [(v, False) for v in gan.generator_ema.variables]
+    targets += [(v, True) for v in gan.discriminator.variables]
+    targets += [(v, False) for v in gan.variables if v.path in _CARRIED]
+    copied, fresh, generator_copied = 0, [], 0
+    generator_ids = {id(v) for v in gan.generator.variables}
+    for v, is_d in targets:
+        a = stored.get(_source_name(v.path, is_d, shift))
+        if a is not None and tuple(a.shape) == tuple(v.shape):
+            v.assign(a.astype(v.dtype) if a.dtype != np.dtype(v.dtype) else a)
+            copied += 1
+            generator_copied += id(v) in generator_ids
+        else:
+            layer = v.path.split("/")[-2] if v.path.startswith("generator_ema/") else v.path.split("/")[0]
+            if layer not in fresh:
+                fresh.append(layer)
+    if not generator_copied:
+        raise WarmStartError(f"--init-from {source}: no generator weight of it fits this model "
+                             "(a different family or width?)")
+    return WarmStart(path, int(header["epoch"]), source_size, copied, fresh)

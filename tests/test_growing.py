@@ -1,0 +1,169 @@
+"""Growing: --init-from starts a larger model from a smaller run's shared layers; --grow-from trains that run first."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from conftest import tiny_config
+
+from nebula_keras3.training.checkpoint import checkpoint_path, read_arrays
+
+quiet = dict(progress=False, echo=lambda *_: None)
+
+
+def small_config(**overrides):  # 32 px nebula family: maps 4..32 px of 64..8 channels
+    return tiny_config(model="nebula", ngf=8, ndf=8, ema_decay=0.9, **overrides)
+
+
+def grown_config(**overrides):  # the same maps plus a 64 px stage; D one stage deeper
+    return tiny_config(model="nebula", image_size=64, ngf=4, ndf=4, ema_decay=0.9, **overrides)
+
+
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory) -> Path:
+    from nebula_keras3.training import trainer
+
+    folder = tmp_path_factory.mktemp("small") / "run"
+    trainer.train(small_config(), folder, **quiet)
+    return folder
+
+
+def stored(run: Path) -> dict:
+    header, arrays = read_arrays(checkpoint_path(run))
+    return dict(zip(header["names"], arrays))
+
+
+def test_shared_layers_are_copied_and_the_new_ones_stay_fresh(small_run):
+    from nebula_keras3.training.trainer import build_gan
+    from nebula_keras3.training.warm_start import warm_start
+
+    source = stored(small_run)
+    gan = build_gan(grown_config())
+    before = {v.path: np.array(v.numpy()) for v in gan.variables}
+    result = warm_start(gan, small_run, 64)
+    now = {v.path: np.array(v.numpy()) for v in gan.variables}
+
+    # The generator's maps 4..32 px, raw and EMA, are the source's.
+    for name in ("stem_dense/kernel", "up8_conv/kernel", "up32_conv/kernel", "up32_bn/moving_mean",
+                 "sle4to32_conv4/kernel", "generator_ema/up16_conv/kernel"):
+        np.testing.assert_array_equal(now[name], source[name], err_msg=name)
+    # The discriminator's stages sit one deeper: the grown down2 is the small down1; the head is shared.
+    np.testing.assert_array_equal(now["down2_conv/kernel"], source["down1_conv/kernel"])
+    np.testing.assert_array_equal(now["down3_bn/gamma"], source["down2_bn/gamma"])
+    np.testing.assert_array_equal(now["to_logit_conv/kernel"], source["to_logit_conv/kernel"])
+    # What has no counterpart keeps its seeded initialisation.
+    for name in ("up64_conv/kernel", "to_rgb_conv/kernel", "down0_conv/kernel", "down1_conv/kernel"):
+        np.testing.assert_array_equal(now[name], before[name], err_msg=name)
+    assert {"up64_conv", "to_rgb_conv", "down0_conv", "down1_conv"} <= set(result.fresh)
+    assert "up32_conv" not in result.fresh and "down2_conv" not in result.fresh
+    assert result.image_size == 32 and result.epoch == 1
+    # A new run: the optimizers start from zero.
+    assert all(not np.any(np.asarray(v.numpy())) for v in gan.optimizer.variables if "momentum" in v.path)
+
+
+def test_train_init_from_records_the_source_and_resume_does_not_reapply_it(small_run, tmp_path):
+    from nebula_keras3.training import trainer
+
+    lines = []
+    run = tmp_path / "grown"
+    trainer.train(grown_config(init_from=str(small_run)), run, progress=False, echo=lines.append)
+    assert any(line.startswith("initialised from") and "32 px" in line for line in lines), lines
+    assert json.loads((run / "config.json").read_text())["init_from"] == str(small_run)
+    after_epoch_1 = stored(run)
+
+    lines.clear()
+    trainer.resume(run, epochs=2, progress=False, echo=lines.append)
+    assert not any(line.startswith("initialised from") for line in lines), lines
+    # Resuming loaded epoch 1's state (not the source's) and trained on from it.
+    assert stored(run)["up64_conv/kernel"].shape == after_epoch_1["up64_conv/kernel"].shape
+
+
+def test_cli_init_from_a_checkpoint_file(small_run, tmp_path):
+    from nebula_keras3.cli import main
+
+    result = CliRunner().invoke(main, [
+        "train", "--preset", "tiny", "--model", "nebula", "--image-size", "64", "--ngf", "4", "--ndf", "4",
+        "--init-from", str(checkpoint_path(small_run)), "--out", str(tmp_path / "grown"), "--quiet",
+    ])
+    assert result.exit_code == 0, result.output
+    assert "initialised from" in result.output and "fresh layers: " in result.output
+
+
+@pytest.mark.parametrize("case", ["missing", "loose-file", "larger", "other-family"])
+def test_bad_sources_fail_before_anything_is_written(small_run, tmp_path, case):
+    from nebula_keras3.training import trainer
+    from nebula_keras3.training.warm_start import WarmStartError
+
+    source, config = small_run, grown_config(init_from=str(small_run))
+    if case == "missing":
+        source = tmp_path / "nope"
+    elif case == "loose-file":
+        source = tmp_path / "weights.npz"
+        source.write_bytes(b"x")
+    elif case == "larger":  # a 64 px source for a 32 px run
+        source = tmp_path / "large"
+        checkpoint_path(source).parent.mkdir(parents=True)
+        checkpoint_path(source).write_bytes(checkpoint_path(small_run).read_bytes())
+        config_64 = {**json.loads((small_run / "config.json").read_text()), "image_size": 64}
+        (source / "config.json").write_text(json.dumps(config_64))
+    config = small_config() if case == "larger" else tiny_config() if case == "other-family" else config
+    config.init_from = str(source)
+    expected = {"missing": "does not exist", "loose-file": "checkpoints/ folder",
+                "larger": "cannot start a smaller", "other-family": "a nebula run cannot start a dcgan"}[case]
+    run = tmp_path / "run"
+    with pytest.raises(WarmStartError, match=expected):
+        trainer.train(config, run, **quiet)
+    assert not run.exists()
+
+
+def growing_config(**overrides):  # 64 px, grown from the demo preset (32 px, the same maps) for 2 epochs
+    values = dict(model="nebula", image_size=64, ngf=8, ndf=16, grow_from="demo", grow_kimg=0.064, num_procedural=32)
+    return tiny_config(**{**values, **overrides})
+
+
+def test_grow_from_trains_the_smaller_preset_first_then_starts_from_it(tmp_path):
+    from nebula_keras3.training import trainer
+    from nebula_keras3.training.config import TrainConfig
+
+    lines = []
+    run = tmp_path / "run"
+    trainer.train(growing_config(), run, progress=False, echo=lines.append)
+    stage = run / "grow_demo"
+    stage_config = TrainConfig.load(stage / "config.json")
+    # Phase 1: the demo preset on this run's data and sizes, 64 images = 2 epochs of 32.
+    assert (stage_config.preset, stage_config.image_size, stage_config.epochs) == ("demo", 32, 2)
+    assert (stage_config.num_procedural, stage_config.batch_size, stage_config.latent_dim) == (32, 8, 16)
+    assert read_arrays(checkpoint_path(stage))[0]["epoch"] == 2
+    # Phase 2 started from phase 1's last state and trained its own epochs.
+    assert any(line.startswith(f"initialised from {checkpoint_path(stage)}") for line in lines), lines
+    assert read_arrays(checkpoint_path(run))[0]["epoch"] == 1 and (run / "generator.keras").is_file()
+
+
+def test_a_run_interrupted_in_phase_1_finishes_it_first(tmp_path):
+    from nebula_keras3.training import trainer
+    from nebula_keras3.training.growing import stage_config
+
+    run = tmp_path / "run"
+    config = growing_config()
+    trainer.train(dataclasses.replace(stage_config(config, 32), epochs=1), run / "grow_demo", **quiet)
+    lines = []
+    trainer.train(config, run, progress=False, echo=lines.append)  # the run folder holds only phase 1
+    assert any("resuming" in line and "epoch 2" in line for line in lines), lines
+    assert read_arrays(checkpoint_path(run / "grow_demo"))[0]["epoch"] == 2
+    assert read_arrays(checkpoint_path(run))[0]["epoch"] == 1
+
+
+@pytest.mark.parametrize("overrides, expected", [
+    (dict(grow_from="nebula128"), "needs the same family at a smaller size"),
+    (dict(grow_from="dcgan64"), "needs the same family at a smaller size"),
+    (dict(grow_kimg=0.0), "grow-kimg must be positive"),
+    (dict(init_from="runs/x"), "not both"),
+])
+def test_bad_growth_is_refused(overrides, expected):
+    with pytest.raises(ValueError, match=expected):
+        growing_config(**overrides).validate()
