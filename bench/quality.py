@@ -32,9 +32,7 @@ starts once the reference has trained ``--grow-at-minutes`` M, from a copy of th
 checkpoint at that moment (``<reference>_at_<M>min/``): its clock starts at the reference's
 training time then, so both phases count against T, and it trains beside the reference for the
 rest. ``--candidate "nebula128 --init-from @reference" --grow-at-minutes 30`` is nebula64 for 30
-minutes grown into nebula128 for the other 30. A candidate that grows by itself
-(``--grow-from nebula64 --grow-kimg K``, or a preset that does) needs nothing of this: its
-phases' training times add up against T.
+minutes grown into nebula128 for the other 30.
 
 ``--run DIR`` (repeatable) trains nothing: it reports run folders that already exist (a long
 ``nebula train --holdout --eval-every`` run, or runs of an earlier bench), their curves, plot and
@@ -76,15 +74,6 @@ def curve(rows: list[dict], column: str, start: float = 0.0) -> list[tuple[int, 
         value = r.get(column)
         out.append((int(r["epoch"]), total, float(value) if value not in (None, "") else None))
     return out
-
-
-def run_curve(run_dir: Path, column: str, start: float = 0.0) -> list[tuple[int, float, float | None]]:
-    """``curve`` of a run folder, after those of its growing phases (``grow_<preset>/``, whose
-    training time counts against the run's budget; their scores are at their own size)."""
-    points = []
-    for stage in sorted(run_dir.glob("grow_*")):
-        points += run_curve(stage, column, points[-1][1] if points else start)
-    return points + curve(read_epochs(run_dir), column, points[-1][1] if points else start)
 
 
 def last_scored_within(points, budget):
@@ -214,7 +203,7 @@ def main(argv=None) -> int:
                 if proc.poll() is not None:
                     raise SystemExit(f"{name} stopped early (exit {proc.returncode}); see {out / name}.log")
                 if budget is not None:
-                    points = run_curve(out / name, args.metric, offsets.get(name, 0.0))
+                    points = curve(read_epochs(out / name), args.metric, offsets.get(name, 0.0))
                     if points and points[-1][1] >= budget:
                         os.killpg(proc.pid, signal.SIGTERM)  # past T: the others run on without it
                         proc.wait()
@@ -225,8 +214,8 @@ def main(argv=None) -> int:
                 os.killpg(proc.pid, signal.SIGTERM)
                 proc.wait()
 
-    curves = {ref_name: run_curve(ref_dir, args.metric)}
-    curves.update({name: run_curve(out / name, args.metric, offsets.get(name, 0.0)) for name in names})
+    curves = {ref_name: curve(read_epochs(ref_dir), args.metric)}
+    curves.update({name: curve(read_epochs(out / name), args.metric, offsets.get(name, 0.0)) for name in names})
     at_t = {name: last_scored_within(points, budget) for name, points in curves.items()}
     print(f"\n{args.metric} (x1e3, lower is better) against {args.holdout:.0%} held-out images, by training time:")
     for name, points in curves.items():
@@ -271,7 +260,7 @@ def report_runs(args) -> int:
         raise SystemExit(f"two runs share a folder name: {names}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    curves = {d.name: run_curve(d, args.metric) for d in args.run}
+    curves = {d.name: curve(read_epochs(d), args.metric) for d in args.run}
     print(f"{args.metric} (x1e3, lower is better) against each run's held-out images, by training time:")
     for name, points in curves.items():
         print(f"  {name}: " + ", ".join(f"e{e} {s / 60:.0f}min {v:.1f}" for e, s, v in points if v is not None))

@@ -90,10 +90,6 @@ RUN_OPTIONS = [
                  help="Start from the weights of another run (its folder: the last checkpoint; or a file in its "
                       "checkpoints/): every layer both models share, e.g. nebula64's into nebula128; "
                       "the others start fresh."),
-    _opt("--grow-from", "grow_from", click.Choice(list(PRESETS)),
-         "Train this smaller preset of the family first, then grow it into this run's model "
-         "(the layers they share start from it)"),
-    _opt("--grow-kimg", "grow_kimg", click.FloatRange(min=0), "How long --grow-from trains: thousands of images"),
     click.option("--jit-compile/--no-jit-compile", default=None,
                  help="Force XLA/jit on or off (default: Keras' choice per backend)."),
     click.option("--deterministic/--no-deterministic", default=None,

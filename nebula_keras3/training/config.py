@@ -106,8 +106,6 @@ class TrainConfig:
     eval_every: int = 0  # score against the held-out images every K epochs; 0: never
     mixed_precision: str = "none"  # "bf16" / "fp16" / "auto": see nebula_keras3.training.precision
     init_from: str | None = None  # a run folder or checkpoint whose shared weights start this run (warm_start.py)
-    grow_from: str | None = None  # a smaller preset trained first, then grown into this one (growing.py)
-    grow_kimg: float = 0.0  # how long grow_from trains: thousands of images shown
     extra: dict = field(default_factory=dict)
 
     @classmethod
@@ -168,10 +166,6 @@ class TrainConfig:
         if not self.ada_kimg > 0:
             raise ValueError(f"ada-kimg must be positive, got {self.ada_kimg}")
         parse_policy(self.diffaugment)  # names the unknown op
-        if self.grow_from:
-            from nebula_keras3.training.growing import check_growth
-
-            check_growth(self)
         return self
 
     def to_dict(self) -> dict:

@@ -32,7 +32,7 @@ from nebula_keras3.training.config import TrainConfig
 from nebula_keras3.training.holdout_scoring import EVAL_COLUMNS, HoldoutEvaluation
 from nebula_keras3.training.distribute import check_global_batch, data_shard
 from nebula_keras3.training.gan import GAN, reference_adam
-from nebula_keras3.training import growing, precision
+from nebula_keras3.training import precision
 from nebula_keras3.training.precision import dtype_policy, float32_copy, wrap_optimizer
 from nebula_keras3.training.monitor import (
     EpochCheckpoint,
@@ -271,10 +271,6 @@ def _run(config: TrainConfig, run_dir: Path, *, resume: bool, progress: bool, ec
 
         images, held_out = split_holdout(images, config.holdout, config.seed)
         data_description += f" ({len(held_out)} held out)"
-    grown_from = None
-    if config.grow_from and not checkpoint_path(run_dir).exists():  # phase 1 first (training/growing.py)
-        grown_from = growing.run_stage(config, run_dir, len(images), progress=progress, echo=echo,
-                                       allow_data_change=allow_data_change)
     gan = build_gan(config)
     start_epoch = start_step = 0
     if resume and checkpoint_path(run_dir).exists():
@@ -283,8 +279,8 @@ def _run(config: TrainConfig, run_dir: Path, *, resume: bool, progress: bool, ec
         echo(f"resuming {run_dir} at epoch {start_epoch + 1} (step {header['step']})")
     elif resume:
         echo(f"{run_dir} has no checkpoint yet: starting it from epoch 1")
-    if start_epoch == 0 and (config.init_from or grown_from):
-        echo(warm_start(gan, config.init_from or grown_from, config.image_size).describe())
+    if start_epoch == 0 and config.init_from:
+        echo(warm_start(gan, config.init_from, config.image_size).describe())
     # Every file back to the checkpoint (the resume contract: training/run_folder.py).
     extra_columns = EVAL_COLUMNS if config.eval_every else ()
     repair(run_dir, epoch=start_epoch, step=start_step, echo=echo,

@@ -1,13 +1,13 @@
 """``nebula train --init-from RUN``: start a new run from another run's weights.
 
-The usual use is growing a model (ProGAN's idea, without the fade-in): train nebula64 first,
-then start nebula128 from it. Both sizes share the generator's maps from 4 to 64 px (layers
-named by resolution: ``up32_conv``...) and the discriminator's stages from 64 px down (layers
-named by depth from the image: ``down{i}_...`` or ``block{i}_...``, so one doubling of the
-image size shifts ``i`` by one). Every weight whose counterpart in the source has the same
-shape is copied (the raw generator, its EMA copy, the discriminator, BatchNorm statistics and
-ADA's p); the rest keep their fresh, seeded initialisation (at 64 -> 128 px: the 128 px
-generator stage, ``to_rgb_conv`` and the discriminator's first two stages). The optimizers,
+Two uses: fine-tuning (a run of the same preset on other photos starts from a trained one: every
+weight is copied) and growing a model (ProGAN's idea, without its fade-in): nebula64 into
+nebula128. Both sizes share the generator's maps from 4 to 64 px (layers named by resolution:
+``up32_conv``...) and the discriminator's stages from the image down where their widths agree
+(layers numbered from the image: ``down{i}_...`` or ``block{i}_...``, so one doubling of the image
+size shifts ``i`` by one). Every weight whose counterpart in the source has the same shape is
+copied (the raw generator, its EMA copy, the discriminator, BatchNorm statistics and ADA's p); the
+rest keep their fresh, seeded initialisation, and ``WarmStart.fresh`` names them. The optimizers,
 the latent seed generator and the step counter start fresh: this is a new run.
 """
 

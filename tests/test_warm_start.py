@@ -1,8 +1,7 @@
-"""Growing: --init-from starts a larger model from a smaller run's shared layers; --grow-from trains that run first."""
+"""nebula train --init-from: a larger model starts from a smaller run's shared layers (growing)."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 
@@ -120,50 +119,3 @@ def test_bad_sources_fail_before_anything_is_written(small_run, tmp_path, case):
         trainer.train(config, run, **quiet)
     assert not run.exists()
 
-
-def growing_config(**overrides):  # 64 px, grown from the demo preset (32 px, the same maps) for 2 epochs
-    values = dict(model="nebula", image_size=64, ngf=8, ndf=16, grow_from="demo", grow_kimg=0.064, num_procedural=32)
-    return tiny_config(**{**values, **overrides})
-
-
-def test_grow_from_trains_the_smaller_preset_first_then_starts_from_it(tmp_path):
-    from nebula_keras3.training import trainer
-    from nebula_keras3.training.config import TrainConfig
-
-    lines = []
-    run = tmp_path / "run"
-    trainer.train(growing_config(), run, progress=False, echo=lines.append)
-    stage = run / "grow_demo"
-    stage_config = TrainConfig.load(stage / "config.json")
-    # Phase 1: the demo preset on this run's data and sizes, 64 images = 2 epochs of 32.
-    assert (stage_config.preset, stage_config.image_size, stage_config.epochs) == ("demo", 32, 2)
-    assert (stage_config.num_procedural, stage_config.batch_size, stage_config.latent_dim) == (32, 8, 16)
-    assert read_arrays(checkpoint_path(stage))[0]["epoch"] == 2
-    # Phase 2 started from phase 1's last state and trained its own epochs.
-    assert any(line.startswith(f"initialised from {checkpoint_path(stage)}") for line in lines), lines
-    assert read_arrays(checkpoint_path(run))[0]["epoch"] == 1 and (run / "generator.keras").is_file()
-
-
-def test_a_run_interrupted_in_phase_1_finishes_it_first(tmp_path):
-    from nebula_keras3.training import trainer
-    from nebula_keras3.training.growing import stage_config
-
-    run = tmp_path / "run"
-    config = growing_config()
-    trainer.train(dataclasses.replace(stage_config(config, 32), epochs=1), run / "grow_demo", **quiet)
-    lines = []
-    trainer.train(config, run, progress=False, echo=lines.append)  # the run folder holds only phase 1
-    assert any("resuming" in line and "epoch 2" in line for line in lines), lines
-    assert read_arrays(checkpoint_path(run / "grow_demo"))[0]["epoch"] == 2
-    assert read_arrays(checkpoint_path(run))[0]["epoch"] == 1
-
-
-@pytest.mark.parametrize("overrides, expected", [
-    (dict(grow_from="nebula128"), "needs the same family at a smaller size"),
-    (dict(grow_from="dcgan64"), "needs the same family at a smaller size"),
-    (dict(grow_kimg=0.0), "grow-kimg must be positive"),
-    (dict(init_from="runs/x"), "not both"),
-])
-def test_bad_growth_is_refused(overrides, expected):
-    with pytest.raises(ValueError, match=expected):
-        growing_config(**overrides).validate()
