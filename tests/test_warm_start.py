@@ -119,3 +119,16 @@ def test_bad_sources_fail_before_anything_is_written(small_run, tmp_path, case):
         trainer.train(config, run, **quiet)
     assert not run.exists()
 
+
+
+def test_fine_tuning_at_the_same_size_copies_every_weight(small_run):
+    from nebula_keras3.training.trainer import build_gan
+    from nebula_keras3.training.warm_start import warm_start
+
+    source = stored(small_run)
+    gan = build_gan(small_config())
+    result = warm_start(gan, small_run, 32)
+    assert result.fresh == []
+    models = [gan.generator, gan.generator_ema, gan.discriminator]
+    for v in (v for m in models for v in m.variables):
+        np.testing.assert_array_equal(np.asarray(v.numpy()), source[v.path], err_msg=v.path)
