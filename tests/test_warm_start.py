@@ -14,6 +14,9 @@ from nebula_keras3.training.checkpoint import checkpoint_path, read_arrays
 
 quiet = dict(progress=False, echo=lambda *_: None)
 
+# Copying weights by name is numpy and Variable.assign: run once, under the first backend.
+pytestmark = pytest.mark.backend_independent
+
 
 def small_config(**overrides):  # 32 px nebula family: maps 4..32 px of 64..8 channels
     return tiny_config(model="nebula", ngf=8, ndf=8, ema_decay=0.9, **overrides)
