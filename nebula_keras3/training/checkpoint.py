@@ -126,5 +126,10 @@ def load_checkpoint(gan, path: str | Path) -> dict:
                 f"{path}: variable {name} has shape {tuple(a.shape)}, the model expects {tuple(v.shape)}"
             )
     for v, a in zip(variables, arrays):
-        v.assign(a.astype(v.dtype) if a.dtype != np.dtype(v.dtype) else a)
+        assign_array(v, a)
     return header
+
+
+def assign_array(variable, array: np.ndarray) -> None:
+    """Set a variable from a stored array, cast to the variable's dtype where they differ."""
+    variable.assign(array.astype(variable.dtype) if array.dtype != np.dtype(variable.dtype) else array)

@@ -18,8 +18,6 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 from nebula_keras3.artifacts import CONFIG_FILE
 
 _D_STAGE = re.compile(r"^(down|block)(\d+)_")  # discriminator layers, numbered from the image
@@ -50,9 +48,15 @@ def check_source(source: str | Path, config) -> None:
     if source_config.model != config.model:
         raise WarmStartError(f"--init-from {source}: a {source_config.model} run cannot start a "
                              f"{config.model} one (their layers differ)")
-    if config.image_size < source_config.image_size:
-        raise WarmStartError(f"--init-from {source}: a {source_config.image_size} px run cannot start a "
-                             f"smaller ({config.image_size} px) one")
+    _stage_shift(source, source_config.image_size, config.image_size)
+
+
+def _stage_shift(source, source_size: int, image_size: int) -> int:
+    """How many stages deeper the target's discriminator is (one per doubling); refuses a smaller target."""
+    if image_size < source_size:
+        raise WarmStartError(f"--init-from {source}: a {source_size} px run cannot start a "
+                             f"smaller ({image_size} px) one")
+    return int(math.log2(image_size // source_size))
 
 
 def source_checkpoint(source: str | Path):
@@ -89,14 +93,11 @@ def _source_name(path: str, is_discriminator: bool, shift: int) -> str:
 
 def warm_start(gan, source: str | Path, image_size: int) -> WarmStart:
     """Copy into ``gan`` (a compiled GAN of ``image_size`` px) every weight ``source`` shares with it."""
-    from nebula_keras3.training.checkpoint import CheckpointError, read_arrays
+    from nebula_keras3.training.checkpoint import CheckpointError, assign_array, read_arrays
 
     path, source_config = source_checkpoint(source)
     source_size = source_config.image_size
-    if image_size < source_size:
-        raise WarmStartError(f"--init-from {source}: a {source_size} px run cannot start a smaller "
-                             f"({image_size} px) one")
-    shift = int(math.log2(image_size // source_size))
+    shift = _stage_shift(source, source_size, image_size)
     try:
         header, arrays = read_arrays(path)
     except CheckpointError as e:
@@ -113,7 +114,7 @@ def warm_start(gan, source: str | Path, image_size: int) -> WarmStart:
     for v, is_d in targets:
         a = stored.get(_source_name(v.path, is_d, shift))
         if a is not None and tuple(a.shape) == tuple(v.shape):
-            v.assign(a.astype(v.dtype) if a.dtype != np.dtype(v.dtype) else a)
+            assign_array(v, a)
             copied += 1
             generator_copied += id(v) in generator_ids
         else:
