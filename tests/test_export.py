@@ -358,6 +358,9 @@ def test_parity_failure_is_loud():
     assert sorted(ok) == [1, 7]
 
 
+# Which state --checkpoint picks is the same logic whichever backend trained; loading a
+# checkpoint's EMA arrays under each backend is test_checkpoint_choice.py's.
+@pytest.mark.backend_independent
 def test_export_checkpoint_best_exports_the_weights_of_best_npz(tmp_path):
     """`nebula export RUN --checkpoint best`: the ONNX model draws what a generator holding
     best.npz's EMA arrays draws (not the final generator), and its facts say so."""
