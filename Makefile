@@ -27,13 +27,14 @@ demo: $(STAMP)
 
 # The whole suite under the first backend; backend-independent tests (serving, layout)
 # are not repeated under the others. TEST_WORKERS pytest-xdist processes, one test file each
-# at a time (module fixtures stay in one process); TEST_WORKERS=0 runs in this process.
+# at a time (module fixtures stay in one process), the longest files first (tests/conftest.py,
+# LONG_FILES_FIRST); TEST_WORKERS=0 runs in this process.
 TEST_WORKERS ?= 2
 test: $(STAMP)
 	@set -e; first=1; for b in $(BACKENDS); do \
 	  echo "=== KERAS_BACKEND=$$b"; \
 	  if [ $$first = 1 ]; then sel=""; else sel="not backend_independent"; fi; \
-	  KERAS_BACKEND=$$b $(PY) -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile \
+	  KERAS_BACKEND=$$b $(PY) -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder \
 	    $${sel:+-m "$$sel"} $(PYTEST_ARGS) || exit $$?; \
 	  first=0; \
 	done

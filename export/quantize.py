@@ -256,57 +256,83 @@ def quantize_int8(float_bytes: bytes, *, activations: str = DEFAULT_ACTIVATIONS,
     ``float_nodes``: names of further Conv nodes to leave in float (see :func:`quantizable_nodes`).
     Same interface and metadata as the float model, plus ``metadata_props[quantization]``.
     """
-    import onnx
-    from onnxruntime.quantization import (CalibrationMethod, QuantFormat,
-                                          QuantType, quant_pre_process, quantize_static)
+    _check_activations(activations)  # before the (slower) preparation
+    return _Prepared(float_bytes, fold).quantize(
+        activations=activations, keep_last_conv_float=keep_last_conv_float,
+        calibration_seeds=calibration_seeds, float_nodes=float_nodes)
 
+
+def _check_activations(activations: str) -> None:
     if activations not in ACTIVATIONS:
         raise QuantizeError(f"activations must be one of {ACTIVATIONS}, got {activations!r}")
-    model = _load(float_bytes)
-    if len(model.graph.input) != 1:
-        raise QuantizeError(f"expected one latent input, the model has {len(model.graph.input)}")
-    z = model.graph.input[0]
-    dims = z.type.tensor_type.shape.dim
-    if len(dims) != 2 or not dims[1].dim_value:
-        raise QuantizeError(f"input {z.name!r} is not [N, latent]")
-    latent_dim = int(dims[1].dim_value)
-    exclude = _last_conv(model) if keep_last_conv_float else []
-    nodes = {n.name for n in model.graph.node if n.op_type in OP_TYPES}
-    unknown = sorted(set(float_nodes) - nodes)
-    if unknown:
-        raise QuantizeError(f"float_nodes names no {'/'.join(OP_TYPES)} node of the model: {unknown}")
-    exclude = exclude + [c for c in float_nodes if c not in exclude]
-    folded = fold_channel_affine(model) if fold else 0
 
-    reader = _seed_reader(z.name, latent_dim, calibration_seeds, CALIBRATION_BATCH)
-    act = QuantType.QUInt8 if activations == "uint8" else QuantType.QInt8
-    with tempfile.TemporaryDirectory(prefix="nebula-int8-") as tmp:
-        src, pre, out = (Path(tmp) / n for n in ("float.onnx", "pre.onnx", "int8.onnx"))
-        src.write_bytes(model.SerializeToString())
-        try:
-            quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
-            quantize_static(
-                str(pre), str(out), reader,
-                quant_format=QuantFormat.QDQ,
-                op_types_to_quantize=list(OP_TYPES),
-                nodes_to_exclude=exclude,
-                per_channel=True,
-                activation_type=act,
-                weight_type=QuantType.QInt8,
-                calibrate_method=CalibrationMethod.MinMax,
-            )
-        except Exception as e:  # noqa: BLE001 - one message whatever ORT raises
-            raise QuantizeError(f"int8 quantisation failed: {type(e).__name__}: {e}") from None
-        q = onnx.load(str(out))
-    del q.metadata_props[:]
-    for p in model.metadata_props:
-        q.metadata_props.add(key=p.key, value=p.value)
-    a = "u8" if activations == "uint8" else "s8"
-    q.metadata_props.add(key=METADATA_KEY,
-                         value=f"int8 QDQ {a}s8 per-channel, {'/'.join(OP_TYPES)}, {folded} affine ops folded, "
-                               f"float: {','.join(exclude) or '-'}")
-    q.producer_name = model.producer_name
-    return q.SerializeToString()
+
+class _Prepared:
+    """A float model made ready once (channel affines folded, then step 1, ``quant_pre_process``),
+    so that quantizing it with different nodes left float repeats only steps 2 and 3."""
+
+    def __init__(self, float_bytes: bytes, fold: bool = True):
+        from onnxruntime.quantization import quant_pre_process
+
+        model = _load(float_bytes)
+        if len(model.graph.input) != 1:
+            raise QuantizeError(f"expected one latent input, the model has {len(model.graph.input)}")
+        z = model.graph.input[0]
+        dims = z.type.tensor_type.shape.dim
+        if len(dims) != 2 or not dims[1].dim_value:
+            raise QuantizeError(f"input {z.name!r} is not [N, latent]")
+        self.model, self.input_name, self.latent_dim = model, z.name, int(dims[1].dim_value)
+        self.last_conv = _last_conv(model)
+        self.nodes = {n.name for n in model.graph.node if n.op_type in OP_TYPES}
+        self.folded = fold_channel_affine(model) if fold else 0  # in place
+        with tempfile.TemporaryDirectory(prefix="nebula-int8-") as tmp:
+            src, pre = Path(tmp) / "float.onnx", Path(tmp) / "pre.onnx"
+            src.write_bytes(model.SerializeToString())
+            try:
+                quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
+            except Exception as e:  # noqa: BLE001 - one message whatever ORT raises
+                raise QuantizeError(f"int8 quantisation failed: {type(e).__name__}: {e}") from None
+            self.pre_bytes = pre.read_bytes()
+
+    def quantize(self, *, activations: str = DEFAULT_ACTIVATIONS, keep_last_conv_float: bool = True,
+                 calibration_seeds=CALIBRATION_SEEDS, float_nodes=()) -> bytes:
+        import onnx
+        from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+        _check_activations(activations)
+        unknown = sorted(set(float_nodes) - self.nodes)
+        if unknown:
+            raise QuantizeError(f"float_nodes names no {'/'.join(OP_TYPES)} node of the model: {unknown}")
+        exclude = list(self.last_conv) if keep_last_conv_float else []
+        exclude = exclude + [c for c in float_nodes if c not in exclude]
+        reader = _seed_reader(self.input_name, self.latent_dim, calibration_seeds, CALIBRATION_BATCH)
+        act = QuantType.QUInt8 if activations == "uint8" else QuantType.QInt8
+        with tempfile.TemporaryDirectory(prefix="nebula-int8-") as tmp:
+            pre, out = Path(tmp) / "pre.onnx", Path(tmp) / "int8.onnx"
+            pre.write_bytes(self.pre_bytes)
+            try:
+                quantize_static(
+                    str(pre), str(out), reader,
+                    quant_format=QuantFormat.QDQ,
+                    op_types_to_quantize=list(OP_TYPES),
+                    nodes_to_exclude=exclude,
+                    per_channel=True,
+                    activation_type=act,
+                    weight_type=QuantType.QInt8,
+                    calibrate_method=CalibrationMethod.MinMax,
+                )
+            except Exception as e:  # noqa: BLE001 - one message whatever ORT raises
+                raise QuantizeError(f"int8 quantisation failed: {type(e).__name__}: {e}") from None
+            q = onnx.load(str(out))
+        del q.metadata_props[:]
+        for p in self.model.metadata_props:
+            q.metadata_props.add(key=p.key, value=p.value)
+        a = "u8" if activations == "uint8" else "s8"
+        q.metadata_props.add(key=METADATA_KEY,
+                             value=f"int8 QDQ {a}s8 per-channel, {'/'.join(OP_TYPES)}, {self.folded} affine ops "
+                                   f"folded, float: {','.join(exclude) or '-'}")
+        q.producer_name = self.model.producer_name
+        return q.SerializeToString()
 
 
 def _render(sess, seeds, latent_dim: int) -> np.ndarray:
@@ -331,6 +357,7 @@ def int8_check(keras_images, int8_bytes: bytes, latent_dim: int) -> dict:
     return report
 
 
+
 def quantize_checked(float_bytes: bytes, keras_images, latent_dim: int, *,
                      activations: str = DEFAULT_ACTIVATIONS) -> tuple[bytes, dict]:
     """``(int8 model, check report)``: the model with the fewest nodes left float that passes
@@ -340,8 +367,9 @@ def quantize_checked(float_bytes: bytes, keras_images, latent_dim: int, *,
     """
     refs = _references(keras_images)
     order = quantizable_nodes(float_bytes)
+    prepared = _Prepared(float_bytes)
     for n in range(len(order) + 1):
-        q = quantize_int8(float_bytes, activations=activations, float_nodes=order[:n])
+        q = prepared.quantize(activations=activations, float_nodes=order[:n])
         report, failed = _compare(refs, q, latent_dim)
         report["float_nodes"] = order[:n]
         if not failed:
