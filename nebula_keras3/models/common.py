@@ -1,4 +1,4 @@
-"""Keras pieces both model families use: spectral normalisation and per-layer seeds."""
+"""Keras pieces both model families use: spectral normalisation, a fused BatchNorm on torch and per-layer seeds."""
 
 from __future__ import annotations
 
@@ -64,3 +64,48 @@ class SpectralNormalization(keras.layers.SpectralNormalization):
         if layer.activation is not None:
             y = layer.activation(y)
         return y
+
+
+@keras.saving.register_keras_serializable(package="nebula_keras3")
+class BatchNorm(keras.layers.BatchNormalization):
+    """``keras.layers.BatchNormalization`` (same arguments, variables and results) that runs as
+    one fused ``torch.nn.functional.batch_norm`` kernel on the torch backend.
+
+    Keras' torch backend builds BatchNorm from elementwise ops (mean, square, subtract, scale,
+    shift) on an input first cast to float32, and autograd differentiates each of them: at
+    64 px those ops and casts take more time than the convolutions around them, and under
+    bf16 most of the gain of the bf16 convolutions goes into them (docs/RESULTS.md, "Training
+    throughput per backend"). torch's kernel reads the bf16 or float32 input once, keeps the
+    statistics in float32 and has a fused backward. The moving statistics follow Keras'
+    update (``moving = momentum * moving + (1 - momentum) * batch``, the biased batch
+    variance). 4-D channels-last inputs without mask or renorm on torch take this path;
+    everything else, and every other backend, is Keras' own layer.
+    """
+
+    def _fused(self, inputs, mask) -> bool:
+        return (keras.backend.backend() == "torch" and mask is None and not self.renorm
+                and len(inputs.shape) == 4 and self.axis in (-1, 3) and self.center and self.scale
+                and keras.backend.standardize_dtype(inputs.dtype) in ("float32", "bfloat16", "float16"))
+
+    def call(self, inputs, training=None, mask=None):
+        if not self._fused(inputs, mask):
+            return super().call(inputs, training=training, mask=mask)
+        import torch
+        import torch.nn.functional as F
+
+        x = inputs.permute(0, 3, 1, 2)  # [B, C, H, W], a view: channels-last memory, as torch's kernels like
+        gamma, beta = self.gamma.value, self.beta.value  # float32 (not autocast)
+        if training and self.trainable:
+            # momentum 1: torch leaves the batch mean and the unbiased batch variance in these.
+            mean = torch.zeros_like(self.moving_mean.value)
+            var = torch.ones_like(self.moving_variance.value)
+            y = F.batch_norm(x, mean, var, gamma, beta, training=True, momentum=1.0, eps=self.epsilon)
+            n = x.numel() // x.shape[1]
+            with torch.no_grad():
+                var = var * ((n - 1) / n)  # biased, as Keras' moments
+                self.moving_mean.assign(self.moving_mean.value * self.momentum + mean * (1.0 - self.momentum))
+                self.moving_variance.assign(self.moving_variance.value * self.momentum + var * (1.0 - self.momentum))
+        else:
+            y = F.batch_norm(x, self.moving_mean.value, self.moving_variance.value, gamma, beta,
+                             training=False, eps=self.epsilon)
+        return ops.cast(y.permute(0, 2, 3, 1), self.compute_dtype)

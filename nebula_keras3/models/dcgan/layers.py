@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import keras
 
+from nebula_keras3.models.common import BatchNorm
 from nebula_keras3.models.conv_as_matmul import (
     TRANSPOSE_TAPS,
     as_pair,
@@ -23,9 +24,9 @@ def conv_init(seed=None):
     return keras.initializers.RandomNormal(mean=0.0, stddev=0.02, seed=seed)
 
 
-def batch_norm(name: str, seed=None) -> keras.layers.BatchNormalization:
+def batch_norm(name: str, seed=None) -> BatchNorm:
     """BatchNorm as torch.nn.BatchNorm2d: gamma N(1, 0.02), beta 0, eps 1e-5, momentum 0.1."""
-    return keras.layers.BatchNormalization(
+    return BatchNorm(
         momentum=0.9,
         epsilon=1e-5,
         gamma_initializer=keras.initializers.RandomNormal(mean=1.0, stddev=0.02, seed=seed),

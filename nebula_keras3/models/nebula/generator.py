@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 
 from nebula_keras3.export import layout  # exported tensor names: G maps Z to IMAGES
-from nebula_keras3.models.common import seeded
+from nebula_keras3.models.common import BatchNorm, seeded
 from nebula_keras3.models.nebula.layers import GLU, ICNR, DepthToSpace, NearestUpsampleConv2D
 from nebula_keras3.models.options import G_ACTIVATIONS, UPSAMPLE_MODES, num_stages
 
@@ -90,7 +90,7 @@ class NebulaGenerator(keras.Model):
             return keras.initializers.GlorotUniform(seeded(seed, i))
 
         def bn_act(x, name):
-            x = keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5, name=f"{name}_bn")(x)
+            x = BatchNorm(momentum=0.9, epsilon=1e-5, name=f"{name}_bn")(x)
             if activation == "glu":
                 return GLU(name=f"{name}_glu")(x)  # [.., 2C] -> [.., C]
             return keras.layers.LeakyReLU(0.2, name=f"{name}_lrelu")(x)
