@@ -64,7 +64,7 @@ def test_get_config_is_the_constructor_arguments():
 # Saved models name their classes by these registered names; moving a class between modules
 # keeps them (package + class name), renaming one or its package would orphan every saved file.
 REGISTERED = {
-    "BatchNorm", "DCGANDiscriminator", "DCGANGenerator", "DepthToSpace", "GLU", "GlobalSumPooling2D", "ICNR",
+    "BatchNorm", "Conv2D", "DCGANDiscriminator", "DCGANGenerator", "DepthToSpace", "GLU", "GlobalSumPooling2D", "ICNR",
     "NearestUpsampleConv2D", "NebulaGenerator", "ResNetDiscriminator", "SpectralNormalization",
     "Stride2Conv2D", "SubPixelConv2DTranspose", "WholeMapConv2D",
 }

@@ -50,6 +50,8 @@ import keras
 import numpy as np
 from keras import ops
 
+from nebula_keras3.models.common import conv2d
+
 # [phase a, tap u, kernel row]: which rows of the layer's kernel phase a's 2x2 tap u sums.
 TRANSPOSE_TAPS = np.array([[[0, 0, 0, 1], [0, 1, 0, 0]],  # a = 0: rows 3, 1
                            [[0, 0, 1, 0], [1, 0, 0, 0]]],  # a = 1: rows 2, 0
@@ -189,7 +191,7 @@ def phase_conv_upsample(x, kernels):
     k = ops.transpose(k, (2, 3, 4, 0, 1, 5))  # [u, v, Cin, a, b, Cout]
     k = ops.reshape(k, (2, 2, cin, 4 * cout))
     xp = ops.pad(x, [[0, 0], [1, 1], [1, 1], [0, 0]])  # [B, H+2, W+2, Cin]
-    y = ops.conv(xp, k, strides=1, padding="valid")  # [B, H+1, W+1, (a, b, Cout)]
+    y = conv2d(xp, k, strides=1, padding="valid")  # [B, H+1, W+1, (a, b, Cout)]
     y = ops.reshape(y, (-1, h + 1, w + 1, 2, 2, cout))
     y = ops.transpose(y, (0, 1, 3, 2, 4, 5))  # [B, H+1, 2 (a), W+1, 2 (b), Cout]
     y = ops.reshape(y, (-1, 2 * h + 2, 2 * w + 2, cout))

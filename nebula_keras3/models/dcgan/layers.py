@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import keras
 
-from nebula_keras3.models.common import BatchNorm
+from nebula_keras3.models.common import BatchNorm, Conv2D, conv2d
 from nebula_keras3.models.conv_as_matmul import (
     TRANSPOSE_TAPS,
     as_pair,
@@ -128,7 +128,7 @@ class SubPixelConv2DTranspose(keras.layers.Conv2DTranspose):
             kernel = ops.transpose(self.kernel, (0, 1, 3, 2))  # [4, 4, Cin, Cout]
             x = phase_upsample(inputs, phase_kernels(kernel, TRANSPOSE_TAPS))  # [B, 2H, 2W, Cout]
         else:
-            x = ops.conv(inputs, self.subpixel_kernel(), strides=1, padding="same")  # [B, H, W, 4*Cout]
+            x = conv2d(inputs, self.subpixel_kernel(), strides=1, padding="same")  # [B, H, W, 4*Cout]
             h, w = x.shape[1], x.shape[2]
             x = ops.reshape(x, (-1, h, w, 2, 2, self.filters))  # [B, H, W, a, b, Cout]
             x = ops.transpose(x, (0, 1, 3, 2, 4, 5))  # [B, H, a, W, b, Cout]
@@ -154,7 +154,7 @@ DOWN_FORMS = ("direct", "matmul")
 
 
 @keras.saving.register_keras_serializable(package="nebula_keras3")
-class Stride2Conv2D(keras.layers.Conv2D):
+class Stride2Conv2D(Conv2D):
     """``Conv2D(filters, 4, strides=2, padding="same")`` (the DCGAN discriminator's), in one of two exact forms.
 
     Same variables and output as the Keras layer. ``implementation``: ``"direct"``
@@ -185,7 +185,7 @@ class Stride2Conv2D(keras.layers.Conv2D):
 
 
 @keras.saving.register_keras_serializable(package="nebula_keras3")
-class WholeMapConv2D(keras.layers.Conv2D):
+class WholeMapConv2D(Conv2D):
     """``Conv2D(filters, k, padding="valid")`` on a k x k map, computed as the one matmul it is.
 
     [B, k, k, C] -> flatten -> [B, k*k*C] @ kernel [k*k*C, filters] -> [B, 1, 1, filters]; the

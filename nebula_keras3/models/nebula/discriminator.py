@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 
 from nebula_keras3.export import layout  # exported tensor names: the generator output IMAGES is the D input
-from nebula_keras3.models.common import SpectralNormalization, seeded
+from nebula_keras3.models.common import Conv2D, SpectralNormalization, seeded
 from nebula_keras3.models.nebula.layers import GlobalSumPooling2D
 from nebula_keras3.models.options import num_stages
 
@@ -43,7 +43,7 @@ class ResNetDiscriminator(keras.Model):
         counter = iter(range(10_000))
 
         def conv(filters, size, name):
-            layer = keras.layers.Conv2D(
+            layer = Conv2D(
                 filters, size, padding="same",
                 kernel_initializer=keras.initializers.GlorotUniform(seeded(seed, next(counter))), name=name,
             )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 
 from nebula_keras3.export import layout  # exported tensor names: G maps Z to IMAGES
-from nebula_keras3.models.common import BatchNorm, seeded
+from nebula_keras3.models.common import BatchNorm, Conv2D, seeded
 from nebula_keras3.models.nebula.layers import GLU, ICNR, DepthToSpace, NearestUpsampleConv2D
 from nebula_keras3.models.options import G_ACTIVATIONS, UPSAMPLE_MODES, num_stages
 
@@ -38,10 +38,10 @@ def skip_layer_excitation(low, high, name, seed):
     r = low.shape[1]
     x = low if r == 4 else keras.layers.AveragePooling2D(r // 4, name=f"{name}_pool")(low)  # [B, 4, 4, C_l]
     c = high.shape[-1]
-    x = keras.layers.Conv2D(c, 4, padding="valid", kernel_initializer=keras.initializers.GlorotUniform(seeded(seed, 0)),
+    x = Conv2D(c, 4, padding="valid", kernel_initializer=keras.initializers.GlorotUniform(seeded(seed, 0)),
                             name=f"{name}_conv4")(x)  # [B, 1, 1, C_h]
     x = keras.layers.LeakyReLU(0.1, name=f"{name}_lrelu")(x)
-    x = keras.layers.Conv2D(c, 1, activation="sigmoid",
+    x = Conv2D(c, 1, activation="sigmoid",
                             kernel_initializer=keras.initializers.GlorotUniform(seeded(seed, 1)),
                             name=f"{name}_conv1")(x)  # [B, 1, 1, C_h] in (0, 1)
     return keras.layers.Multiply(name=f"{name}_gate")([high, x])
@@ -110,10 +110,10 @@ class NebulaGenerator(keras.Model):
                                           name=f"{name}_conv")(x)  # [B, res, res, kC]
             elif upsample == "bilinear":
                 x = keras.layers.UpSampling2D(2, interpolation="bilinear", name=f"{name}_resize")(x)
-                x = keras.layers.Conv2D(c * k, 3, padding="same", use_bias=False, kernel_initializer=init(i),
+                x = Conv2D(c * k, 3, padding="same", use_bias=False, kernel_initializer=init(i),
                                         name=f"{name}_conv")(x)  # [B, res, res, kC]
             else:
-                x = keras.layers.Conv2D(4 * c * k, 3, padding="same", use_bias=False,
+                x = Conv2D(4 * c * k, 3, padding="same", use_bias=False,
                                         kernel_initializer=ICNR(init(i)),
                                         name=f"{name}_conv")(x)  # [B, res/2, res/2, 4kC]
                 x = DepthToSpace(2, name=f"{name}_shuffle")(x)  # [B, res, res, kC]
@@ -121,7 +121,7 @@ class NebulaGenerator(keras.Model):
             if res in gates:
                 x = skip_layer_excitation(maps[gates[res]], x, f"sle{gates[res]}to{res}", seeded(seed, 100 + i * 2))
             maps[res] = x
-        x = keras.layers.Conv2D(3, 3, padding="same", kernel_initializer=init(99), name="to_rgb_conv")(x)
+        x = Conv2D(3, 3, padding="same", kernel_initializer=init(99), name="to_rgb_conv")(x)
         images = keras.layers.Activation("tanh", dtype="float32", name=layout.IMAGES)(x)  # [B, S, S, 3]
         kwargs.setdefault("name", "generator")
         super().__init__(inputs=z, outputs=images, **kwargs)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import keras
 from keras import ops
 
+from nebula_keras3.models.common import Conv2D, conv2d
+
 from nebula_keras3.models.conv_as_matmul import (
     NEAREST_TAPS,
     as_pair,
@@ -62,7 +64,7 @@ class DepthToSpace(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="nebula_keras3")
-class NearestUpsampleConv2D(keras.layers.Conv2D):
+class NearestUpsampleConv2D(Conv2D):
     """Nearest x2 upsampling then ``Conv2D(filters, 3, padding="same")``, as one layer.
 
     ``[B, H, W, Cin] -> [B, 2H, 2W, filters]``; the variables are a plain 3x3 ``Conv2D``'s.
@@ -89,7 +91,7 @@ class NearestUpsampleConv2D(keras.layers.Conv2D):
     def convolution_op(self, inputs, kernel):  # Conv2D.call adds the bias and activation
         if self.form == "direct":
             up = ops.repeat(ops.repeat(inputs, 2, axis=1), 2, axis=2)  # [B, 2H, 2W, Cin]
-            return ops.conv(up, kernel, strides=1, padding="same")
+            return conv2d(up, kernel, strides=1, padding="same")
         upsample = phase_upsample if self.form == "phase" else phase_conv_upsample
         return upsample(inputs, phase_kernels(kernel, NEAREST_TAPS))  # [B, 2H, 2W, filters]
 
