@@ -357,7 +357,6 @@ def int8_check(keras_images, int8_bytes: bytes, latent_dim: int) -> dict:
     return report
 
 
-
 def quantize_checked(float_bytes: bytes, keras_images, latent_dim: int, *,
                      activations: str = DEFAULT_ACTIVATIONS) -> tuple[bytes, dict]:
     """``(int8 model, check report)``: the model with the fewest nodes left float that passes

@@ -74,9 +74,8 @@ class BatchNorm(keras.layers.BatchNormalization):
 
     Keras' torch backend builds BatchNorm from elementwise ops (mean, square, subtract, scale,
     shift) on an input first cast to float32, and autograd differentiates each of them: at
-    64 px those ops and casts take more time than the convolutions around them, and under
-    bf16 most of the gain of the bf16 convolutions goes into them (docs/RESULTS.md, "Training
-    throughput per backend"). torch's kernel reads the bf16 or float32 input once, keeps the
+    64 px under bf16 those ops and casts took about as long as the convolutions around them
+    (docs/RESULTS.md, "Paired rounds (nebula64)"). torch's kernel reads the bf16 or float32 input once, keeps the
     statistics in float32 and has a fused backward. The moving statistics follow Keras'
     update (``moving = momentum * moving + (1 - momentum) * batch``, the biased batch
     variance). 4-D channels-last inputs without mask or renorm on torch take this path;

@@ -39,11 +39,11 @@ def skip_layer_excitation(low, high, name, seed):
     x = low if r == 4 else keras.layers.AveragePooling2D(r // 4, name=f"{name}_pool")(low)  # [B, 4, 4, C_l]
     c = high.shape[-1]
     x = Conv2D(c, 4, padding="valid", kernel_initializer=keras.initializers.GlorotUniform(seeded(seed, 0)),
-                            name=f"{name}_conv4")(x)  # [B, 1, 1, C_h]
+               name=f"{name}_conv4")(x)  # [B, 1, 1, C_h]
     x = keras.layers.LeakyReLU(0.1, name=f"{name}_lrelu")(x)
     x = Conv2D(c, 1, activation="sigmoid",
-                            kernel_initializer=keras.initializers.GlorotUniform(seeded(seed, 1)),
-                            name=f"{name}_conv1")(x)  # [B, 1, 1, C_h] in (0, 1)
+               kernel_initializer=keras.initializers.GlorotUniform(seeded(seed, 1)),
+               name=f"{name}_conv1")(x)  # [B, 1, 1, C_h] in (0, 1)
     return keras.layers.Multiply(name=f"{name}_gate")([high, x])
 
 
@@ -111,11 +111,11 @@ class NebulaGenerator(keras.Model):
             elif upsample == "bilinear":
                 x = keras.layers.UpSampling2D(2, interpolation="bilinear", name=f"{name}_resize")(x)
                 x = Conv2D(c * k, 3, padding="same", use_bias=False, kernel_initializer=init(i),
-                                        name=f"{name}_conv")(x)  # [B, res, res, kC]
+                           name=f"{name}_conv")(x)  # [B, res, res, kC]
             else:
                 x = Conv2D(4 * c * k, 3, padding="same", use_bias=False,
-                                        kernel_initializer=ICNR(init(i)),
-                                        name=f"{name}_conv")(x)  # [B, res/2, res/2, 4kC]
+                           kernel_initializer=ICNR(init(i)),
+                           name=f"{name}_conv")(x)  # [B, res/2, res/2, 4kC]
                 x = DepthToSpace(2, name=f"{name}_shuffle")(x)  # [B, res, res, kC]
             x = bn_act(x, name)  # [B, res, res, C]
             if res in gates:

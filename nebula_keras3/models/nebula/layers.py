@@ -6,7 +6,6 @@ import keras
 from keras import ops
 
 from nebula_keras3.models.common import Conv2D, conv2d
-
 from nebula_keras3.models.conv_as_matmul import (
     NEAREST_TAPS,
     as_pair,
