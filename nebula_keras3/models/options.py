@@ -22,3 +22,8 @@ def num_stages(image_size: int) -> int:
             f"image_size must be one of {SUPPORTED_SIZES}, got {image_size}"
         )
     return int(math.log2(image_size)) - 2
+
+
+def coarse_sizes(image_size: int) -> tuple[int, ...]:
+    """Sides a multi-scale D's coarse stack can judge: powers of two from 8 px, below the image."""
+    return tuple(2**k for k in range(3, int(math.log2(image_size))))

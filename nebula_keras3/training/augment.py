@@ -104,16 +104,17 @@ def gate_key(op: str) -> str:
 def ada_adjust(p, sign_sum, count, step, real_logits, target: float, kimg: float):
     """One step of StyleGAN2-ADA's controller, as pure ``keras.ops`` (runs under jit).
 
-    Accumulates ``sign(D(real))`` over the step's ``real_logits`` [B, 1] into ``sign_sum`` and
-    the number of images into ``count``; after every ``ADA_INTERVAL``-th GAN step (``step`` =
-    steps done before this one) it sets ``r_t = sign_sum / count`` and
+    Accumulates ``sign(D(real))`` over the step's ``real_logits`` [B, 1] (a multi-scale D's
+    [B, k]: averaged per image) into ``sign_sum`` and the number of images into ``count``;
+    after every ``ADA_INTERVAL``-th GAN step (``step`` = steps done before this one) it sets
+    ``r_t = sign_sum / count`` and
     ``p <- clip(p + sign(r_t - target) * count / (kimg * 1000), 0, 1)`` (``count`` is
     batch * ADA_INTERVAL with full batches: p can cross [0, 1] in ``kimg`` thousand images),
     then zeroes both accumulators. Returns the new ``(p, sign_sum, count)``, float32 scalars.
     """
     p, sign_sum, count = (ops.convert_to_tensor(v, "float32") for v in (p, sign_sum, count))
     logits = ops.cast(real_logits, "float32")
-    sign_sum = sign_sum + ops.sum(ops.sign(logits))
+    sign_sum = sign_sum + ops.sum(ops.mean(ops.sign(logits), axis=-1))
     count = count + ops.cast(ops.shape(logits)[0], "float32")
     due = ops.equal(ops.mod(ops.convert_to_tensor(step) + 1, ADA_INTERVAL), 0)
     r_t = sign_sum / count

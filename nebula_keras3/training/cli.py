@@ -55,6 +55,10 @@ RUN_OPTIONS = [
                  help=f"Nebula generator's skip-layer excitation ({preset_defaults('sle')})."),
     _opt("--discriminator", "discriminator", click.Choice(DISCRIMINATORS), "Discriminator architecture"),
     _opt("--ndf", "ndf", click.IntRange(min=1), "Discriminator width"),
+    _opt("--d-coarse-size", "d_coarse_size", click.IntRange(min=0),
+         "Multi-scale D (dcgan): a second stack judges the image average-pooled to this side in px, "
+         "for layout and colour; 0 = off"),
+    _opt("--d-coarse-ndf", "d_coarse_ndf", click.IntRange(min=1), "That stack's first-stage width"),
     click.option("--spectral-norm/--no-spectral-norm", default=None,
                  help=f"Spectral normalisation of D's layers ({preset_defaults('spectral_norm')})."),
     _opt("--loss", "loss", click.Choice(LOSSES), "Adversarial loss"),

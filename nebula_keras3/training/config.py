@@ -13,6 +13,7 @@ from nebula_keras3.models.options import (  # the models' own options, validated
     MODELS,
     SUPPORTED_SIZES,
     UPSAMPLE_MODES,
+    coarse_sizes,
 )
 
 LOSSES = ("bce", "hinge")
@@ -81,6 +82,8 @@ class TrainConfig:
     # discriminator
     discriminator: str = "dcgan"  # dcgan | resnet
     spectral_norm: bool = False
+    d_coarse_size: int = 0  # dcgan D: a second stack judges the image pooled to this side (px); 0 = none
+    d_coarse_ndf: int = 64  # that stack's first-stage width, doubling per stage
     # objective and regularisation
     loss: str = "bce"  # bce (non-saturating) | hinge
     diffaugment: str = ""  # DiffAugment policy, e.g. "color,translation,cutout"; "" = off
@@ -136,9 +139,16 @@ class TrainConfig:
         if self.image_size not in SUPPORTED_SIZES:
             raise ValueError(f"image size must be one of {SUPPORTED_SIZES}, got {self.image_size}")
         for name in ("latent_dim", "ngf", "ndf", "batch_size", "epochs", "num_procedural", "sample_count",
-                     "r1_every"):
+                     "r1_every", "d_coarse_ndf"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
+        if self.d_coarse_size:
+            if self.discriminator != "dcgan":
+                raise ValueError(f"d-coarse-size adds a stack to the dcgan discriminator, not {self.discriminator!r}")
+            if self.d_coarse_size not in coarse_sizes(self.image_size):
+                sizes = ", ".join(str(s) for s in coarse_sizes(self.image_size))
+                raise ValueError(f"d-coarse-size must be one of {sizes} at {self.image_size} px (0 = off), "
+                                 f"got {self.d_coarse_size}")
         if self.steps_per_epoch is not None and self.steps_per_epoch <= 0:
             raise ValueError(f"steps-per-epoch must be positive, got {self.steps_per_epoch}")
         if not 0.0 <= self.holdout < 1.0:

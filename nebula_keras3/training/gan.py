@@ -70,7 +70,7 @@ class GAN(keras.Model):
 
     Args:
         generator: a Keras model ``z [B, latent_dim] -> images [B, S, S, 3]`` in [-1, 1].
-        discriminator: a Keras model ``images -> logits [B, 1]``.
+        discriminator: a Keras model ``images -> logits [B, 1]`` (or [B, k], one per scale: the losses average them).
         seed: seed of the training-time random draws (latents, augmentation; works inside jit).
         loss: "bce" (non-saturating, DCGAN's) or "hinge".
         augment: DiffAugment policy, e.g. "color,translation,cutout"; "" = off.

@@ -76,7 +76,8 @@ def build_models(config: TrainConfig) -> tuple[keras.Model, keras.Model]:
                                             seed=config.seed + 1)
     else:
         discriminator = DCGANDiscriminator(config.image_size, config.ndf, spectral_norm=config.spectral_norm,
-                                           seed=config.seed + 1)
+                                           seed=config.seed + 1, coarse_size=config.d_coarse_size,
+                                           coarse_ndf=config.d_coarse_ndf)
     return generator, discriminator
 
 
