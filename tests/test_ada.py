@@ -92,6 +92,15 @@ def test_controller_adjusts_every_interval_by_images_over_kimg():
     assert float(to_np(p)) == pytest.approx(0.4, abs=1e-7)  # r_t = 0 == target 0: no change
 
 
+def test_a_multi_scale_ds_logits_count_once_per_image():
+    """[B, 2] logits (full size, coarse): each image adds the mean of its two signs, and counts once."""
+    logits = np.array([[1.0, 1.0]] * 6 + [[1.0, -1.0]] * 2, "float32")  # r_t = 6 / 8 = 0.75
+    p, signs, count = ada_adjust(np.float32(0.5), np.float32(0.0), np.float32(0.0), 0, logits, 0.6, 0.32)
+    assert (float(to_np(signs)), float(to_np(count))) == (6.0, 8.0)
+    p, _, _ = ada_adjust(np.float32(0.5), np.float32(18.0), np.float32(24.0), 3, logits, 0.6, 0.32)
+    assert float(to_np(p)) == pytest.approx(0.6, abs=1e-6)  # r_t = 24 / 32 = 0.75 > 0.6: up by 0.1
+
+
 # ----------------------------------------------------------------- inside the train step
 
 

@@ -8,9 +8,9 @@ from nebula_keras3.models import DCGANDiscriminator, DCGANGenerator
 from nebula_keras3.training.gan import GAN
 
 
-def make_gan(d_lr=2e-4, g_lr=2e-4, seed=0):
+def make_gan(d_lr=2e-4, g_lr=2e-4, seed=0, coarse_size=0):
     g = DCGANGenerator(32, latent_dim=8, ngf=4, seed=seed)
-    d = DCGANDiscriminator(32, ndf=4, seed=seed + 1)
+    d = DCGANDiscriminator(32, ndf=4, seed=seed + 1, coarse_size=coarse_size, coarse_ndf=4)
     gan = GAN(g, d, seed=seed)
     gan.compile(
         d_optimizer=keras.optimizers.Adam(d_lr, beta_1=0.5),
@@ -42,8 +42,9 @@ def test_step_reports_losses_and_probabilities():
     assert 0.8 < logs["d_loss"] < 2.2 and 0.3 < logs["g_loss"] < 1.5
 
 
-def test_each_optimizer_updates_only_its_network_once_per_step():
-    gan = make_gan()
+@pytest.mark.parametrize("coarse_size", [0, 8], ids=["one-scale-d", "multi-scale-d"])
+def test_each_optimizer_updates_only_its_network_once_per_step(coarse_size):
+    gan = make_gan(coarse_size=coarse_size)
     d_vars, g_vars = gan.discriminator.trainable_variables, gan.generator.trainable_variables
     d0, g0 = numpy_values(d_vars), numpy_values(g_vars)
     d_stats0 = numpy_values(gan.discriminator.non_trainable_variables)

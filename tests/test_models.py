@@ -46,6 +46,27 @@ def test_64px_matches_the_reference_recipe():
     assert abs(gamma.mean() - 1.0) < 5e-3 and abs(gamma.std() - 0.02) < 5e-3
 
 
+def test_multi_scale_discriminator_also_judges_the_pooled_image():
+    """coarse_size adds a second logit that sees only the image's block means; the first is the plain D's."""
+    plain = DCGANDiscriminator(32, ndf=4, seed=0)
+    d = DCGANDiscriminator(32, ndf=4, seed=0, coarse_size=8, coarse_ndf=4)
+    assert d.output_shape == (None, 2)
+    x = np.random.default_rng(0).uniform(-0.5, 0.5, (4, 32, 32, 3)).astype("float32")
+    logits = keras.ops.convert_to_numpy(d(x))
+    np.testing.assert_allclose(logits[:, :1], keras.ops.convert_to_numpy(plain(x)), rtol=1e-5, atol=1e-6)
+    # A +-0.2 checkerboard has mean 0 over every 4x4 block: only the full-size logit sees it.
+    checker = 0.2 * (np.indices((32, 32)).sum(axis=0) % 2 * 2 - 1)[None, :, :, None]
+    moved = keras.ops.convert_to_numpy(d((x + checker).astype("float32")))
+    np.testing.assert_allclose(moved[:, 1], logits[:, 1], rtol=1e-3, atol=0)  # logits are ~1e-4 at init
+    assert np.linalg.norm(moved[:, 0] - logits[:, 0]) > 0.05 * np.linalg.norm(logits[:, 0])
+    # Its own layers, fresh names and seeds: nothing of the full-size stack is shared.
+    coarse = [v for v in d.trainable_variables if "coarse" in v.path]
+    assert len(coarse) == len(d.trainable_variables) - len(plain.trainable_variables) > 0
+    assert DCGANDiscriminator.from_config(d.get_config()).output_shape == (None, 2)
+    with pytest.raises(ValueError, match=r"coarse discriminator's size must be one of \(8, 16\)"):
+        DCGANDiscriminator(32, ndf=4, coarse_size=32)
+
+
 def test_unsupported_size_is_a_clear_error():
     with pytest.raises(ValueError, match="image_size must be one of"):
         DCGANGenerator(48)

@@ -117,7 +117,10 @@ def test_keras_round_trip(tmp_path):
 def test_bad_settings_are_clear_errors():
     for bad, match in ((dict(loss="wgan"), "unknown loss"), (dict(diffaugment="color,blur"), "unknown DiffAugment"),
                        (dict(ema_decay=1.0), "ema-decay"), (dict(r1_every=0), "r1-every"),
-                       (dict(model="stylegan"), "unknown model"), (dict(upsample="bicubic"), "unknown upsample")):
+                       (dict(model="stylegan"), "unknown model"), (dict(upsample="bicubic"), "unknown upsample"),
+                       (dict(d_coarse_size=32), "d-coarse-size must be one of 8, 16 at 32 px"),
+                       (dict(d_coarse_size=16, discriminator="resnet"), "not 'resnet'"),
+                       (dict(d_coarse_size=16, d_coarse_ndf=0), "d-coarse-ndf must be positive")):
         with pytest.raises(ValueError, match=match):
             tiny_config(**bad).validate()
 
