@@ -47,6 +47,8 @@ PRESETS: dict[str, dict] = {
     # "R1 and bilinear upsampling at 128 px"); gamma is StyleGAN2-ADA's 0.0002 * size^2 / batch
     # (0.1 measured at 128 px; 0.4 at 256 px follows the rule, not measured). No ADA: at 128 px it
     # scored worse than the fixed DiffAugment at equal time (docs/RESULTS.md, "ADA at 128 px").
+    # Single-scale D: a 32 px coarse stack (--d-coarse-size) fixed the 16 px level but cost the
+    # finer ones more (docs/RESULTS.md, "A multi-scale discriminator at 128 px").
     "nebula128": {**_NEBULA, "mixed_precision": "auto", "image_size": 128, "ngf": 8, "ndf": 16,
                   "r1_gamma": 0.1},
     "nebula256": {**_NEBULA, "mixed_precision": "auto", "image_size": 256, "ngf": 8, "ndf": 16,
