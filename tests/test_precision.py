@@ -83,7 +83,7 @@ def test_auto_is_bf16_only_where_it_was_measured_to_pay(tmp_path, monkeypatch):
     assert precision.cpu_has_bf16(str(with_bf16)) and not precision.cpu_has_bf16(str(without))
     assert not precision.cpu_has_bf16(str(tmp_path / "missing"))
     monkeypatch.setattr(precision, "gpu_present", lambda backend: False)
-    for has_bf16, backend, expected in [(True, "tensorflow", "bf16"), (True, "torch", "none"),
+    for has_bf16, backend, expected in [(True, "tensorflow", "bf16"), (True, "torch", "bf16"),
                                         (True, "jax", "none"), (False, "tensorflow", "none")]:
         monkeypatch.setattr(precision, "cpu_has_bf16", lambda has=has_bf16: has)
         assert precision.resolve("auto", backend) == expected, (has_bf16, backend)

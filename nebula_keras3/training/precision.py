@@ -23,10 +23,9 @@ POLICIES = {"none": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"
 AUTO = "auto"  # bf16 where it was measured faster (``resolve``), else none
 CHOICES = (*POLICIES, AUTO)
 # Backends where bf16 on a CPU with native bf16 measured faster and no worse at equal training
-# time (docs/RESULTS.md, "bf16 against float32 at equal time"). torch's bf16 step is faster
-# too, but its quality at equal time is not measured; XLA's CPU backend (JAX) runs bf16 slower
-# than float32.
-BF16_CPU_BACKENDS = ("tensorflow",)
+# time (docs/RESULTS.md, "bf16 against float32 at equal time"). XLA's CPU backend (JAX) runs
+# bf16 slower than float32.
+BF16_CPU_BACKENDS = ("tensorflow", "torch")
 BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
 
 
