@@ -1,6 +1,8 @@
-"""DCGAN discriminator: RGB image in [-1, 1] -> one real/fake logit."""
+"""DCGAN discriminator: RGB image in [-1, 1] -> one real/fake logit (one per scale with a coarse stack)."""
 
 from __future__ import annotations
+
+import math
 
 import keras
 
@@ -79,7 +81,8 @@ class DCGANDiscriminator(keras.Model):
         logits = stack(images, [ndf * m for m in mults], "down", 0)  # [B, 1]
         if coarse_size:
             pooled = keras.layers.AveragePooling2D(image_size // coarse_size, name="coarse_pool")(images)
-            coarse = stack(pooled, [coarse_ndf * 2**i for i in range(coarse_size.bit_length() - 3)], "coarse", 200)
+            stages = int(math.log2(coarse_size)) - 2  # stride-2 stages from coarse_size down to 4x4
+            coarse = stack(pooled, [coarse_ndf * 2**i for i in range(stages)], "coarse", 200)
             logits = keras.layers.Concatenate(dtype="float32", name="logits")([logits, coarse])  # [B, 2]
         kwargs.setdefault("name", "discriminator")
         super().__init__(inputs=images, outputs=logits, **kwargs)
