@@ -21,7 +21,12 @@ def num_stages(image_size: int) -> int:
         raise ValueError(
             f"image_size must be one of {SUPPORTED_SIZES}, got {image_size}"
         )
-    return int(math.log2(image_size)) - 2
+    return stages_to_4x4(image_size)
+
+
+def stages_to_4x4(side: int) -> int:
+    """Stride-2 stages from a ``side`` px map down to 4x4 (a power of two >= 8): 32 -> 3."""
+    return int(math.log2(side)) - 2
 
 
 def coarse_sizes(image_size: int) -> tuple[int, ...]:

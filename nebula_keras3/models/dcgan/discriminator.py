@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import math
-
 import keras
 
 from nebula_keras3.export import layout  # exported tensor names: the generator output IMAGES is the D input
-from nebula_keras3.models.common import SpectralNormalization
+from nebula_keras3.models.common import SpectralNormalization, seeded
 from nebula_keras3.models.dcgan.layers import Stride2Conv2D, WholeMapConv2D, batch_norm, channel_mults, conv_init
-from nebula_keras3.models.options import coarse_sizes
+from nebula_keras3.models.options import coarse_sizes, stages_to_4x4
 
 
 @keras.saving.register_keras_serializable(package="nebula_keras3")
@@ -58,20 +56,18 @@ class DCGANDiscriminator(keras.Model):
         def sn(layer):
             return SpectralNormalization(layer, name=f"{layer.name}_sn") if spectral_norm else layer
 
-        def init(offset):
-            return conv_init(None if seed is None else seed + offset)
-
         def stack(x, widths, prefix, seed_offset):
             """Stride-2 stages down to 4x4, then the whole-map conv: [B, r, r, 3] -> [B, 1]."""
             for i, width in enumerate(widths):
                 x = sn(Stride2Conv2D(  # 4x4 / 2, "same"; as a patch matmul on JAX
-                    width, use_bias=False, kernel_initializer=init(seed_offset + i), name=f"{prefix}{i}_conv",
+                    width, use_bias=False, kernel_initializer=conv_init(seeded(seed, seed_offset + i)),
+                    name=f"{prefix}{i}_conv",
                 ))(x)
                 if i > 0 and not spectral_norm:
-                    x = batch_norm(f"{prefix}{i}_bn", None if seed is None else seed + seed_offset + 100 + i)(x)
+                    x = batch_norm(f"{prefix}{i}_bn", seeded(seed, seed_offset + 100 + i))(x)
                 x = keras.layers.LeakyReLU(negative_slope=0.2, name=f"{prefix}{i}_lrelu")(x)
             x = sn(WholeMapConv2D(  # 4x4 valid over the 4x4 map: one matmul
-                1, 4, use_bias=False, kernel_initializer=init(seed_offset + 99),
+                1, 4, use_bias=False, kernel_initializer=conv_init(seeded(seed, seed_offset + 99)),
                 name="to_logit_conv" if prefix == "down" else f"{prefix}_to_logit_conv",
             ))(x)
             return keras.layers.Flatten(dtype="float32", name="logit" if prefix == "down" else f"{prefix}_logit")(x)
@@ -81,8 +77,7 @@ class DCGANDiscriminator(keras.Model):
         logits = stack(images, [ndf * m for m in mults], "down", 0)  # [B, 1]
         if coarse_size:
             pooled = keras.layers.AveragePooling2D(image_size // coarse_size, name="coarse_pool")(images)
-            stages = int(math.log2(coarse_size)) - 2  # stride-2 stages from coarse_size down to 4x4
-            coarse = stack(pooled, [coarse_ndf * 2**i for i in range(stages)], "coarse", 200)
+            coarse = stack(pooled, [coarse_ndf * 2**i for i in range(stages_to_4x4(coarse_size))], "coarse", 200)
             logits = keras.layers.Concatenate(dtype="float32", name="logits")([logits, coarse])  # [B, 2]
         kwargs.setdefault("name", "discriminator")
         super().__init__(inputs=images, outputs=logits, **kwargs)

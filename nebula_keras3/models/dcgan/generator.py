@@ -5,6 +5,7 @@ from __future__ import annotations
 import keras
 
 from nebula_keras3.export import layout  # exported tensor names: G maps Z to IMAGES
+from nebula_keras3.models.common import seeded
 from nebula_keras3.models.dcgan.layers import SubPixelConv2DTranspose, batch_norm, channel_mults, conv_init
 
 
@@ -37,7 +38,7 @@ class DCGANGenerator(keras.Model):
         x = keras.layers.Reshape((1, 1, latent_dim), name="z_as_map")(z)
         for i, mult in enumerate(mults):
             first = i == 0
-            init = conv_init(None if seed is None else seed + i)
+            init = conv_init(seeded(seed, i))
             if first:  # [B, 1, 1, latent] -> [B, 4, 4, C]
                 x = keras.layers.Conv2DTranspose(
                     ngf * mult, 4, strides=1, padding="valid", use_bias=False,
@@ -48,13 +49,13 @@ class DCGANGenerator(keras.Model):
                     ngf * mult, implementation=upsample, use_bias=False, kernel_initializer=init,
                     name=f"up{i}_convt",
                 )(x)
-            x = batch_norm(f"up{i}_bn", None if seed is None else seed + 100 + i)(x)
+            x = batch_norm(f"up{i}_bn", seeded(seed, 100 + i))(x)
             x = keras.layers.ReLU(name=f"up{i}_relu")(x)
         x = SubPixelConv2DTranspose(
             3,
             implementation=upsample,
             use_bias=False,
-            kernel_initializer=conv_init(None if seed is None else seed + 99),
+            kernel_initializer=conv_init(seeded(seed, 99)),
             name="to_rgb_convt",
         )(x)
         images = keras.layers.Activation("tanh", dtype="float32", name=layout.IMAGES)(x)
