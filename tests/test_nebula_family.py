@@ -82,6 +82,23 @@ def test_dcgan_discriminator_spectral_norm_option():
     assert not DCGANDiscriminator(32, ndf=4).spectral_norm  # the reference stays as it was
 
 
+def test_rgb_skip_draws_the_half_size_image_and_adds_a_correction():
+    # --rgb-skip: tanh(bilinear x2 of the half-size to_rgb + the full-size stage's to_rgb), the
+    # latter zero at initialisation, so a new model draws the upscale of its half-size image.
+    g = NebulaGenerator(32, latent_dim=8, ngf=4, rgb_skip=True, seed=0)
+    assert g.output_shape == (None, 32, 32, 3)
+    assert g.get_layer("to_rgb_conv").output.shape[1:] == (16, 16, 3)
+    half = keras.Model(g.input, g.get_layer("to_rgb_conv").output)
+    z = np.random.default_rng(0).normal(size=(2, 8)).astype("float32")
+    upscaled = to_np(keras.layers.UpSampling2D(2, interpolation="bilinear")(half(z)))
+    np.testing.assert_allclose(to_np(g(z)), np.tanh(upscaled), atol=1e-6)
+    # the correction counts: once trained away from zero it changes the image
+    full = g.get_layer("to_rgb32_conv")
+    full.kernel.assign(np.full(full.kernel.shape, 0.05, "float32"))
+    assert np.abs(to_np(g(z)) - np.tanh(upscaled)).max() > 1e-3
+    assert NebulaGenerator.from_config(g.get_config()).get_config() == g.get_config()
+
+
 def test_depth_to_space_order_and_icnr_start():
     x = np.arange(2 * 3 * 3 * 8, dtype="float32").reshape(2, 3, 3, 8)
     got = to_np(depth_to_space(keras.ops.convert_to_tensor(x)))
@@ -103,7 +120,8 @@ def test_keras_round_trip(tmp_path):
     g = NebulaGenerator(32, latent_dim=8, ngf=4, upsample="subpixel", activation="glu", sle=True, seed=3)
     d = ResNetDiscriminator(32, ndf=4, spectral_norm=True, seed=4)
     assert g.get_config() == {"image_size": 32, "latent_dim": 8, "ngf": 4, "upsample": "subpixel",
-                              "activation": "glu", "sle": True, "seed": 3, "name": "generator"}
+                              "activation": "glu", "sle": True, "rgb_skip": False, "seed": 3,
+                              "name": "generator"}
     assert d.get_config() == {"image_size": 32, "ndf": 4, "spectral_norm": True, "seed": 4, "name": "discriminator"}
     z = np.random.default_rng(1).normal(size=(3, 8)).astype("float32")
     x = images(3)
@@ -120,7 +138,8 @@ def test_bad_settings_are_clear_errors():
                        (dict(model="stylegan"), "unknown model"), (dict(upsample="bicubic"), "unknown upsample"),
                        (dict(d_coarse_size=32), "d-coarse-size must be one of 8, 16 at 32 px"),
                        (dict(d_coarse_size=16, discriminator="resnet"), "not 'resnet'"),
-                       (dict(d_coarse_size=16, d_coarse_ndf=0), "d-coarse-ndf must be positive")):
+                       (dict(d_coarse_size=16, d_coarse_ndf=0), "d-coarse-ndf must be positive"),
+                       (dict(rgb_skip=True), "rgb-skip is an option of the nebula generator")):
         with pytest.raises(ValueError, match=match):
             tiny_config(**bad).validate()
 
@@ -128,15 +147,17 @@ def test_bad_settings_are_clear_errors():
 # ----------------------------------------------------------------- export and sampling
 
 
-def test_bilinear_generator_exports_with_parity(tmp_path):
-    # The bilinear stages export as standard ONNX Resize (half-pixel linear) + Conv; ONNX Runtime
-    # and the SavedModel must resize exactly as Keras does, edges included.
+@pytest.mark.parametrize("upsample,rgb_skip", [("bilinear", False), ("nearest", True)])
+def test_bilinear_generator_exports_with_parity(tmp_path, upsample, rgb_skip):
+    # The bilinear stages (and --rgb-skip's bilinear upscale of the half-size image) export as
+    # standard ONNX Resize (half-pixel linear) + Conv; ONNX Runtime and the SavedModel must
+    # resize exactly as Keras does, edges included.
     pytest.importorskip("tf2onnx")
     onnx = pytest.importorskip("onnx")
     from nebula_keras3.export.api import export_generator
 
     run = make_generator_run(tmp_path / "run", image_size=32, latent_dim=16, ngf=4, model="nebula",
-                             upsample="bilinear")
+                             upsample=upsample, rgb_skip=rgb_skip)
     result = export_generator(run, saved_model_base=tmp_path / "models", onnx_path=tmp_path / "neb.onnx")
     assert max(r["max_uint8"] for r in result.parity.values()) <= 1
     assert result.saved_model_check and all(v <= 1 for v in result.saved_model_check.values())

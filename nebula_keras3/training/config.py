@@ -81,6 +81,7 @@ class TrainConfig:
     upsample: str = "nearest"  # nearest (UpSampling2D + 3x3 conv) | subpixel (3x3 conv + depth-to-space)
     g_activation: str = "glu"  # glu | lrelu
     sle: bool = True  # FastGAN skip-layer excitation
+    rgb_skip: bool = False  # draw the image at half size too; the full-size stage adds a correction
     # discriminator
     discriminator: str = "dcgan"  # dcgan | resnet
     spectral_norm: bool = False
@@ -151,6 +152,8 @@ class TrainConfig:
                 sizes = ", ".join(str(s) for s in coarse_sizes(self.image_size))
                 raise ValueError(f"d-coarse-size must be one of {sizes} at {self.image_size} px (0 = off), "
                                  f"got {self.d_coarse_size}")
+        if self.rgb_skip and self.model != "nebula":
+            raise ValueError(f"rgb-skip is an option of the nebula generator, not the {self.model} one")
         if self.steps_per_epoch is not None and self.steps_per_epoch <= 0:
             raise ValueError(f"steps-per-epoch must be positive, got {self.steps_per_epoch}")
         if not 0.0 <= self.holdout < 1.0:

@@ -68,7 +68,8 @@ def build_models(config: TrainConfig) -> tuple[keras.Model, keras.Model]:
     """The generator and discriminator a config names (seeded from config.seed)."""
     if config.model == "nebula":
         generator = NebulaGenerator(config.image_size, config.latent_dim, config.ngf, upsample=config.upsample,
-                                    activation=config.g_activation, sle=config.sle, seed=config.seed)
+                                    activation=config.g_activation, sle=config.sle, rgb_skip=config.rgb_skip,
+                                    seed=config.seed)
     else:
         generator = DCGANGenerator(config.image_size, config.latent_dim, config.ngf, seed=config.seed)
     if config.discriminator == "resnet":

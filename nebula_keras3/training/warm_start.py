@@ -7,7 +7,12 @@ nebula128. Both sizes share the generator's maps from 4 to 64 px (layers named b
 (layers numbered from the image: ``down{i}_...`` or ``block{i}_...``, so one doubling of the image
 size shifts ``i`` by one). Every weight whose counterpart in the source has the same shape is
 copied (the raw generator, its EMA copy, the discriminator, BatchNorm statistics and ADA's p); the
-rest keep their fresh, seeded initialisation, and ``WarmStart.fresh`` names them. The optimizers,
+rest keep their fresh, seeded initialisation, and ``WarmStart.fresh`` names them. Where this
+model's discriminator has a coarse stack at the source's size (``--d-coarse-size``) and the
+source's has none, the source's discriminator becomes that stack whole (``down{i}_`` ->
+``coarse{i}_``, its head -> ``coarse_to_logit_conv``) and the full-size stack starts fresh:
+with ``--rgb-skip`` the grown model starts as the source, upscaled, judged by the source's own
+D at the source's size. The optimizers,
 the latent seed generator and the step counter start fresh: this is a new run.
 """
 
@@ -21,6 +26,7 @@ from pathlib import Path
 from nebula_keras3.artifacts import CONFIG_FILE
 
 _D_STAGE = re.compile(r"^(down|block)(\d+)_")  # discriminator layers, numbered from the image
+_COARSE = re.compile(r"^coarse(\d+)_|^coarse_(?=to_logit_conv)")  # a multi-scale D's coarse stack
 _CARRIED = ("ada/p",)  # GAN-level state worth keeping (ADA's accumulators restart)
 
 
@@ -82,9 +88,15 @@ def source_checkpoint(source: str | Path):
     return path, config
 
 
-def _source_name(path: str, is_discriminator: bool, shift: int) -> str:
+def _source_name(path: str, is_discriminator: bool, shift: int, into_coarse: bool) -> str | None:
+    """The source's name for target variable ``path``; None: no counterpart."""
     if not is_discriminator:
         return path
+    if into_coarse:  # the source's whole D is the coarse stack; the full-size stack has none
+        m = _COARSE.match(path)
+        if m is None:
+            return None
+        return (f"down{m.group(1)}_" if m.group(1) is not None else "") + path[m.end():]
     m = _D_STAGE.match(path)
     if m is None:  # the head (to_logit_conv, logit_dense) sits at the same depth from the output
         return path
@@ -103,6 +115,8 @@ def warm_start(gan, source: str | Path, image_size: int) -> WarmStart:
     except CheckpointError as e:
         raise WarmStartError(f"--init-from {source}: {e}") from None
     stored = dict(zip(header["names"], arrays))
+    into_coarse = (getattr(gan.discriminator, "coarse_size", 0) == source_size
+                   and not getattr(source_config, "d_coarse_size", 0))
 
     targets = [(v, False) for v in gan.generator.variables]
     if gan.generator_ema is not None:
@@ -112,7 +126,8 @@ def warm_start(gan, source: str | Path, image_size: int) -> WarmStart:
     copied, fresh, generator_copied = 0, [], 0
     generator_ids = {id(v) for v in gan.generator.variables}
     for v, is_d in targets:
-        a = stored.get(_source_name(v.path, is_d, shift))
+        name = _source_name(v.path, is_d, shift, into_coarse)
+        a = None if name is None else stored.get(name)
         if a is not None and tuple(a.shape) == tuple(v.shape):
             assign_array(v, a)
             copied += 1

@@ -59,6 +59,15 @@ class NebulaGenerator(keras.Model):
                                          -> [B, 32, 32, 32]   * SLE gate from the 4x4 map
                                          -> [B, 64, 64, 16]   * SLE gate from the 4x4 map
         conv 3x3 + tanh                  -> [B, 64, 64, 3]      (float32)
+    With ``rgb_skip`` the image is drawn twice (StyleGAN2's skip generator, one level): at
+    128 px, ngf=8,
+        to_rgb_conv on the 64 px map     -> [B, 64, 64, 3]      (nebula64's image, before tanh)
+        bilinear x2                      -> [B, 128, 128, 3]
+        + to_rgb128_conv on the 128 px map (zero-initialised: a correction)
+        tanh                             -> [B, 128, 128, 3]
+    so the half-size layers are those of a model half the size, and a run of that model,
+    copied in (``--init-from``), starts this one at the bilinear upscale of its own images
+    instead of at noise (ProGAN's growing, where the fade-in is the learnt correction).
     "x2 up" is ``upsample="nearest"`` (nearest x2 upsampling then a 3x3 conv at the new size,
     one ``NearestUpsampleConv2D``, computed in the backend's faster exact form) or
     ``"subpixel"`` (a 3x3 conv to 4x the channels at the old size, ICNR-initialised, then
@@ -74,11 +83,12 @@ class NebulaGenerator(keras.Model):
         upsample: "nearest", "subpixel" or "bilinear".
         activation: "glu" (FastGAN: convs give 2C channels, gated to C) or "lrelu" (LeakyReLU 0.2).
         sle: add FastGAN skip-layer excitation (low-res maps gate high-res channels).
+        rgb_skip: draw the image at half size too and add the full-size stage as a correction.
         seed: seed for the weight initialisers (None: Keras' global RNG).
     """
 
     def __init__(self, image_size=64, latent_dim=100, ngf=16, upsample="nearest", activation="glu",
-                 sle=True, seed=None, **kwargs):
+                 sle=True, rgb_skip=False, seed=None, **kwargs):
         if upsample not in UPSAMPLE_MODES:
             raise ValueError(f"upsample must be one of {UPSAMPLE_MODES}, got {upsample!r}")
         if activation not in G_ACTIVATIONS:
@@ -121,7 +131,15 @@ class NebulaGenerator(keras.Model):
             if res in gates:
                 x = skip_layer_excitation(maps[gates[res]], x, f"sle{gates[res]}to{res}", seeded(seed, 100 + i * 2))
             maps[res] = x
-        x = Conv2D(3, 3, padding="same", kernel_initializer=init(99), name="to_rgb_conv")(x)
+        if rgb_skip:
+            half = Conv2D(3, 3, padding="same", kernel_initializer=init(99),
+                          name="to_rgb_conv")(maps[image_size // 2])  # [B, S/2, S/2, 3]
+            half = keras.layers.UpSampling2D(2, interpolation="bilinear", name="to_rgb_resize")(half)
+            x = Conv2D(3, 3, padding="same", kernel_initializer="zeros",
+                       name=f"to_rgb{image_size}_conv")(x)  # [B, S, S, 3]
+            x = keras.layers.Add(name="to_rgb_add")([half, x])
+        else:
+            x = Conv2D(3, 3, padding="same", kernel_initializer=init(99), name="to_rgb_conv")(x)
         images = keras.layers.Activation("tanh", dtype="float32", name=layout.IMAGES)(x)  # [B, S, S, 3]
         kwargs.setdefault("name", "generator")
         super().__init__(inputs=z, outputs=images, **kwargs)
@@ -131,6 +149,7 @@ class NebulaGenerator(keras.Model):
         self.upsample = upsample
         self.activation = activation
         self.sle = sle
+        self.rgb_skip = rgb_skip
         self.seed = seed
 
     def get_config(self):
@@ -141,6 +160,7 @@ class NebulaGenerator(keras.Model):
             "upsample": self.upsample,
             "activation": self.activation,
             "sle": self.sle,
+            "rgb_skip": self.rgb_skip,
             "seed": self.seed,
             "name": self.name,
         }
