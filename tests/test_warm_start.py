@@ -80,20 +80,21 @@ def test_growing_with_rgb_skip_and_a_coarse_d_starts_as_the_source_upscaled(smal
     source = build_gan(small_config())
     warm_start(source, small_run, 32)  # the small run's state, as a model
     gan = build_gan(grown_config(rgb_skip=True, d_coarse_size=32, d_coarse_ndf=8))
-    fresh_down0 = np.array(gan.discriminator.get_layer("down0_conv").kernel.numpy())
+    fresh_down0 = keras.ops.convert_to_numpy(gan.discriminator.get_layer("down0_conv").kernel)
     result = warm_start(gan, small_run, 64)
 
+    to_np = keras.ops.convert_to_numpy
     z = np.random.default_rng(0).normal(size=(4, 16)).astype("float32")
     for g, g_source in ((gan.generator, source.generator), (gan.generator_ema, source.generator_ema)):
-        small = np.asarray(g_source(z, training=False))  # [4, 32, 32, 3] in (-1, 1)
-        upscaled = keras.layers.UpSampling2D(2, interpolation="bilinear")(np.arctanh(small))
-        np.testing.assert_allclose(np.asarray(g(z, training=False)), np.tanh(np.asarray(upscaled)), atol=1e-5)
+        small = to_np(g_source(z, training=False))  # [4, 32, 32, 3] in (-1, 1)
+        upscaled = to_np(keras.layers.UpSampling2D(2, interpolation="bilinear")(np.arctanh(small)))
+        np.testing.assert_allclose(to_np(g(z, training=False)), np.tanh(upscaled), atol=1e-5)
 
     x = np.random.default_rng(1).uniform(-1, 1, size=(4, 64, 64, 3)).astype("float32")
     pooled = x.reshape(4, 32, 2, 32, 2, 3).mean(axis=(2, 4))
-    logits = np.asarray(gan.discriminator(x, training=False))  # [4, 2]: full size, coarse
-    np.testing.assert_allclose(logits[:, 1:], np.asarray(source.discriminator(pooled, training=False)), atol=1e-5)
-    np.testing.assert_array_equal(gan.discriminator.get_layer("down0_conv").kernel.numpy(), fresh_down0)
+    logits = to_np(gan.discriminator(x, training=False))  # [4, 2]: full size, coarse
+    np.testing.assert_allclose(logits[:, 1:], to_np(source.discriminator(pooled, training=False)), atol=1e-5)
+    np.testing.assert_array_equal(to_np(gan.discriminator.get_layer("down0_conv").kernel), fresh_down0)
     assert {"to_rgb64_conv", "up64_conv", "down0_conv", "down2_conv", "to_logit_conv"} <= set(result.fresh)
     assert not {"to_rgb_conv", "coarse0_conv", "coarse2_bn", "coarse_to_logit_conv"} & set(result.fresh)
 
