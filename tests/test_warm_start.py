@@ -127,7 +127,20 @@ def test_cli_init_from_a_checkpoint_file(small_run, tmp_path):
     assert "initialised from" in result.output and "fresh layers: " in result.output
 
 
-@pytest.mark.parametrize("case", ["missing", "loose-file", "larger", "other-family"])
+def test_the_grow128_preset_fits_a_nebula64_run():
+    # grow128 takes nebula64's layers whole: its half-size image, and nebula64's D as its coarse stack.
+    from nebula_keras3.training.config import TrainConfig
+
+    grown, source = TrainConfig.from_preset("grow128"), TrainConfig.from_preset("nebula64")
+    assert grown.grows_from == source.image_size == grown.image_size // 2 == grown.d_coarse_size
+    assert grown.rgb_skip and grown.d_coarse_ndf == source.ndf and grown.discriminator == source.discriminator
+    with pytest.raises(ValueError, match="preset grow128 grows a 64 px run into a 128 px one: give --init-from"):
+        grown.validate()
+    grown.init_from = "runs/n64"
+    grown.validate()
+
+
+@pytest.mark.parametrize("case", ["missing", "loose-file", "larger", "other-family", "not-the-size-it-grows"])
 def test_bad_sources_fail_before_anything_is_written(small_run, tmp_path, case):
     from nebula_keras3.training import trainer
     from nebula_keras3.training.warm_start import WarmStartError
@@ -145,9 +158,12 @@ def test_bad_sources_fail_before_anything_is_written(small_run, tmp_path, case):
         config_64 = {**json.loads((small_run / "config.json").read_text()), "image_size": 64}
         (source / "config.json").write_text(json.dumps(config_64))
     config = small_config() if case == "larger" else tiny_config() if case == "other-family" else config
+    if case == "not-the-size-it-grows":
+        config.grows_from = 16
     config.init_from = str(source)
     expected = {"missing": "does not exist", "loose-file": "checkpoints/ folder",
-                "larger": "cannot start a smaller", "other-family": "a nebula run cannot start a dcgan"}[case]
+                "larger": "cannot start a smaller", "other-family": "a nebula run cannot start a dcgan",
+                "not-the-size-it-grows": "grows a 16 px run, not a 32 px one"}[case]
     run = tmp_path / "run"
     with pytest.raises(WarmStartError, match=expected):
         trainer.train(config, run, **quiet)

@@ -53,6 +53,15 @@ PRESETS: dict[str, dict] = {
                   "r1_gamma": 0.1},
     "nebula256": {**_NEBULA, "mixed_precision": "auto", "image_size": 256, "ngf": 8, "ndf": 16,
                   "r1_gamma": 0.4},
+    # nebula128 grown from a nebula64 run (--init-from it): its maps and to_rgb_conv draw the image
+    # at 64 px, upscaled, and the 128 px stage adds a correction (rgb_skip); nebula64's whole D
+    # judges the image pooled to 64 px beside a fresh 128 px one. No R1: nebula64's D was trained
+    # without it, and R1 at nebula128's 0.1 flattened it to chance within a few epochs. ADA as in
+    # nebula64 (its p carries over): better than without at equal time (docs/RESULTS.md,
+    # "Growing with a skip generator and nebula64's D").
+    "grow128": {**_NEBULA, "mixed_precision": "auto", "ada_target": 0.6, "image_size": 128, "ngf": 8,
+                "ndf": 16, "rgb_skip": True, "d_coarse_size": 64, "d_coarse_ndf": _NEBULA["ndf"],
+                "grows_from": 64},
     # `make demo`: a short run on the built-in procedural nebulae (its time: docs/RESULTS.md,
     # "make demo and make test").
     "demo": {**_NEBULA, "image_size": 32, "epochs": 40, "num_procedural": 1024,
@@ -113,6 +122,7 @@ class TrainConfig:
     eval_every: int = 0  # score against the held-out images every K epochs; 0: never
     mixed_precision: str = "none"  # "bf16" / "fp16" / "auto": see nebula_keras3.training.precision
     init_from: str | None = None  # a run folder or checkpoint whose shared weights start this run (warm_start.py)
+    grows_from: int = 0  # this recipe starts from a run of this size (--init-from required); 0: any start
     extra: dict = field(default_factory=dict)
 
     @classmethod
@@ -152,6 +162,9 @@ class TrainConfig:
                 sizes = ", ".join(str(s) for s in coarse_sizes(self.image_size))
                 raise ValueError(f"d-coarse-size must be one of {sizes} at {self.image_size} px (0 = off), "
                                  f"got {self.d_coarse_size}")
+        if self.grows_from and not self.init_from:
+            raise ValueError(f"preset {self.preset} grows a {self.grows_from} px run into a {self.image_size} px "
+                             f"one: give --init-from RUN, a {self.grows_from} px run of the same family")
         if self.rgb_skip and self.model != "nebula":
             raise ValueError(f"rgb-skip is an option of the nebula generator, not the {self.model} one")
         if self.steps_per_epoch is not None and self.steps_per_epoch <= 0:

@@ -55,6 +55,9 @@ def check_source(source: str | Path, config) -> None:
         raise WarmStartError(f"--init-from {source}: a {source_config.model} run cannot start a "
                              f"{config.model} one (their layers differ)")
     _stage_shift(source, source_config.image_size, config.image_size)
+    if config.grows_from and source_config.image_size != config.grows_from:
+        raise WarmStartError(f"--init-from {source}: preset {config.preset} grows a {config.grows_from} px "
+                             f"run, not a {source_config.image_size} px one")
 
 
 def _stage_shift(source, source_size: int, image_size: int) -> int:
