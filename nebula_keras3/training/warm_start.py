@@ -1,8 +1,8 @@
 """``nebula train --init-from RUN``: start a new run from another run's weights.
 
 Two uses: fine-tuning (a run of the same preset on other photos starts from a trained one: every
-weight is copied) and growing a model (ProGAN's idea, without its fade-in): nebula64 into
-nebula128. Both sizes share the generator's maps from 4 to 64 px (layers named by resolution:
+weight is copied) and growing a model (ProGAN's idea): nebula64 into nebula128 (the
+``grow128`` preset; with ``--rgb-skip`` a zero-initialised correction plays the fade-in's part). Both sizes share the generator's maps from 4 to 64 px (layers named by resolution:
 ``up32_conv``...) and the discriminator's stages from the image down where their widths agree
 (layers numbered from the image: ``down{i}_...`` or ``block{i}_...``, so one doubling of the image
 size shifts ``i`` by one). Every weight whose counterpart in the source has the same shape is
