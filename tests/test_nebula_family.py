@@ -148,7 +148,7 @@ def test_bad_settings_are_clear_errors():
 
 
 @pytest.mark.parametrize("upsample,rgb_skip", [("bilinear", False), ("nearest", True)])
-def test_bilinear_generator_exports_with_parity(tmp_path, upsample, rgb_skip):
+def test_bilinear_resizes_export_with_parity(tmp_path, upsample, rgb_skip):
     # The bilinear stages (and --rgb-skip's bilinear upscale of the half-size image) export as
     # standard ONNX Resize (half-pixel linear) + Conv; ONNX Runtime and the SavedModel must
     # resize exactly as Keras does, edges included.
