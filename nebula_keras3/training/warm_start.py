@@ -118,8 +118,7 @@ def warm_start(gan, source: str | Path, image_size: int) -> WarmStart:
     except CheckpointError as e:
         raise WarmStartError(f"--init-from {source}: {e}") from None
     stored = dict(zip(header["names"], arrays))
-    into_coarse = (getattr(gan.discriminator, "coarse_size", 0) == source_size
-                   and not getattr(source_config, "d_coarse_size", 0))
+    into_coarse = getattr(gan.discriminator, "coarse_size", 0) == source_size and not source_config.d_coarse_size
 
     targets = [(v, False) for v in gan.generator.variables]
     if gan.generator_ema is not None:

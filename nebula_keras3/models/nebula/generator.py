@@ -131,16 +131,14 @@ class NebulaGenerator(keras.Model):
             if res in gates:
                 x = skip_layer_excitation(maps[gates[res]], x, f"sle{gates[res]}to{res}", seeded(seed, 100 + i * 2))
             maps[res] = x
+        rgb = Conv2D(3, 3, padding="same", kernel_initializer=init(99), name="to_rgb_conv")(
+            maps[image_size // 2] if rgb_skip else x)  # [B, S, S, 3], or [B, S/2, S/2, 3] with rgb_skip
         if rgb_skip:
-            half = Conv2D(3, 3, padding="same", kernel_initializer=init(99),
-                          name="to_rgb_conv")(maps[image_size // 2])  # [B, S/2, S/2, 3]
-            half = keras.layers.UpSampling2D(2, interpolation="bilinear", name="to_rgb_resize")(half)
-            x = Conv2D(3, 3, padding="same", kernel_initializer="zeros",
-                       name=f"to_rgb{image_size}_conv")(x)  # [B, S, S, 3]
-            x = keras.layers.Add(name="to_rgb_add")([half, x])
-        else:
-            x = Conv2D(3, 3, padding="same", kernel_initializer=init(99), name="to_rgb_conv")(x)
-        images = keras.layers.Activation("tanh", dtype="float32", name=layout.IMAGES)(x)  # [B, S, S, 3]
+            rgb = keras.layers.UpSampling2D(2, interpolation="bilinear", name="to_rgb_resize")(rgb)
+            correction = Conv2D(3, 3, padding="same", kernel_initializer="zeros",
+                                name=f"to_rgb{image_size}_conv")(x)  # [B, S, S, 3]
+            rgb = keras.layers.Add(name="to_rgb_add")([rgb, correction])
+        images = keras.layers.Activation("tanh", dtype="float32", name=layout.IMAGES)(rgb)  # [B, S, S, 3]
         kwargs.setdefault("name", "generator")
         super().__init__(inputs=z, outputs=images, **kwargs)
         self.image_size = image_size
