@@ -73,11 +73,11 @@ def tiny_run(tmp_path_factory) -> Path:
 
 def make_generator_run(folder: Path, *, image_size: int = 32, latent_dim: int = 16, ngf: int = 8,
                        bn_seed: int = 0, model: str = "dcgan", upsample: str = "nearest",
-                       rgb_skip: bool = False) -> Path:
+                       rgb_skip: int = 0) -> Path:
     """An untrained generator saved as a run folder, BatchNorm moving statistics perturbed.
 
     ``model="nebula"``: a NebulaGenerator (``upsample`` and ``rgb_skip`` as given, GLU, skip-layer
-    excitation; the full-size ``rgb_skip`` correction, zero at initialisation, drawn at random).
+    excitation; ``rgb_skip``'s corrections, zero at initialisation, drawn at random).
 
     Moving mean/variance far from 0/1 make a train-mode (batch statistics) export or
     sampler differ visibly from the inference-mode model, so such a bug cannot hide.
@@ -95,8 +95,8 @@ def make_generator_run(folder: Path, *, image_size: int = 32, latent_dim: int = 
     else:
         g = DCGANGenerator(image_size, latent_dim, ngf, seed=0)
     rng = np.random.default_rng(bn_seed)
-    if rgb_skip:
-        kernel = g.get_layer(f"to_rgb{image_size}_conv").kernel
+    for level in range(rgb_skip):
+        kernel = g.get_layer(f"to_rgb{image_size >> level}_conv").kernel
         kernel.assign(rng.normal(0.0, 0.2, kernel.shape).astype("float32"))
     for layer in g.layers:
         if isinstance(layer, keras.layers.BatchNormalization):

@@ -53,6 +53,24 @@ def test_train_bad_options_are_one_line_errors(tmp_path, args, message):
     assert "Traceback" not in result.output
 
 
+@pytest.mark.parametrize("args, levels", [(["--rgb-skip"], 1), (["--rgb-skip", "2"], 2),
+                                          (["--rgb-skip", "--d-coarse-size", "64"], 1), (["--rgb-skip", "0"], 0),
+                                          ([], None)])
+def test_rgb_skip_alone_is_one_level(args, levels):
+    from nebula_keras3.training.cli import train_command
+
+    assert train_command.make_context("train", list(args)).params["rgb_skip"] == levels
+
+
+def test_a_config_with_rgb_skip_as_a_flag_still_loads(tmp_path):
+    # runs written when --rgb-skip was a flag (one level) resume and grow as before
+    from nebula_keras3.training.config import TrainConfig
+
+    config = TrainConfig.from_preset("grow128").to_dict()
+    (tmp_path / "config.json").write_text(json.dumps({**config, "rgb_skip": True}))
+    assert TrainConfig.load(tmp_path / "config.json").rgb_skip == 1 == config["rgb_skip"]
+
+
 def test_resume_refuses_config_changes(tmp_path):
     result = invoke("train", "--resume", tmp_path, "--ngf", "4")
     assert result.exit_code != 0 and "drop --ngf" in result.output

@@ -66,6 +66,7 @@ def test_64px_defaults_parameter_counts():
     # nebula128 and nebula256 keep nebula64's maps up to 64 px and add narrow stages above them
     assert generator_widths(128, 8) == [256, 128, 64, 32, 16, 8]
     assert generator_widths(256, 8) == [256, 256, 128, 64, 32, 16, 8]
+    assert generator_widths(256, 4) == generator_widths(128, 8) + [4]  # grow256 on grow128
     assert count(g) == 1_802_963
     assert count(d) == 1_216_097
     sn = [l for l in d.layers if isinstance(l, SpectralNormalization)]
@@ -82,21 +83,30 @@ def test_dcgan_discriminator_spectral_norm_option():
     assert not DCGANDiscriminator(32, ndf=4).spectral_norm  # the reference stays as it was
 
 
-def test_rgb_skip_draws_the_half_size_image_and_adds_a_correction():
-    # --rgb-skip: tanh(bilinear x2 of the half-size to_rgb + the full-size stage's to_rgb), the
-    # latter zero at initialisation, so a new model draws the upscale of its half-size image.
-    g = NebulaGenerator(32, latent_dim=8, ngf=4, rgb_skip=True, seed=0)
+@pytest.mark.parametrize("levels", [1, 2])
+def test_rgb_skip_draws_the_smaller_image_and_adds_corrections(levels):
+    # --rgb-skip k: tanh(bilinear x2 ... of the 1/2^k-size to_rgb + each stage's to_rgb above),
+    # the latter zero at initialisation, so a new model draws the upscale of its smallest image.
+    g = NebulaGenerator(32, latent_dim=8, ngf=4, rgb_skip=levels, seed=0)
     assert g.output_shape == (None, 32, 32, 3)
-    assert g.get_layer("to_rgb_conv").output.shape[1:] == (16, 16, 3)
-    half = keras.Model(g.input, g.get_layer("to_rgb_conv").output)
+    base = 32 >> levels
+    assert g.get_layer("to_rgb_conv").output.shape[1:] == (base, base, 3)
+    small = keras.Model(g.input, g.get_layer("to_rgb_conv").output)
     z = np.random.default_rng(0).normal(size=(2, 8)).astype("float32")
-    upscaled = to_np(keras.layers.UpSampling2D(2, interpolation="bilinear")(half(z)))
+    upscaled = small(z)
+    for _ in range(levels):
+        upscaled = keras.layers.UpSampling2D(2, interpolation="bilinear")(upscaled)
+    upscaled = to_np(upscaled)
     np.testing.assert_allclose(to_np(g(z)), np.tanh(upscaled), atol=1e-6)
-    # the correction counts: once trained away from zero it changes the image
-    full = g.get_layer("to_rgb32_conv")
-    full.kernel.assign(np.full(full.kernel.shape, 0.05, "float32"))
-    assert np.abs(to_np(g(z)) - np.tanh(upscaled)).max() > 1e-3
+    # each correction counts: once trained away from zero it changes the image
+    for size in (32 >> level for level in range(levels)):
+        full = g.get_layer(f"to_rgb{size}_conv")
+        full.kernel.assign(np.full(full.kernel.shape, 0.05, "float32"))
+        assert np.abs(to_np(g(z)) - np.tanh(upscaled)).max() > 1e-3
+        full.kernel.assign(np.zeros(full.kernel.shape, "float32"))
     assert NebulaGenerator.from_config(g.get_config()).get_config() == g.get_config()
+    with pytest.raises(ValueError, match="rgb_skip must be 0..3 levels at 32 px, got 4"):
+        NebulaGenerator(32, latent_dim=8, ngf=4, rgb_skip=4)
 
 
 def test_depth_to_space_order_and_icnr_start():
@@ -120,7 +130,7 @@ def test_keras_round_trip(tmp_path):
     g = NebulaGenerator(32, latent_dim=8, ngf=4, upsample="subpixel", activation="glu", sle=True, seed=3)
     d = ResNetDiscriminator(32, ndf=4, spectral_norm=True, seed=4)
     assert g.get_config() == {"image_size": 32, "latent_dim": 8, "ngf": 4, "upsample": "subpixel",
-                              "activation": "glu", "sle": True, "rgb_skip": False, "seed": 3,
+                              "activation": "glu", "sle": True, "rgb_skip": 0, "seed": 3,
                               "name": "generator"}
     assert d.get_config() == {"image_size": 32, "ndf": 4, "spectral_norm": True, "seed": 4, "name": "discriminator"}
     z = np.random.default_rng(1).normal(size=(3, 8)).astype("float32")
@@ -139,7 +149,8 @@ def test_bad_settings_are_clear_errors():
                        (dict(d_coarse_size=32), "d-coarse-size must be one of 8, 16 at 32 px"),
                        (dict(d_coarse_size=16, discriminator="resnet"), "not 'resnet'"),
                        (dict(d_coarse_size=16, d_coarse_ndf=0), "d-coarse-ndf must be positive"),
-                       (dict(rgb_skip=True), "rgb-skip is an option of the nebula generator")):
+                       (dict(rgb_skip=1), "rgb-skip is an option of the nebula generator"),
+                       (dict(rgb_skip=4, model="nebula"), r"rgb-skip must be 0..3 levels at 32 px")):
         with pytest.raises(ValueError, match=match):
             tiny_config(**bad).validate()
 
@@ -147,7 +158,7 @@ def test_bad_settings_are_clear_errors():
 # ----------------------------------------------------------------- export and sampling
 
 
-@pytest.mark.parametrize("upsample,rgb_skip", [("bilinear", False), ("nearest", True)])
+@pytest.mark.parametrize("upsample,rgb_skip", [("bilinear", 0), ("nearest", 2)])
 def test_bilinear_resizes_export_with_parity(tmp_path, upsample, rgb_skip):
     # The bilinear stages (and --rgb-skip's bilinear upscale of the half-size image) export as
     # standard ONNX Resize (half-pixel linear) + Conv; ONNX Runtime and the SavedModel must

@@ -99,6 +99,43 @@ def test_growing_with_rgb_skip_and_a_coarse_d_starts_as_the_source_upscaled(smal
     assert not {"to_rgb_conv", "coarse0_conv", "coarse2_bn", "coarse_to_logit_conv"} & set(result.fresh)
 
 
+def test_a_grown_run_grows_again_one_level_up(small_run, tmp_path):
+    # grow128 -> grow256 in small: a 64 px run grown from the 32 px one (rgb_skip 1, coarse 32)
+    # grows into 128 px with rgb_skip 2 and a coarse stack at 64 px. The new G draws the
+    # source's images upscaled; the coarse stack is the source's full-size D (its own 32 px
+    # coarse stack has no place and is left out).
+    import keras
+
+    from nebula_keras3.training import trainer
+    from nebula_keras3.training.trainer import build_gan
+    from nebula_keras3.training.warm_start import warm_start
+
+    middle_config = grown_config(rgb_skip=1, d_coarse_size=32, d_coarse_ndf=8)
+    middle = tmp_path / "middle"
+    trainer.train(grown_config(rgb_skip=1, d_coarse_size=32, d_coarse_ndf=8, init_from=str(small_run)),
+                  middle, **quiet)
+    source = build_gan(middle_config)
+    warm_start(source, middle, 64)
+    gan = build_gan(tiny_config(model="nebula", image_size=128, ngf=2, ndf=4, ema_decay=0.9, rgb_skip=2,
+                                d_coarse_size=64, d_coarse_ndf=4))
+    result = warm_start(gan, middle, 128)
+
+    to_np = keras.ops.convert_to_numpy
+    z = np.random.default_rng(0).normal(size=(3, 16)).astype("float32")
+    for g, g_source in ((gan.generator, source.generator), (gan.generator_ema, source.generator_ema)):
+        small = to_np(g_source(z, training=False))  # [3, 64, 64, 3]
+        upscaled = to_np(keras.layers.UpSampling2D(2, interpolation="bilinear")(np.arctanh(small)))
+        np.testing.assert_allclose(to_np(g(z, training=False)), np.tanh(upscaled), atol=1e-5)
+
+    x = np.random.default_rng(1).uniform(-1, 1, size=(3, 128, 128, 3)).astype("float32")
+    pooled = x.reshape(3, 64, 2, 64, 2, 3).mean(axis=(2, 4))
+    logits = to_np(gan.discriminator(x, training=False))  # [3, 2]: 128 px, coarse 64 px
+    source_logits = to_np(source.discriminator(pooled, training=False))  # [3, 2]: 64 px, coarse 32 px
+    np.testing.assert_allclose(logits[:, 1], source_logits[:, 0], atol=1e-5)
+    assert {"to_rgb128_conv", "up128_conv", "down0_conv", "to_logit_conv"} <= set(result.fresh)
+    assert not {"to_rgb_conv", "to_rgb64_conv", "coarse0_conv", "coarse_to_logit_conv"} & set(result.fresh)
+
+
 def test_train_init_from_records_the_source_and_resume_does_not_reapply_it(small_run, tmp_path):
     from nebula_keras3.training import trainer
 
@@ -133,7 +170,7 @@ def test_the_grow128_preset_fits_a_nebula64_run():
 
     grown, source = TrainConfig.from_preset("grow128"), TrainConfig.from_preset("nebula64")
     assert grown.grows_from == source.image_size == grown.image_size // 2 == grown.d_coarse_size
-    assert grown.rgb_skip and grown.d_coarse_ndf == source.ndf and grown.discriminator == source.discriminator
+    assert grown.rgb_skip == 1 and grown.d_coarse_ndf == source.ndf and grown.discriminator == source.discriminator
     with pytest.raises(ValueError, match="preset grow128 grows a 64 px run into a 128 px one: give --init-from"):
         grown.validate()
     grown.init_from = "runs/n64"
@@ -182,3 +219,19 @@ def test_fine_tuning_at_the_same_size_copies_every_weight(small_run):
     models = [gan.generator, gan.generator_ema, gan.discriminator]
     for v in (v for m in models for v in m.variables):
         np.testing.assert_array_equal(np.asarray(v.numpy()), source[v.path], err_msg=v.path)
+
+
+def test_the_grow256_preset_fits_a_grow128_run():
+    # grow256 takes grow128's generator whole (the same maps per resolution, one skip level more)
+    # and grow128's 128 px D as its coarse stack.
+    from nebula_keras3.models.nebula.generator import generator_widths
+    from nebula_keras3.training.config import TrainConfig
+
+    grown, source = TrainConfig.from_preset("grow256"), TrainConfig.from_preset("grow128")
+    assert grown.grows_from == source.image_size == grown.image_size // 2 == grown.d_coarse_size
+    assert generator_widths(grown.image_size, grown.ngf)[:-1] == generator_widths(source.image_size, source.ngf)
+    assert grown.rgb_skip == source.rgb_skip + 1 and grown.d_coarse_ndf == source.ndf
+    assert (grown.latent_dim, grown.sle, grown.g_activation, grown.upsample) == (
+        source.latent_dim, source.sle, source.g_activation, source.upsample)
+    with pytest.raises(ValueError, match="preset grow256 grows a 128 px run into a 256 px one: give --init-from"):
+        grown.validate()

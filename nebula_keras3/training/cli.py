@@ -53,10 +53,12 @@ RUN_OPTIONS = [
     _opt("--g-activation", "g_activation", click.Choice(G_ACTIVATIONS), "Nebula generator's activation"),
     click.option("--sle/--no-sle", default=None,
                  help=f"Nebula generator's skip-layer excitation ({preset_defaults('sle')})."),
-    click.option("--rgb-skip/--no-rgb-skip", default=None,
-                 help="Nebula generator: draw the image at half size too (the layers of the preset half "
-                      "this size) and add the full-size stage to its bilinear upscale, so --init-from a "
-                      f"run of that size starts at its images ({preset_defaults('rgb_skip')})."),
+    click.option("--rgb-skip", "rgb_skip", type=click.IntRange(min=0), is_flag=False, flag_value=1, default=None,
+                 metavar="[LEVELS]",
+                 help="Nebula generator: draw the image at 1/2^LEVELS of the size (alone: 1 level, half size) "
+                      "and let each stage above add a correction to its bilinear upscale, so --init-from a "
+                      "run half this size with LEVELS - 1 starts at its images; 0 = off "
+                      f"({preset_defaults('rgb_skip')})."),
     _opt("--discriminator", "discriminator", click.Choice(DISCRIMINATORS), "Discriminator architecture"),
     _opt("--ndf", "ndf", click.IntRange(min=1), "Discriminator width"),
     _opt("--d-coarse-size", "d_coarse_size", click.IntRange(min=0),

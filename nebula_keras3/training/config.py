@@ -14,6 +14,7 @@ from nebula_keras3.models.options import (  # the models' own options, validated
     SUPPORTED_SIZES,
     UPSAMPLE_MODES,
     coarse_sizes,
+    num_stages,
 )
 
 LOSSES = ("bce", "hinge")
@@ -32,6 +33,9 @@ _NEBULA = {
     "loss": "bce", "diffaugment": "color,translation", "ema_decay": 0.99,
     "r1_gamma": 0.0, "r1_every": 16, "beta_1": 0.5, "beta_2": 0.99,
 }
+
+_GROW128 = {**_NEBULA, "mixed_precision": "auto", "ada_target": 0.6, "image_size": 128, "ngf": 8, "ndf": 16,
+            "rgb_skip": 1, "d_coarse_size": 64, "d_coarse_ndf": _NEBULA["ndf"], "grows_from": 64}
 
 # Each preset only lists what it changes from TrainConfig's defaults.
 PRESETS: dict[str, dict] = {
@@ -59,9 +63,14 @@ PRESETS: dict[str, dict] = {
     # without it, and R1 at nebula128's 0.1 flattened it to chance within a few epochs. ADA as in
     # nebula64 (its p carries over): better than without at equal time (docs/RESULTS.md,
     # "Growing with a skip generator and nebula64's D").
-    "grow128": {**_NEBULA, "mixed_precision": "auto", "ada_target": 0.6, "image_size": 128, "ngf": 8,
-                "ndf": 16, "rgb_skip": True, "d_coarse_size": 64, "d_coarse_ndf": _NEBULA["ndf"],
-                "grows_from": 64},
+    "grow128": _GROW128,
+    # nebula256 grown from a grow128 run the same way, one level up: grow128's generator (ngf 8 at
+    # 128 px is ngf 4 at 256 px) with a 4-channel 256 px stage adding a correction to its upscaled
+    # image (rgb_skip 2); grow128's 128 px D as the coarse stack (its own 64 px coarse stack is
+    # left out) beside a fresh 256 px one of nebula256's width (docs/RESULTS.md, "nebula256 grown
+    # from grow128").
+    "grow256": {**_GROW128, "image_size": 256, "ngf": _GROW128["ngf"] // 2, "rgb_skip": _GROW128["rgb_skip"] + 1,
+                "d_coarse_size": 128, "d_coarse_ndf": _GROW128["ndf"], "grows_from": 128},
     # `make demo`: a short run on the built-in procedural nebulae (its time: docs/RESULTS.md,
     # "make demo and make test").
     "demo": {**_NEBULA, "image_size": 32, "epochs": 40, "num_procedural": 1024,
@@ -90,7 +99,7 @@ class TrainConfig:
     upsample: str = "nearest"  # nearest (UpSampling2D + 3x3 conv) | subpixel (3x3 conv + depth-to-space)
     g_activation: str = "glu"  # glu | lrelu
     sle: bool = True  # FastGAN skip-layer excitation
-    rgb_skip: bool = False  # draw the image at half size too; the full-size stage adds a correction
+    rgb_skip: int = 0  # skip-generator levels: draw the image at 1/2^k size, each stage above adds a correction
     # discriminator
     discriminator: str = "dcgan"  # dcgan | resnet
     spectral_norm: bool = False
@@ -167,6 +176,9 @@ class TrainConfig:
                              f"one: give --init-from RUN, a {self.grows_from} px run of the same family")
         if self.rgb_skip and self.model != "nebula":
             raise ValueError(f"rgb-skip is an option of the nebula generator, not the {self.model} one")
+        if not 0 <= self.rgb_skip <= num_stages(self.image_size):
+            raise ValueError(f"rgb-skip must be 0..{num_stages(self.image_size)} levels at {self.image_size} px "
+                             f"(the image drawn at {self.image_size} / 2^levels px, at least 4), got {self.rgb_skip}")
         if self.steps_per_epoch is not None and self.steps_per_epoch <= 0:
             raise ValueError(f"steps-per-epoch must be positive, got {self.steps_per_epoch}")
         if not 0.0 <= self.holdout < 1.0:
@@ -206,6 +218,8 @@ class TrainConfig:
         unknown = set(data) - known
         if unknown:
             raise ValueError(f"unknown config keys: {', '.join(sorted(unknown))}")
+        if isinstance(data.get("rgb_skip"), bool):  # written when it was one level at most
+            data = {**data, "rgb_skip": int(data["rgb_skip"])}
         return cls(**data)
 
     @classmethod

@@ -1,19 +1,20 @@
 """``nebula train --init-from RUN``: start a new run from another run's weights.
 
 Two uses: fine-tuning (a run of the same preset on other photos starts from a trained one: every
-weight is copied) and growing a model (ProGAN's idea): nebula64 into nebula128 (the
-``grow128`` preset; with ``--rgb-skip`` a zero-initialised correction plays the fade-in's part). Both sizes share the generator's maps from 4 to 64 px (layers named by resolution:
-``up32_conv``...) and the discriminator's stages from the image down where their widths agree
-(layers numbered from the image: ``down{i}_...`` or ``block{i}_...``, so one doubling of the image
-size shifts ``i`` by one). Every weight whose counterpart in the source has the same shape is
-copied (the raw generator, its EMA copy, the discriminator, BatchNorm statistics and ADA's p); the
-rest keep their fresh, seeded initialisation, and ``WarmStart.fresh`` names them. Where this
-model's discriminator has a coarse stack at the source's size (``--d-coarse-size``) and the
-source's has none, the source's discriminator becomes that stack whole (``down{i}_`` ->
-``coarse{i}_``, its head -> ``coarse_to_logit_conv``) and the full-size stack starts fresh:
-with ``--rgb-skip`` the grown model starts as the source, upscaled, judged by the source's own
-D at the source's size. The optimizers,
-the latent seed generator and the step counter start fresh: this is a new run.
+weight is copied) and growing a model (ProGAN's idea): nebula64 into nebula128 (the ``grow128``
+preset) and that into 256 px (``grow256``); with ``--rgb-skip`` a zero-initialised correction
+plays the fade-in's part. Both sizes share the generator's maps from 4 px up (layers named by
+resolution: ``up32_conv``...) and the discriminator's stages from the image down where their
+widths agree (layers numbered from the image: ``down{i}_...`` or ``block{i}_...``, so one
+doubling of the image size shifts ``i`` by one). Every weight whose counterpart in the source has
+the same shape is copied (the raw generator, its EMA copy, the discriminator, BatchNorm statistics
+and ADA's p); the rest keep their fresh, seeded initialisation, and ``WarmStart.fresh`` names them.
+Where this model's discriminator has a coarse stack at the source's size (``--d-coarse-size``),
+the source's full-size discriminator becomes that stack whole (``down{i}_`` -> ``coarse{i}_``,
+its head -> ``coarse_to_logit_conv``; a coarse stack of the source's own has no place and is left
+out) and the full-size stack starts fresh: with ``--rgb-skip`` the grown model starts as the
+source, upscaled, judged by the source's own D at the source's size. The optimizers, the latent
+seed generator and the step counter start fresh: this is a new run.
 """
 
 from __future__ import annotations
@@ -95,7 +96,7 @@ def _source_name(path: str, is_discriminator: bool, shift: int, into_coarse: boo
     """The source's name for target variable ``path``; None: no counterpart."""
     if not is_discriminator:
         return path
-    if into_coarse:  # the source's whole D is the coarse stack; the full-size stack has none
+    if into_coarse:  # the source's full-size D is the coarse stack; the full-size stack has none
         m = _COARSE.match(path)
         if m is None:
             return None
@@ -118,7 +119,7 @@ def warm_start(gan, source: str | Path, image_size: int) -> WarmStart:
     except CheckpointError as e:
         raise WarmStartError(f"--init-from {source}: {e}") from None
     stored = dict(zip(header["names"], arrays))
-    into_coarse = getattr(gan.discriminator, "coarse_size", 0) == source_size and not source_config.d_coarse_size
+    into_coarse = getattr(gan.discriminator, "coarse_size", 0) == source_size
 
     targets = [(v, False) for v in gan.generator.variables]
     if gan.generator_ema is not None:

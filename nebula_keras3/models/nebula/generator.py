@@ -9,17 +9,20 @@ from nebula_keras3.models.common import BatchNorm, Conv2D, seeded
 from nebula_keras3.models.nebula.layers import GLU, ICNR, DepthToSpace, NearestUpsampleConv2D
 from nebula_keras3.models.options import G_ACTIVATIONS, UPSAMPLE_MODES, num_stages
 
-MAX_WIDTH_MULT = 32  # widest map: ngf * 32 (the 4x4 one at 128 px, and 4x4 + 8x8 at 256 px)
+MAX_WIDTH_MULT = 32  # widest map: ngf * 32 (the 4x4 one at 128 px, and 4x4 + 8x8 at 256 px) ...
+MIN_MAX_WIDTH = 256  # ... but never capped below 256 channels (it binds only at 256 px, for ngf < 8)
 
 
 def generator_widths(image_size: int, ngf: int) -> list[int]:
     """Channels of the 4x4, 8x8, ..., image_size maps: ngf at full size, doubling per halving.
 
     64 px, ngf 16: [256, 128, 64, 32, 16]; 128 px, ngf 8: [256, 128, 64, 32, 16, 8] (the
-    64 px maps of nebula64 plus an 8-channel 128 px stage); 256 px, ngf 8: [256, 256, 128, ..., 8].
+    64 px maps of nebula64 plus an 8-channel 128 px stage); 256 px, ngf 8: [256, 256, 128, ..., 8];
+    256 px, ngf 4: [256, 128, ..., 8, 4] (the 128 px maps of ngf 8 plus a 4-channel 256 px stage).
     """
     n = num_stages(image_size)
-    return [ngf * min(2 ** (n - i), MAX_WIDTH_MULT) for i in range(n + 1)]
+    widest = max(ngf * MAX_WIDTH_MULT, MIN_MAX_WIDTH)
+    return [min(ngf * 2 ** (n - i), widest) for i in range(n + 1)]
 
 
 def sle_pairs(image_size: int) -> list[tuple[int, int]]:
@@ -59,15 +62,17 @@ class NebulaGenerator(keras.Model):
                                          -> [B, 32, 32, 32]   * SLE gate from the 4x4 map
                                          -> [B, 64, 64, 16]   * SLE gate from the 4x4 map
         conv 3x3 + tanh                  -> [B, 64, 64, 3]      (float32)
-    With ``rgb_skip`` the image is drawn twice (StyleGAN2's skip generator, one level): at
-    128 px, ngf=8,
+    With ``rgb_skip`` = k the image is drawn at 1/2^k of the size and each of the k stages above
+    adds a correction (StyleGAN2's skip generator over the top k levels): at 128 px, ngf=8, k=1,
         to_rgb_conv on the 64 px map     -> [B, 64, 64, 3]      (nebula64's image, before tanh)
         bilinear x2                      -> [B, 128, 128, 3]
         + to_rgb128_conv on the 128 px map (zero-initialised: a correction)
         tanh                             -> [B, 128, 128, 3]
-    so the half-size layers are those of a model half the size, and a run of that model,
-    copied in (``--init-from``), starts this one at the bilinear upscale of its own images
-    instead of at noise (ProGAN's growing, where the fade-in is the learnt correction).
+    and at 256 px, ngf=4, k=2, the same 128 px sum (before tanh), bilinear x2, + to_rgb256_conv
+    on the 256 px map. So the layers below the top stage are those of the model half the size
+    with k - 1 levels, and a run of that model, copied in (``--init-from``), starts this one at
+    the bilinear upscale of its own images instead of at noise (ProGAN's growing, where the
+    fade-in is the learnt correction).
     "x2 up" is ``upsample="nearest"`` (nearest x2 upsampling then a 3x3 conv at the new size,
     one ``NearestUpsampleConv2D``, computed in the backend's faster exact form) or
     ``"subpixel"`` (a 3x3 conv to 4x the channels at the old size, ICNR-initialised, then
@@ -83,12 +88,13 @@ class NebulaGenerator(keras.Model):
         upsample: "nearest", "subpixel" or "bilinear".
         activation: "glu" (FastGAN: convs give 2C channels, gated to C) or "lrelu" (LeakyReLU 0.2).
         sle: add FastGAN skip-layer excitation (low-res maps gate high-res channels).
-        rgb_skip: draw the image at half size too and add the full-size stage as a correction.
+        rgb_skip: levels of the skip generator: 0 draws the image from the full-size map only; k
+            draws it at 1/2^k of the size, and each stage above adds a correction to its x2 upscale.
         seed: seed for the weight initialisers (None: Keras' global RNG).
     """
 
     def __init__(self, image_size=64, latent_dim=100, ngf=16, upsample="nearest", activation="glu",
-                 sle=True, rgb_skip=False, seed=None, **kwargs):
+                 sle=True, rgb_skip=0, seed=None, **kwargs):
         if upsample not in UPSAMPLE_MODES:
             raise ValueError(f"upsample must be one of {UPSAMPLE_MODES}, got {upsample!r}")
         if activation not in G_ACTIVATIONS:
@@ -131,13 +137,17 @@ class NebulaGenerator(keras.Model):
             if res in gates:
                 x = skip_layer_excitation(maps[gates[res]], x, f"sle{gates[res]}to{res}", seeded(seed, 100 + i * 2))
             maps[res] = x
+        rgb_skip = int(rgb_skip)  # a bool in configs written when it was one level at most
+        if not 0 <= rgb_skip <= len(widths) - 1:
+            raise ValueError(f"rgb_skip must be 0..{len(widths) - 1} levels at {image_size} px, got {rgb_skip}")
+        base = image_size // 2**rgb_skip
         rgb = Conv2D(3, 3, padding="same", kernel_initializer=init(99), name="to_rgb_conv")(
-            maps[image_size // 2] if rgb_skip else x)  # [B, S, S, 3], or [B, S/2, S/2, 3] with rgb_skip
-        if rgb_skip:
-            rgb = keras.layers.UpSampling2D(2, interpolation="bilinear", name="to_rgb_resize")(rgb)
+            maps[base])  # [B, S/2^k, S/2^k, 3]
+        for res in (base * 2**i for i in range(1, rgb_skip + 1)):
+            rgb = keras.layers.UpSampling2D(2, interpolation="bilinear", name=f"to_rgb{res}_resize")(rgb)
             correction = Conv2D(3, 3, padding="same", kernel_initializer="zeros",
-                                name=f"to_rgb{image_size}_conv")(x)  # [B, S, S, 3]
-            rgb = keras.layers.Add(name="to_rgb_add")([rgb, correction])
+                                name=f"to_rgb{res}_conv")(maps[res])  # [B, res, res, 3]
+            rgb = keras.layers.Add(name=f"to_rgb{res}_add")([rgb, correction])  # [B, res, res, 3]
         images = keras.layers.Activation("tanh", dtype="float32", name=layout.IMAGES)(rgb)  # [B, S, S, 3]
         kwargs.setdefault("name", "generator")
         super().__init__(inputs=z, outputs=images, **kwargs)
