@@ -134,6 +134,8 @@ def test_a_grown_run_grows_again_one_level_up(small_run, tmp_path):
     np.testing.assert_allclose(logits[:, 1], source_logits[:, 0], atol=1e-5)
     assert {"to_rgb128_conv", "up128_conv", "down0_conv", "to_logit_conv"} <= set(result.fresh)
     assert not {"to_rgb_conv", "to_rgb64_conv", "coarse0_conv", "coarse_to_logit_conv"} & set(result.fresh)
+    assert {"coarse0_conv", "coarse_to_logit_conv"} <= set(result.left_out)
+    assert "left out of the source: coarse0_conv" in result.describe()
 
 
 def test_train_init_from_records_the_source_and_resume_does_not_reapply_it(small_run, tmp_path):

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from nebula_keras3.artifacts import CONFIG_FILE
@@ -42,11 +42,13 @@ class WarmStart:
     image_size: int  # its run's image size
     copied: int  # variables copied
     fresh: list[str]  # layers that kept their initialisation (first path component)
+    left_out: list[str] = field(default_factory=list)  # source layers with no place here
 
     def describe(self) -> str:
         fresh = ", ".join(self.fresh) if self.fresh else "none"
-        return (f"initialised from {self.source} (epoch {self.epoch}, {self.image_size} px): "
+        text = (f"initialised from {self.source} (epoch {self.epoch}, {self.image_size} px): "
                 f"{self.copied} weights copied; fresh layers: {fresh}")
+        return text + (f"; left out of the source: {', '.join(self.left_out)}" if self.left_out else "")
 
 
 def check_source(source: str | Path, config) -> None:
@@ -142,4 +144,6 @@ def warm_start(gan, source: str | Path, image_size: int) -> WarmStart:
     if not generator_copied:
         raise WarmStartError(f"--init-from {source}: no generator weight of it fits this model "
                              "(a different family or width?)")
-    return WarmStart(path, int(header["epoch"]), source_size, copied, fresh)
+    # growing into a coarse stack: the source's own coarse stack (if any) judged a smaller image
+    left_out = sorted({n.split("/")[0] for n in stored if _COARSE.match(n)}) if into_coarse else []
+    return WarmStart(path, int(header["epoch"]), source_size, copied, fresh, left_out)
