@@ -110,11 +110,10 @@ def test_a_grown_run_grows_again_one_level_up(small_run, tmp_path):
     from nebula_keras3.training.trainer import build_gan
     from nebula_keras3.training.warm_start import warm_start
 
-    middle_config = grown_config(rgb_skip=1, d_coarse_size=32, d_coarse_ndf=8)
+    middle_config = grown_config(rgb_skip=1, d_coarse_size=32, d_coarse_ndf=8, init_from=str(small_run))
     middle = tmp_path / "middle"
-    trainer.train(grown_config(rgb_skip=1, d_coarse_size=32, d_coarse_ndf=8, init_from=str(small_run)),
-                  middle, **quiet)
-    source = build_gan(middle_config)
+    trainer.train(middle_config, middle, **quiet)
+    source = build_gan(middle_config)  # its trained state, as a model
     warm_start(source, middle, 64)
     gan = build_gan(tiny_config(model="nebula", image_size=128, ngf=2, ndf=4, ema_decay=0.9, rgb_skip=2,
                                 d_coarse_size=64, d_coarse_ndf=4))

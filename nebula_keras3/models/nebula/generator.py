@@ -138,8 +138,8 @@ class NebulaGenerator(keras.Model):
                 x = skip_layer_excitation(maps[gates[res]], x, f"sle{gates[res]}to{res}", seeded(seed, 100 + i * 2))
             maps[res] = x
         rgb_skip = int(rgb_skip)  # a bool in configs written when it was one level at most
-        if not 0 <= rgb_skip <= len(widths) - 1:
-            raise ValueError(f"rgb_skip must be 0..{len(widths) - 1} levels at {image_size} px, got {rgb_skip}")
+        if not 0 <= rgb_skip <= num_stages(image_size):
+            raise ValueError(f"rgb_skip must be 0..{num_stages(image_size)} levels at {image_size} px, got {rgb_skip}")
         base = image_size // 2**rgb_skip
         rgb = Conv2D(3, 3, padding="same", kernel_initializer=init(99), name="to_rgb_conv")(
             maps[base])  # [B, S/2^k, S/2^k, 3]
