@@ -10,8 +10,8 @@ runs and resumes stay exact.
 
 The folder is bounded here, once per process, not by JAX: with JAX's own size limit
 (``jax_compilation_cache_max_size``) every program written lists, stats and reads a time
-stamp of every entry, so each compile costs more the fuller the cache is (a few hundred
-milliseconds per program at a few thousand entries; ``bench/compile_cache_bench.py``).
+stamp of every entry, so each compile costs more the fuller the cache is
+(``bench/compile_cache_bench.py``; docs/RESULTS.md, "JAX's compile cache").
 :func:`trim_cache` drops the least recently used entries (by the files' access or
 modification time, whichever is later) when the folder is over :data:`MAX_BYTES`.
 
