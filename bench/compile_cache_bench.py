@@ -14,7 +14,7 @@ then in each round times, in fresh processes back to back:
 
 * ``no cache``: ``--programs`` distinct small programs compiled with no persistent cache
   (the reference);
-* ``JAX's limit``: the same with the cache on that folder and JAX's limit at 2 GiB (what
+* ``JAX's limit``: the same with the cache on that folder and JAX's limit at ``MAX_BYTES`` (what
   ``enable_jax_compile_cache`` set before);
 * ``trim at start``: the same after ``enable_jax_compile_cache`` (trim once, no limit in JAX).
 
@@ -41,12 +41,12 @@ import os, sys, time
 mode, cache, programs, offset = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 os.environ["KERAS_BACKEND"] = "jax"
 import jax, jax.numpy as jnp
+from nebula_keras3.training.compile_cache import MAX_BYTES, enable_jax_compile_cache
 if mode == "jax-limit":
     jax.config.update("jax_compilation_cache_dir", cache)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-    jax.config.update("jax_compilation_cache_max_size", 2 * 1024**3)
+    jax.config.update("jax_compilation_cache_max_size", MAX_BYTES)
 elif mode == "trim":
-    from nebula_keras3.training.compile_cache import enable_jax_compile_cache
     enable_jax_compile_cache(cache)
 jnp.ones(1).block_until_ready()  # backend start-up, outside the timing
 t = time.perf_counter()
@@ -69,7 +69,7 @@ def fill(folder: Path, entries: int) -> None:
 
 
 def run(mode: str, folder: Path, programs: int, offset: int) -> float:
-    env = {**os.environ, "XLA_FLAGS": os.environ.get("XLA_FLAGS", ""), "NEBULA_JAX_CACHE": "1"}
+    env = {**os.environ, "NEBULA_JAX_CACHE": "1"}
     env.pop("JAX_COMPILATION_CACHE_DIR", None)
     out = subprocess.run([sys.executable, "-c", WORKER, mode, str(folder), str(programs), str(offset)],
                          env=env, capture_output=True, text=True, check=True)

@@ -20,10 +20,10 @@ PROGRAM = (
 )
 
 
-def run_program(tmp_path, **env_vars):
+def run_program(tmp_path, program=PROGRAM, **env_vars):
     env = {k: v for k, v in os.environ.items() if k not in ("JAX_COMPILATION_CACHE_DIR", "NEBULA_JAX_CACHE")}
     env.update(KERAS_BACKEND="jax", NEBULA_CACHE_DIR=str(tmp_path / "cache"), **env_vars)
-    out = subprocess.run([sys.executable, "-c", PROGRAM], env=env, capture_output=True, text=True, timeout=300)
+    out = subprocess.run([sys.executable, "-c", program], env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     return out.stdout.strip().splitlines()[-1]
 
@@ -67,10 +67,7 @@ def test_the_cache_is_trimmed_at_start_and_not_scanned_on_every_write(tmp_path):
     for i in range(4):
         (cache / f"jit_old-{i:04x}-cache").write_bytes(b"x" * 1000)
     program = PROGRAM.replace("enable_jax_compile_cache()", "enable_jax_compile_cache(max_bytes=2500)")
-    env = {k: v for k, v in os.environ.items() if k not in ("JAX_COMPILATION_CACHE_DIR", "NEBULA_JAX_CACHE")}
-    env.update(KERAS_BACKEND="jax", NEBULA_CACHE_DIR=str(tmp_path / "cache"))
-    out = subprocess.run([sys.executable, "-c", program], env=env, capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr
+    assert run_program(tmp_path, program) == str(cache)
     names = [p.name for p in cache.iterdir()]
     assert len([n for n in names if n.startswith("jit_old-")]) == 2
     assert any(n.endswith("-cache") and not n.startswith("jit_old-") for n in names)  # the new program
