@@ -35,16 +35,31 @@ def real_data() -> Path:
     return path
 
 
+def session_tmp(tmp_path_factory) -> Path:
+    """A folder shared by the whole test session: by every pytest-xdist worker, where there are several."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _isolated_cache(tmp_path_factory):
     """Keep the image and compile caches of the test session out of the user's home."""
     old = os.environ.get("NEBULA_CACHE_DIR")
     os.environ["NEBULA_CACHE_DIR"] = str(tmp_path_factory.mktemp("nebula-cache"))
-    # Under JAX, what one test compiles the next one loads (as `nebula train` does across runs);
-    # subprocesses inherit NEBULA_CACHE_DIR and share the same folder.
-    from nebula_keras3.training.compile_cache import enable_jax_compile_cache
+    # Under JAX, what one test compiles the next one loads (as `nebula train` does across runs),
+    # in this process, its subprocesses and the other pytest-xdist workers: one folder for the
+    # whole session (JAX's key holds the folder's path, so one folder is also one set of keys).
+    import keras
 
-    enable_jax_compile_cache()
+    if keras.backend.backend() == "jax" and not os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+        import jax
+
+        shared = session_tmp(tmp_path_factory) / "jax-compile-cache"
+        shared.mkdir(exist_ok=True)
+        settings = {"jax_compilation_cache_dir": str(shared), "jax_persistent_cache_min_compile_time_secs": 0.0}
+        for name, value in settings.items():
+            os.environ[name.upper()] = str(value)  # for subprocesses
+            jax.config.update(name, value)
     yield
     if old is None:
         os.environ.pop("NEBULA_CACHE_DIR", None)
@@ -120,6 +135,21 @@ def forward_runs_at(size: int) -> bool:
     import keras
 
     return keras.backend.backend() != "jax" or size <= JAX_EAGER_MAX_SIZE
+
+
+# Under JAX and torch an export runs in the TensorFlow worker process (export/api.py: every
+# backend but TensorFlow), from the run's .keras file, which is the same whichever backend wrote
+# it. A test of that worker's own path (its errors, its CLI, one more layer's parity) runs under
+# TensorFlow (in process) and torch (the worker); under JAX it would only repeat torch's. Export
+# tests that compare with the JAX model's own output, or export a JAX-trained run, still run.
+def _backend_is_jax() -> bool:
+    import keras
+
+    return keras.backend.backend() == "jax"
+
+
+same_worker_path_as_torch = pytest.mark.skipif(
+    _backend_is_jax(), reason="the export worker's own path: the same under torch, which runs it")
 
 
 # The files that take longest (about 20-90 s each under one backend or another), longest first.

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import conftest
 import pytest
+from conftest import same_worker_path_as_torch
 
 pytest.importorskip("tensorflow")
 pytest.importorskip("tf2onnx")
@@ -30,13 +31,6 @@ from nebula_keras3.sampling.latents import latents_from_seeds  # noqa: E402
 
 LATENT, SIZE = 16, 32
 REPO = Path(__file__).resolve().parents[1]
-
-# Under jax and torch an export runs in the TensorFlow worker process, by the same code
-# (export/api.py: every backend but TensorFlow). Its error paths run under TensorFlow (in this
-# process) and torch (the worker); under JAX they would only repeat torch's.
-same_worker_path_as_torch = pytest.mark.skipif(
-    keras.backend.backend() == "jax", reason="the export worker's error path: the same under torch, which runs it")
-
 
 def make_generator_run(folder: Path) -> Path:
     return conftest.make_generator_run(folder, image_size=SIZE, latent_dim=LATENT, bn_seed=0)
@@ -239,6 +233,7 @@ def _cli(*args, env_backend=None, timeout=300):
                           env=env, capture_output=True, text=True, timeout=timeout, cwd=REPO)
 
 
+@same_worker_path_as_torch
 def test_cli_onnx_only(run_dir, tmp_path):
     """`nebula export RUN --onnx out.onnx` under the current backend prints facts and files."""
     proc = _cli(run_dir, "--onnx", tmp_path / "out.onnx")

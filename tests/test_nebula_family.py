@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 import pytest
-from conftest import forward_runs_at, make_generator_run, tiny_config
+from conftest import forward_runs_at, make_generator_run, same_worker_path_as_torch, tiny_config
 
 from nebula_keras3.models import NebulaGenerator, ResNetDiscriminator
 from nebula_keras3.models.nebula.generator import generator_widths
@@ -158,6 +158,7 @@ def test_bad_settings_are_clear_errors():
 # ----------------------------------------------------------------- export and sampling
 
 
+@same_worker_path_as_torch
 @pytest.mark.parametrize("upsample,rgb_skip", [("bilinear", 0), ("nearest", 2)])
 def test_bilinear_resizes_export_with_parity(tmp_path, upsample, rgb_skip):
     # The bilinear stages (and --rgb-skip's bilinear upscale of the half-size image) export as

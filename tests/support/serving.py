@@ -7,6 +7,7 @@ scripts import this module with ``tests/`` on ``sys.path``.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
@@ -56,24 +57,30 @@ _EXPORT_SCRIPT = textwrap.dedent(
 
 def make_export(root, *, image_size: int = 32, latent_dim: int = 16, ngf: int = 8, versions=(1, 2),
                 parity: bool = False, timeout: float = 600) -> Path:
-    """Export untrained DCGAN generators as versions under ``root/models/nebula``; returns that model dir."""
+    """Export untrained DCGAN generators as versions under ``root/models/nebula``; returns that model dir.
+
+    Made once per ``root``: processes that ask for the same ``root`` at once (pytest-xdist
+    workers sharing it) wait for the first one's export. The tests only read it."""
     root = Path(root)
     model_dir = root / "models" / layout.DEFAULT_MODEL_NAME
     done = root / "export.done"
-    if done.is_file():
-        return model_dir
-    if root.exists():
-        shutil.rmtree(root)
-    root.mkdir(parents=True)
-    env = dict(os.environ, KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
-    proc = subprocess.run(
-        [sys.executable, "-c", _EXPORT_SCRIPT, str(root), str(image_size), str(latent_dim), str(ngf),
-         ",".join(map(str, versions)), "1" if parity else "0"],
-        env=env, capture_output=True, text=True, timeout=timeout,
-    )
-    if proc.returncode != 0:
-        raise RuntimeError(f"test export failed:\n{proc.stderr[-3000:]}")
-    done.write_text("ok\n")
+    root.parent.mkdir(parents=True, exist_ok=True)
+    with open(root.parent / f"{root.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if done.is_file():
+            return model_dir
+        if root.exists():
+            shutil.rmtree(root)
+        root.mkdir(parents=True)
+        env = dict(os.environ, KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
+        proc = subprocess.run(
+            [sys.executable, "-c", _EXPORT_SCRIPT, str(root), str(image_size), str(latent_dim), str(ngf),
+             ",".join(map(str, versions)), "1" if parity else "0"],
+            env=env, capture_output=True, text=True, timeout=timeout,
+        )
+        if proc.returncode != 0:
+            raise RuntimeError(f"test export failed:\n{proc.stderr[-3000:]}")
+        done.write_text("ok\n")
     return model_dir
 
 
