@@ -11,9 +11,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 # XLA's CPU compiler under JAX set for compile time: the suite's models are tiny, so it is
 # compile time, not run time, that the tests wait on. Optimisation level 0 (a jax.random.normal
-# of a new shape, as each initialiser draws, compiles in ~0.3 s instead of 1-2 s), and the
-# elemental emitters instead of the MLIR fusion emitters (a GAN train step compiles in less than
-# half the time; docs/RESULTS.md, "make demo and make test"). Results are checked within the same
+# of a new shape, as each initialiser draws, compiles several times faster), and the elemental
+# emitters instead of the MLIR fusion emitters (a GAN train step compiles in about half the time;
+# docs/RESULTS.md, "make demo and make test"). Results are checked within the same
 # flags (resume vs straight, 2 devices vs 1) or to tolerances, never to stored bits. Set before
 # JAX starts; subprocesses inherit them. A flag already in XLA_FLAGS is left as it is.
 TEST_XLA_FLAGS = {"xla_backend_optimization_level": "0", "xla_cpu_use_fusion_emitters": "false"}
