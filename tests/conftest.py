@@ -54,17 +54,15 @@ def _isolated_cache(tmp_path_factory):
     # Under JAX, what one test compiles the next one loads (as `nebula train` does across runs),
     # in this process, its subprocesses and the other pytest-xdist workers: one folder for the
     # whole session (JAX's key holds the folder's path, so one folder is also one set of keys).
-    import keras
+    # Subprocesses get the folder and its settings as a user's own JAX cache (compile_cache.py).
+    from nebula_keras3.training.compile_cache import enable_jax_compile_cache
 
-    if keras.backend.backend() == "jax" and not os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+    shared = enable_jax_compile_cache(session_tmp(tmp_path_factory))
+    if shared is not None:
         import jax
 
-        shared = session_tmp(tmp_path_factory) / "jax-compile-cache"
-        shared.mkdir(exist_ok=True)
-        settings = {"jax_compilation_cache_dir": str(shared), "jax_persistent_cache_min_compile_time_secs": 0.0}
-        for name, value in settings.items():
-            os.environ[name.upper()] = str(value)  # for subprocesses
-            jax.config.update(name, value)
+        for name in ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs"):
+            os.environ[name.upper()] = str(getattr(jax.config, name))
     yield
     if old is None:
         os.environ.pop("NEBULA_CACHE_DIR", None)

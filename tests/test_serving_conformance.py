@@ -38,7 +38,6 @@ pytest.importorskip("uvicorn")
 
 from nebula_keras3.sampling.latents import latents_from_seeds  # noqa: E402
 from nebula_keras3.serving import config_files as cf  # noqa: E402
-from conftest import session_tmp  # noqa: E402
 from support import serving as st  # noqa: E402
 from nebula_keras3.export.layout import model_dir as resolve_model_dir  # noqa: E402
 from nebula_keras3.serving.signatures import read_saved_model_signatures  # noqa: E402
@@ -64,7 +63,7 @@ def write_config(path: Path, model_dir: Path) -> Path:
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory) -> Path:
     if LOCAL:
-        return st.make_export(session_tmp(tmp_path_factory) / "nebula_serving_export")
+        return st.session_export(tmp_path_factory)
     base = os.environ.get("NEBULA_EXPORT_BASE")
     if not base:
         pytest.skip("set NEBULA_EXPORT_BASE to the export TF Serving serves to compute expected outputs")

@@ -14,7 +14,6 @@ pytest.importorskip("uvicorn")
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as s  # noqa: E402
 
-from conftest import session_tmp  # noqa: E402
 from support import serving as st  # noqa: E402
 
 pytestmark = pytest.mark.backend_independent
@@ -25,7 +24,7 @@ FUZZ = settings(max_examples=150, deadline=None, derandomize=True, database=None
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    model_dir = st.make_export(session_tmp(tmp_path_factory) / "nebula_serving_export")
+    model_dir = st.session_export(tmp_path_factory)
     tmp = tmp_path_factory.mktemp("fuzz")
     srv = st.ServerProcess(["--model-base-path", str(model_dir), "--model-name", "nebula",
                             "--max-body-bytes", str(1 << 20), "--max-instances", "64"],

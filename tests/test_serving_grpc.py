@@ -27,7 +27,6 @@ from nebula_keras3.export import layout  # noqa: E402
 from nebula_keras3.serving import config_files as cf  # noqa: E402
 from nebula_keras3.serving import protos  # noqa: E402,F401 - loads the API modules without TensorFlow
 from nebula_keras3.serving import tensor_proto as tp  # noqa: E402
-from conftest import session_tmp  # noqa: E402
 from support import serving as st  # noqa: E402
 
 # the official modules (already loaded by `protos`, so importing them here runs no TensorFlow)
@@ -63,7 +62,7 @@ def write_config(path, model_dir):
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    return st.make_export(session_tmp(tmp_path_factory) / "nebula_serving_export")
+    return st.session_export(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,6 @@ httpx = pytest.importorskip("httpx")
 pytest.importorskip("onnxruntime")
 pytest.importorskip("uvicorn")
 
-from conftest import session_tmp  # noqa: E402
 from support import serving as st  # noqa: E402
 
 pytestmark = pytest.mark.backend_independent
@@ -26,7 +25,7 @@ pytestmark = pytest.mark.backend_independent
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    return st.make_export(session_tmp(tmp_path_factory) / "nebula_serving_export")
+    return st.session_export(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")

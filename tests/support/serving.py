@@ -55,6 +55,13 @@ _EXPORT_SCRIPT = textwrap.dedent(
 )
 
 
+def session_export(tmp_path_factory) -> Path:
+    """The test session's one export (:func:`make_export`), shared by every pytest-xdist worker."""
+    from conftest import session_tmp
+
+    return make_export(session_tmp(tmp_path_factory) / "nebula_serving_export")
+
+
 def make_export(root, *, image_size: int = 32, latent_dim: int = 16, ngf: int = 8, versions=(1, 2),
                 parity: bool = False, timeout: float = 600) -> Path:
     """Export untrained DCGAN generators as versions under ``root/models/nebula``; returns that model dir.
