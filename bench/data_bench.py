@@ -108,7 +108,7 @@ def start_bench(args) -> None:
     cache = Path(tempfile.mkdtemp(prefix="nebula-start-bench-cache-"))
     try:
         t = time.perf_counter()
-        images, description = load_training_images(str(folder), args.image_size, cache_dir=cache, progress=False)
+        images, description, _ = load_training_images(str(folder), args.image_size, cache_dir=cache, progress=False)
         data_fingerprint(images)
         print(f"cold start (decode + write the cache, digest while writing): {time.perf_counter() - t:.1f} s; "
               f"{description}, {images.nbytes / 2**20:.0f} MiB of pixels")
@@ -116,7 +116,7 @@ def start_bench(args) -> None:
         starts, fingerprints = [], []
         for _ in range(args.rounds):
             t0 = time.perf_counter()
-            images, description = load_training_images(str(folder), args.image_size, cache_dir=cache, progress=False)
+            images, description, _ = load_training_images(str(folder), args.image_size, cache_dir=cache, progress=False)
             t1 = time.perf_counter()
             fingerprint = data_fingerprint(images)
             starts.append(time.perf_counter() - t0)

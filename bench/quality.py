@@ -286,7 +286,8 @@ def full_size_swd(run_dirs: dict, args) -> dict:
     samplers = {name: KerasSampler(run, checkpoint="last") for name, run in run_dirs.items()}
     scores = {}
     for size in sorted({s.image_size for s in samplers.values()}, reverse=True):
-        _, held_out = split_holdout(load_image_folder(args.data, size, progress=False).images, args.holdout, args.seed)
+        loaded = load_image_folder(args.data, size, progress=False)
+        _, held_out = split_holdout(loaded.images, args.holdout, args.seed, listing=loaded.listing)
         held_out = held_out[: args.resolution_images]
         print(f"\nSWD x1e3 per level at {size} px against {len(held_out)} held-out images "
               f"(last checkpoints; samples of other sizes resized with LANCZOS):")

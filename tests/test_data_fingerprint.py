@@ -52,12 +52,12 @@ class PixelSpy:
 def test_start_on_a_cached_folder_reads_no_pixels(tmp_path, monkeypatch, junk):
     data = _folder(tmp_path / "data", 6, junk=junk)
     kw = dict(cache_dir=tmp_path / "cache", progress=False)
-    built, _ = load_training_images(str(data), 32, **kw)  # decodes and writes the cache
+    built, _, _ = load_training_images(str(data), 32, **kw)  # decodes and writes the cache
     first = data_fingerprint(built)
     assert first == {"image_count": 6, "shape": [32, 32, 3], "sha256": _full_hash(built)}
 
     PixelSpy(monkeypatch, fail=True)
-    images, description = load_training_images(str(data), 32, **kw)  # what a training start does
+    images, description, _ = load_training_images(str(data), 32, **kw)  # what a training start does
     assert "(from cache)" in description
     assert data_fingerprint(images) == first
 

@@ -194,16 +194,16 @@ def test_fit_reads_the_epochs_it_trains(images):
 
 
 def test_load_training_images(tmp_path):
-    x, desc = load_training_images(None, 16, num_procedural=6, seed=1)
+    x, desc, _ = load_training_images(None, 16, num_procedural=6, seed=1)
     assert x.shape == (6, 16, 16, 3) and x.dtype == np.uint8
     assert desc == "6 procedural nebulae at 16 px (seed 1)"
     from PIL import Image
 
     for i in range(3):
         Image.new("RGB", (20, 20), (i * 50, 0, 0)).save(tmp_path / f"{i}.png")
-    x, desc = load_training_images(tmp_path, 16, progress=False, cache_dir=tmp_path / ".c")
+    x, desc, _ = load_training_images(tmp_path, 16, progress=False, cache_dir=tmp_path / ".c")
     assert x.shape == (3, 16, 16, 3) and desc.startswith(f"3 images from {tmp_path}")
-    _, desc = load_training_images(tmp_path, 16, progress=False, cache_dir=tmp_path / ".c")
+    _, desc, _ = load_training_images(tmp_path, 16, progress=False, cache_dir=tmp_path / ".c")
     assert desc.endswith("(from cache)")
 
 

@@ -36,6 +36,48 @@ def test_holdout_split_is_seeded_disjoint_and_complete():
 
 
 @pytest.mark.backend_independent
+def test_the_split_draws_over_the_folders_files_so_every_image_size_holds_out_the_same_photos(tmp_path):
+    from nebula_keras3.data import load_image_folder
+
+    rng = np.random.default_rng(0)
+    for i in range(40):  # every 5th photo is 24 px: used at 32 px, skipped (under half the size) at 64 px
+        side = 24 if i % 5 == 0 else 80
+        Image.fromarray(rng.integers(0, 255, (side, side, 3), np.uint8)).save(tmp_path / f"{i:02d}.png")
+    (tmp_path / "notes.txt").write_text("not an image")  # skipped at every size: in the listing all the same
+
+    def held_names(size):
+        with pytest.warns(UserWarning):
+            loaded = load_image_folder(tmp_path, size, progress=False, use_cache=False)
+        _, held = holdout_indices(len(loaded.images), 0.25, seed=3, listing=loaded.listing)
+        return {loaded.files[i] for i in held}, set(loaded.files)
+
+    held32, used32 = held_names(32)
+    held64, used64 = held_names(64)
+    assert len(used64) == 32 and len(used32) == 40
+    assert held64 == held32 & used64  # the larger size holds out the same photos, less the ones it skips
+    assert held32 - used64  # (and some of the skipped ones were held out at 32 px)
+    # Over the images that loaded (how runs made before were split), the two sizes disagree.
+    over_images = {sorted(used64)[i] for i in holdout_indices(len(used64), 0.25, seed=3)[1]}
+    assert over_images != held64
+    # A listing without skips is the images themselves: the split of every run made before.
+    np.testing.assert_array_equal(holdout_indices(40, 0.25, 3, listing=(np.arange(40), 40))[1],
+                                  holdout_indices(40, 0.25, 3)[1])
+
+
+@pytest.mark.backend_independent
+def test_runs_made_before_keep_their_split_over_images():
+    from nebula_keras3.training.config import TrainConfig
+
+    config = tiny_config(holdout=0.1)
+    assert config.holdout_split == "files"
+    old = config.to_dict()
+    del old["holdout_split"]
+    assert TrainConfig.from_dict(old).holdout_split == "images"
+    with pytest.raises(ValueError, match="holdout-split"):
+        tiny_config(holdout_split="names").validate()
+
+
+@pytest.mark.backend_independent
 def test_eval_every_needs_a_holdout():
     with pytest.raises(ValueError, match="give --holdout"):
         tiny_config(eval_every=1).validate()

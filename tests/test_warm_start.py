@@ -236,3 +236,31 @@ def test_the_grow256_preset_fits_a_grow128_run():
         source.latent_dim, source.sle, source.g_activation, source.upsample)
     with pytest.raises(ValueError, match="preset grow256 grows a 128 px run into a 256 px one: give --init-from"):
         grown.validate()
+
+
+def test_a_grown_run_split_otherwise_than_its_source_is_warned_about(small_run, tmp_path):
+    # Growing on the same photos: scores on held-out photos the source trained on would flatter the
+    # grown run, so a split that differs from the source's is named when the run starts.
+    import shutil
+
+    from nebula_keras3.training.warm_start import held_out_note
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    source = tmp_path / "source"
+    shutil.copytree(small_run, source)
+    config = json.loads((source / "config.json").read_text())
+
+    def source_split(**split):
+        (source / "config.json").write_text(json.dumps({**config, "data": str(photos), "holdout": 0.1, "seed": 0,
+                                                        **split}))
+
+    grown = grown_config(data=str(photos), holdout=0.1, init_from=str(source))
+    source_split(holdout_split="files")
+    assert held_out_note(source, grown, skips_files=True) is None  # the same draw over the same files
+    assert held_out_note(source, grown_config(data=str(tmp_path), holdout=0.1), skips_files=True) is None  # other photos
+    assert "seed 0" in held_out_note(source, grown_config(data=str(photos), holdout=0.1, seed=1), skips_files=False)
+    assert "0.2" in held_out_note(source, grown_config(data=str(photos), holdout=0.2), skips_files=False)
+    source_split(holdout_split="images")  # a source made before splits drew over the folder's files
+    assert held_out_note(source, grown, skips_files=False) is None  # nothing skipped: the same photos
+    assert "over images" in held_out_note(source, grown, skips_files=True)

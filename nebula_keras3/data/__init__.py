@@ -8,6 +8,7 @@ numpy/Pillow only; ``ImageBatches`` (a ``keras.utils.PyDataset``) is imported fr
 from __future__ import annotations
 
 import os
+from typing import NamedTuple
 
 import numpy as np
 
@@ -29,11 +30,20 @@ __all__ = [
     "ImageBatches",
     "NUM_PROCEDURAL",
     "SkippedImagesWarning",
+    "TrainingImages",
     "data_fingerprint",
     "load_image_folder",
     "load_training_images",
     "procedural_nebulae",
 ]
+
+
+class TrainingImages(NamedTuple):
+    """What ``load_training_images`` returns."""
+
+    images: np.ndarray  # uint8 [N, S, S, 3]
+    description: str  # one line for the run's log
+    listing: tuple[np.ndarray, int] | None  # a folder's ``FolderImages.listing``; None: the images list themselves
 
 
 def load_training_images(
@@ -45,8 +55,8 @@ def load_training_images(
     progress: bool = True,
     cache_dir: str | os.PathLike | None = None,
     use_cache: bool = True,
-) -> tuple[np.ndarray, str]:
-    """``(uint8 [N, S, S, 3], one-line description)`` of the training images.
+) -> TrainingImages:
+    """The training images, a one-line description and (a folder's) listing for the held-out split.
 
     ``data_dir=None`` gives ``num_procedural`` procedural nebulae (seeded by
     ``seed``); otherwise every usable image in ``data_dir`` (see ``load_image_folder``;
@@ -54,15 +64,14 @@ def load_training_images(
     """
     if data_dir is None:
         images = procedural_nebulae(num_procedural, image_size, seed=seed)
-        return images, f"{len(images)} procedural nebulae at {image_size} px (seed {seed})"
+        return TrainingImages(images, f"{len(images)} procedural nebulae at {image_size} px (seed {seed})", None)
     loaded = load_image_folder(
         data_dir, image_size, cache_dir=cache_dir, use_cache=use_cache, progress=progress
     )
     skipped = f", {len(loaded.skipped)} skipped" if loaded.skipped else ""
     cached = " (from cache)" if loaded.from_cache else ""
-    return loaded.images, (
-        f"{len(loaded.images)} images from {data_dir} at {image_size} px{skipped}{cached}"
-    )
+    return TrainingImages(loaded.images, f"{len(loaded.images)} images from {data_dir} at {image_size} px{skipped}{cached}",
+                          loaded.listing)
 
 
 def __getattr__(name: str):

@@ -58,6 +58,15 @@ class FolderImages:
     skipped: list[tuple[str, str]] = field(default_factory=list)
     from_cache: bool = False
 
+    @property
+    def listing(self) -> tuple[np.ndarray, int]:
+        """``(positions, total)``: each image's position among the folder's files in sorted
+        order, the skipped ones included, and their count (the held-out split's listing,
+        ``data.split``: it does not depend on which files an image size skips)."""
+        everything = sorted([*self.files, *(rel for rel, _ in self.skipped)])
+        where = {rel: i for i, rel in enumerate(everything)}
+        return np.array([where[rel] for rel in self.files], np.int64), len(everything)
+
 
 def load_image_folder(
     folder: str | os.PathLike,

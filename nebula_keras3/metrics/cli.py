@@ -20,8 +20,9 @@ def _metric_list(ctx, param, value: str) -> tuple[str, ...]:
     return names
 
 
-def _run_split(model_path) -> tuple[float, int] | None:
-    """``(holdout, seed)`` of a run folder trained with ``--holdout``: its own held-out split."""
+def _run_split(model_path) -> tuple[float, int, str] | None:
+    """``(holdout, seed, holdout_split)`` of a run folder trained with ``--holdout``: its own
+    held-out split (``TrainConfig.holdout_split``; "images" in runs made before it)."""
     if model_path is None:
         return None
     config = Path(model_path) / "config.json"
@@ -30,7 +31,7 @@ def _run_split(model_path) -> tuple[float, int] | None:
     except (OSError, ValueError):
         return None
     if isinstance(values, dict) and values.get("holdout"):
-        return float(values["holdout"]), int(values.get("seed", 0))
+        return float(values["holdout"]), int(values.get("seed", 0)), str(values.get("holdout_split", "images"))
     return None
 
 
@@ -105,7 +106,7 @@ def evaluate_command(data, model_path, checkpoint, onnx_path, images_path, image
                                                        n=n, seed=seed, image_size=image_size, checkpoint=checkpoint)
         size = fake.shape[1]
         check_image_size(size, metrics)
-        everything, names, all_text = load_all_real_images(data, size)
+        everything, names, all_text, listing = load_all_real_images(data, size)
         real = take_subset(everything, n, f"{data}", seed)
         real_text = f"{n} of {all_text}"
         result = evaluate_images(real, fake, metrics=metrics, seed=seed, inception_weights=inception_weights)
@@ -113,10 +114,11 @@ def evaluate_command(data, model_path, checkpoint, onnx_path, images_path, image
         if nearest_path is not None:
             held = None
             if holdout_data is not None:
-                held, _, _ = load_all_real_images(holdout_data, size)
-            split = _run_split(model_path) or (DEFAULT_HOLDOUT, seed)
+                held = load_all_real_images(holdout_data, size)[0]
+            split = _run_split(model_path) or (DEFAULT_HOLDOUT, seed, "files")
             figures, nearest, picture = memorisation(
-                everything, names, fake, held_out=held, holdout=holdout or split[0], split_seed=split[1])
+                everything, names, fake, held_out=held, holdout=holdout or split[0], split_seed=split[1],
+                listing=listing if split[2] == "files" else None)
             result.update(figures)
     except (EvaluationError, InceptionWeightsError) as e:
         raise click.ClickException(str(e)) from None

@@ -161,13 +161,15 @@ def _feature_metrics(real_f, fake_f, tag, metrics, seed) -> dict:
 
 def memorisation(train: np.ndarray, train_names: list[str], fake: np.ndarray, *,
                  held_out: np.ndarray | None = None, holdout: float = DEFAULT_HOLDOUT, split_seed: int = 0,
+                 listing: tuple | None = None,
                  picture_rows: int = NEAREST_ROWS) -> tuple[dict, list[dict], np.ndarray]:
     """``(figures, nearest, picture)``: how close the generated images come to the training photos.
 
     The held-out photos that set the scale (``metrics.memorisation``) are ``held_out`` when
     given (``--holdout-data``; all of ``train`` is then searched); otherwise the seeded
     ``data.split`` split of ``train`` (``holdout`` of it, seeded by ``split_seed``: a run's
-    own ``--holdout`` and ``--seed`` give the very photos it did not train on), and the
+    own ``--holdout`` and ``--seed`` give the very photos it did not train on; ``listing``: the
+    folder's, as ``load_all_real_images`` returns it, or None for a run split over its images), and the
     nearest photos are searched among the rest. ``nearest`` lists, per generated image,
     its ``NEIGHBOURS`` nearest training photos (name, distance) in each space; ``picture``
     is ``memorisation.nearest_picture``.
@@ -179,7 +181,7 @@ def memorisation(train: np.ndarray, train_names: list[str], fake: np.ndarray, *,
         from nebula_keras3.data.split import holdout_indices
 
         try:
-            kept, out = holdout_indices(len(train), holdout, split_seed)
+            kept, out = holdout_indices(len(train), holdout, split_seed, listing=listing)
         except ValueError as e:
             raise EvaluationError(str(e)) from None
         train, held_out, names = train[kept], train[out], [names[i] for i in kept]
@@ -321,13 +323,15 @@ def load_generated_images(*, model=None, onnx=None, images=None, n: int = DEFAUL
     return out, f"{n} images from {where} (seeds {seed}..{seed + n - 1})", state
 
 
-def load_all_real_images(data, image_size: int) -> tuple[np.ndarray, list[str], str]:
-    """``(uint8 [N, S, S, 3], names, description)``: every image of a folder (read as training
-    reads it: centre crop, LANCZOS resize to ``image_size``) or ``.npy`` (already that size)."""
+def load_all_real_images(data, image_size: int) -> tuple[np.ndarray, list[str], str, tuple | None]:
+    """``(uint8 [N, S, S, 3], names, description, listing)``: every image of a folder (read as
+    training reads it: centre crop, LANCZOS resize to ``image_size``; ``listing`` is its
+    ``FolderImages.listing``) or ``.npy`` (already that size; ``listing`` None)."""
     path = Path(data)
+    listing = None
     if path.is_dir():
         loaded = _load_folder(path, image_size)
-        images, names = loaded.images, list(loaded.files)
+        images, names, listing = loaded.images, list(loaded.files), loaded.listing
     elif path.is_file():
         images = _load_npy(path, "real images")
         if images.shape[1] != image_size:
@@ -337,4 +341,4 @@ def load_all_real_images(data, image_size: int) -> tuple[np.ndarray, list[str], 
         names = [f"{path.name}[{i}]" for i in range(len(images))]
     else:
         raise EvaluationError(f"real images {path} do not exist")
-    return images, names, f"{len(images)} images from {path} at {image_size} px"
+    return images, names, f"{len(images)} images from {path} at {image_size} px", listing

@@ -130,6 +130,7 @@ class TrainConfig:
     jit_compile: str | bool = "auto"
     deterministic: bool = False  # deterministic GPU kernels (training/determinism.py); CPU always is
     holdout: float = 0.0  # fraction of the images kept out of training (seeded split); 0: none
+    holdout_split: str = "files"  # what the split draws over (data/split.py, SPLIT_OVER); "images" in runs made before
     eval_every: int = 0  # score against the held-out images every K epochs; 0: never
     mixed_precision: str = "none"  # "bf16" / "fp16" / "auto": see nebula_keras3.training.precision
     init_from: str | None = None  # a run folder or checkpoint whose shared weights start this run (warm_start.py)
@@ -185,6 +186,10 @@ class TrainConfig:
             raise ValueError(f"steps-per-epoch must be positive, got {self.steps_per_epoch}")
         if not 0.0 <= self.holdout < 1.0:
             raise ValueError(f"holdout must be a fraction in [0, 1), got {self.holdout}")
+        from nebula_keras3.data.split import SPLIT_OVER
+
+        if self.holdout_split not in SPLIT_OVER:
+            raise ValueError(f"holdout-split must be one of {', '.join(SPLIT_OVER)}, got {self.holdout_split!r}")
         if self.eval_every < 0:
             raise ValueError(f"eval-every must be positive, got {self.eval_every}")
         if self.eval_every and not self.holdout:
@@ -222,6 +227,8 @@ class TrainConfig:
             raise ValueError(f"unknown config keys: {', '.join(sorted(unknown))}")
         if isinstance(data.get("rgb_skip"), bool):  # written when it was one level at most
             data = {**data, "rgb_skip": int(data["rgb_skip"])}
+        if "holdout_split" not in data:  # written before the split drew over the folder's files
+            data = {**data, "holdout_split": "images"}
         return cls(**data)
 
     @classmethod

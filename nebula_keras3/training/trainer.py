@@ -46,7 +46,7 @@ from nebula_keras3.training.monitor import (
 )
 from nebula_keras3.training.run_folder import EPOCHS_CSV, RunError, read_table, repair, sample_grid_path
 from nebula_keras3.training.tensorboard import TensorBoardLogger
-from nebula_keras3.training.warm_start import check_source, warm_start
+from nebula_keras3.training.warm_start import check_source, held_out_note, warm_start
 
 
 class TrainingDiverged(RuntimeError):
@@ -262,7 +262,7 @@ def _run(config: TrainConfig, run_dir: Path, *, resume: bool, progress: bool, ec
     # (keras.utils.set_random_seed would import TensorFlow under the jax/torch backends.)
     random.seed(config.seed)
     np.random.seed(config.seed)
-    images, data_description = load_training_images(
+    images, data_description, listing = load_training_images(
         config.data, config.image_size, num_procedural=config.num_procedural, seed=config.seed,
         progress=progress,
     )
@@ -271,7 +271,8 @@ def _run(config: TrainConfig, run_dir: Path, *, resume: bool, progress: bool, ec
     if config.holdout:
         from nebula_keras3.data.split import split_holdout
 
-        images, held_out = split_holdout(images, config.holdout, config.seed)
+        images, held_out = split_holdout(images, config.holdout, config.seed,
+                                         listing=listing if config.holdout_split == "files" else None)
         data_description += f" ({len(held_out)} held out)"
     gan = build_gan(config)
     start_epoch = start_step = 0
@@ -283,6 +284,10 @@ def _run(config: TrainConfig, run_dir: Path, *, resume: bool, progress: bool, ec
         echo(f"{run_dir} has no checkpoint yet: starting it from epoch 1")
     if start_epoch == 0 and config.init_from:
         echo(warm_start(gan, config.init_from, config.image_size).describe())
+        note = held_out_note(config.init_from, config,
+                             skips_files=listing is not None and listing[1] > len(listing[0]))
+        if note:
+            echo(note)
     # Every file back to the checkpoint (the resume contract: training/run_folder.py).
     extra_columns = EVAL_COLUMNS if config.eval_every else ()
     repair(run_dir, epoch=start_epoch, step=start_step, echo=echo,

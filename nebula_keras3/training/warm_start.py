@@ -63,6 +63,25 @@ def check_source(source: str | Path, config) -> None:
                              f"run, not a {source_config.image_size} px one")
 
 
+def held_out_note(source: str | Path, config, skips_files: bool) -> str | None:
+    """A warning line when this run holds out photos of the folder its source trained on, but
+    split otherwise: its held-out scores may then include photos the source trained on. None
+    when the splits agree or the data differ. ``skips_files``: whether this run's image size
+    skips files of the folder; a source at a smaller size skipped no more, so where this run
+    skips none, a source split over its images (``holdout_split`` "images") held out the same."""
+    _, src = source_checkpoint(source)
+    if not config.holdout or src.data is None or config.data is None:
+        return None
+    if Path(src.data).expanduser().resolve() != Path(config.data).expanduser().resolve():
+        return None  # fine-tuning on other photos: the source's split says nothing about these
+    same_draw = (config.holdout, config.seed) == (src.holdout, src.seed)
+    if same_draw and (config.holdout_split == src.holdout_split or not skips_files):
+        return None
+    return (f"warning: --init-from {source} held out {src.holdout} of {src.data} (seed {src.seed}, split over "
+            f"{src.holdout_split}); this run holds out {config.holdout} (seed {config.seed}, over "
+            f"{config.holdout_split}), so its held-out photos may include ones the source trained on")
+
+
 def _stage_shift(source, source_size: int, image_size: int) -> int:
     """How many stages deeper the target's discriminator is (one per doubling); refuses a smaller target."""
     if image_size < source_size:
