@@ -31,6 +31,9 @@ GENERATOR_FILE = "generator.keras"
 FACTS_FILE = "generator.json"
 CONFIG_FILE = "config.json"
 DATA_FILE = "data.json"
+CHECKPOINT_DIR = "checkpoints"  # training state (training/checkpoint.py)
+CHECKPOINT_FILE = "last.npz"  # the state at the end of the last finished epoch
+BEST_FILE = "best.npz"  # --eval-every: the state with the best held-out score
 
 
 class ArtifactError(ValueError):
@@ -43,6 +46,12 @@ def resolve_generator(path: str | os.PathLike) -> tuple[Path, dict]:
     if path.is_dir():
         model = path / GENERATOR_FILE
         if not model.is_file():
+            if (path / CHECKPOINT_DIR / CHECKPOINT_FILE).is_file():
+                raise ArtifactError(
+                    f"{path} has no {GENERATOR_FILE}: the run stopped before its last epoch. Use the "
+                    f"state it reached with --checkpoint last (or best), or complete it with "
+                    f"`nebula train --resume {path}`"
+                )
             raise ArtifactError(
                 f"{path} has no {GENERATOR_FILE}: is it a finished run folder? "
                 "(an unfinished run can be completed with `nebula train --resume`)"

@@ -97,7 +97,11 @@ def test_checkpoint_errors_are_one_line(best_run, tmp_path):
     shutil.copytree(best_run, no_best)
     (no_best / "checkpoints" / BEST_FILE).unlink()
     (tmp_path / "junk.npz").write_bytes(b"not a checkpoint")
+    stopped = tmp_path / "stopped"  # killed before its last epoch: a checkpoint but no generator.keras yet
+    shutil.copytree(best_run, stopped)
+    (stopped / "generator.keras").unlink()
     cases = [
+        (["--model", stopped], "the run stopped before its last epoch. Use the state it reached with --checkpoint last"),
         (["--model", no_best, "--checkpoint", "best"], "has no checkpoints/best.npz (written by `nebula train --holdout"),
         (["--model", best_run / "generator.keras", "--checkpoint", "last"], "needs a run folder"),
         (["--model", best_run, "--checkpoint", tmp_path / "missing.npz"], "does not exist: give best, last or"),

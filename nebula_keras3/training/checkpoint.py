@@ -17,11 +17,8 @@ from pathlib import Path
 import numpy as np
 from keras import ops
 
-from nebula_keras3.artifacts import atomic_path
+from nebula_keras3.artifacts import BEST_FILE, CHECKPOINT_DIR, CHECKPOINT_FILE, atomic_path
 
-CHECKPOINT_DIR = "checkpoints"
-CHECKPOINT_FILE = "last.npz"
-BEST_FILE = "best.npz"  # --eval-every: the state with the best held-out score
 FORMAT_VERSION = 1
 
 

@@ -68,8 +68,9 @@ PRESETS: dict[str, dict] = {
     # 128 px is ngf 4 at 256 px) with a 4-channel 256 px stage adding a correction to its upscaled
     # image (rgb_skip 2); grow128's 128 px D as the coarse stack (its own 64 px coarse stack is
     # left out) beside a fresh 256 px one of nebula256's width. Its growth is exact
-    # (tests/test_warm_start.py); it has not been trained yet (docs/RESULTS.md, "nebula256: a run
-    # under 3 hours").
+    # (tests/test_warm_start.py). Grown from short nebula64 and grow128 stages, it reached
+    # nebula256's best held-out score sooner than nebula256 did, with better coarse levels and worse
+    # fine ones (docs/RESULTS.md, "Growing to 256 px").
     "grow256": {**_GROW128, "image_size": 256, "ngf": _GROW128["ngf"] // 2, "rgb_skip": _GROW128["rgb_skip"] + 1,
                 "d_coarse_size": 128, "d_coarse_ndf": _GROW128["ndf"], "grows_from": 128},
     # `make demo`: a short run on the built-in procedural nebulae, sized to stay within 3 minutes
