@@ -17,6 +17,13 @@ _SPLIT_STREAM = 0x5EED_0001
 # TrainConfig.holdout_split: what the draw runs over. "files": the listing above; "images": the
 # images that loaded (how runs made before "files" were split; a resume keeps its run's split).
 SPLIT_OVER = ("files", "images")
+SPLIT_OF_OLDER_RUNS = "images"  # a run whose config.json has no holdout_split
+
+
+def split_listing(holdout_split: str, listing: tuple[np.ndarray, int] | None) -> tuple[np.ndarray, int] | None:
+    """The listing a run whose ``holdout_split`` is given draws over: the folder's ``listing``
+    for "files", None (the images that loaded) for "images"."""
+    return listing if holdout_split == "files" else None
 
 
 def holdout_indices(n: int, fraction: float, seed: int, *,

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import click
 
+from nebula_keras3.artifacts import CONFIG_FILE
+from nebula_keras3.data.split import SPLIT_OF_OLDER_RUNS, split_listing
 from nebula_keras3.metrics.evaluate import DEFAULT_HOLDOUT, DEFAULT_NUM, METRICS
 from nebula_keras3.training.generator_state import CHECKPOINT_HELP
 
@@ -22,16 +24,17 @@ def _metric_list(ctx, param, value: str) -> tuple[str, ...]:
 
 def _run_split(model_path) -> tuple[float, int, str] | None:
     """``(holdout, seed, holdout_split)`` of a run folder trained with ``--holdout``: its own
-    held-out split (``TrainConfig.holdout_split``; "images" in runs made before it)."""
+    held-out split (``TrainConfig.holdout_split``)."""
     if model_path is None:
         return None
-    config = Path(model_path) / "config.json"
+    config = Path(model_path) / CONFIG_FILE
     try:
         values = json.loads(config.read_text())
     except (OSError, ValueError):
         return None
     if isinstance(values, dict) and values.get("holdout"):
-        return float(values["holdout"]), int(values.get("seed", 0)), str(values.get("holdout_split", "images"))
+        return (float(values["holdout"]), int(values.get("seed", 0)),
+                str(values.get("holdout_split", SPLIT_OF_OLDER_RUNS)))
     return None
 
 
@@ -118,7 +121,7 @@ def evaluate_command(data, model_path, checkpoint, onnx_path, images_path, image
             split = _run_split(model_path) or (DEFAULT_HOLDOUT, seed, "files")
             figures, nearest, picture = memorisation(
                 everything, names, fake, held_out=held, holdout=holdout or split[0], split_seed=split[1],
-                listing=listing if split[2] == "files" else None)
+                listing=split_listing(split[2], listing))
             result.update(figures)
     except (EvaluationError, InceptionWeightsError) as e:
         raise click.ClickException(str(e)) from None

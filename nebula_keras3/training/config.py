@@ -229,7 +229,9 @@ class TrainConfig:
         if isinstance(data.get("rgb_skip"), bool):  # written when it was one level at most
             data = {**data, "rgb_skip": int(data["rgb_skip"])}
         if "holdout_split" not in data:  # written before the split drew over the folder's files
-            data = {**data, "holdout_split": "images"}
+            from nebula_keras3.data.split import SPLIT_OF_OLDER_RUNS
+
+            data = {**data, "holdout_split": SPLIT_OF_OLDER_RUNS}
         return cls(**data)
 
     @classmethod

@@ -269,10 +269,10 @@ def _run(config: TrainConfig, run_dir: Path, *, resume: bool, progress: bool, ec
     check_data(run_dir, data_fingerprint(images), resume=resume, allow_change=allow_data_change, echo=echo)
     held_out = None
     if config.holdout:
-        from nebula_keras3.data.split import split_holdout
+        from nebula_keras3.data.split import split_holdout, split_listing
 
         images, held_out = split_holdout(images, config.holdout, config.seed,
-                                         listing=listing if config.holdout_split == "files" else None)
+                                         listing=split_listing(config.holdout_split, listing))
         data_description += f" ({len(held_out)} held out)"
     gan = build_gan(config)
     start_epoch = start_step = 0
