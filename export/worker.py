@@ -1,6 +1,6 @@
-"""The export worker: one :class:`~nebula_keras3.export.api.ExportRequest` in a TensorFlow-backend process.
+"""The export worker: :class:`~nebula_keras3.export.api.ExportRequest` s in a TensorFlow-backend process.
 
-Protocol (JSON in, JSON out)::
+Protocol (one JSON line in, one JSON line out, per export)::
 
     stdin : {"source": ..., "saved_model_base": ..., ...}            an ExportRequest
     stdout: {"ok": true,  "result": {...}}                            an ExportResult
@@ -8,43 +8,160 @@ Protocol (JSON in, JSON out)::
                                     "module": "nebula_keras3.export.api",
                                     "message": "..."}}
 
-While the export runs, anything TensorFlow, tf2onnx or Keras print to stdout goes to
-stderr instead, so stdout holds the reply only. :func:`run` (the caller's side)
+One worker serves every export of its caller's process, so TensorFlow and tf2onnx are
+imported once, not once per export: a process that exports several runs pays their start
+once. The worker exits when its caller closes its stdin (the caller's exit included) or
+after ``IDLE_SECONDS`` without a request, which gives its memory back; the next export
+starts a new one. A worker is only reused by the process that started it, with the
+environment and working directory it was started with (relative paths in a request
+mean the same to both sides); otherwise a new one starts.
+
+While an export runs, anything TensorFlow, tf2onnx or Keras print to stdout goes to
+stderr instead, so stdout holds the replies only. :func:`run` (the caller's side)
 raises the worker's error again with the same type and message; this is the API
 path, the ``nebula export`` command is not involved.
 """
 
 from __future__ import annotations
 
+import atexit
 import builtins
 import json
 import os
 import subprocess
 import sys
+import tempfile
+import threading
+import time
 
 from nebula_keras3.export.api import ExportError, ExportRequest, ExportResult
 
 # Error types the caller raises again as themselves; anything else becomes an ExportError.
 _REBUILDABLE_MODULES = ("builtins", "nebula_keras3.")
 
+# A worker with no request for this long exits; the caller starts a new one when needed.
+IDLE_SECONDS = 120.0
+# The exit status of a worker that exited idle (the caller then asks a new one).
+_IDLE_EXIT = 75
+
+
+class _Worker:
+    """One worker process, as its caller sees it."""
+
+    def __init__(self, key):
+        self.key = key
+        env = dict(os.environ, KERAS_BACKEND="tensorflow")
+        env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        self.stderr = tempfile.TemporaryFile()  # read back only when the worker dies
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", __name__, "--idle-seconds", str(IDLE_SECONDS)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr, env=env, text=True,
+        )
+        self.last_reply = time.monotonic()
+
+    def usable(self, key) -> bool:
+        # A margin before the worker's own idle exit, so a request rarely meets a worker leaving.
+        fresh = time.monotonic() - self.last_reply < IDLE_SECONDS - min(10.0, IDLE_SECONDS / 4)
+        return self.key == key and self.proc.poll() is None and fresh
+
+    def ask(self, request: ExportRequest) -> dict | None:
+        """The worker's reply, or None when it ended without one."""
+        start = self.stderr.seek(0, os.SEEK_END)
+        self.stderr_from = start
+        try:
+            self.proc.stdin.write(json.dumps(request.to_json()) + "\n")
+            self.proc.stdin.flush()
+            line = self.proc.stdout.readline()
+        except (BrokenPipeError, OSError):
+            line = ""
+        if not line:
+            self.proc.wait()
+            return None
+        self.last_reply = time.monotonic()
+        try:
+            return json.loads(line)
+        except ValueError:
+            return {"ok": False, "error": describe_error(ExportError(f"the export worker replied {line[:200]!r}"))}
+
+    def stderr_tail(self) -> str:
+        self.stderr.seek(self.stderr_from)
+        text = self.stderr.read().decode(errors="replace")
+        return " | ".join(ln.strip() for ln in text.strip().splitlines()[-3:]) or "no output"
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                self.proc.stdin.close()  # the worker's signal to exit
+                self.proc.wait(timeout=10)
+            except (OSError, subprocess.TimeoutExpired):
+                self.proc.kill()
+                self.proc.wait()
+        for stream in (self.proc.stdin, self.proc.stdout, self.stderr):
+            try:
+                stream.close()
+            except OSError:
+                pass
+
+
+_lock = threading.Lock()
+_worker: _Worker | None = None
+
+
+# Variables whose changes mean nothing to an export (pytest names the running test in one).
+_VOLATILE_ENV = frozenset({"PYTEST_CURRENT_TEST"})
+
+
+def _key():
+    """What a worker must share with its caller: the process, working directory and environment."""
+    env = tuple(sorted((k, v) for k, v in os.environ.items() if k not in _VOLATILE_ENV))
+    return os.getpid(), os.getcwd(), env
+
 
 def run(request: ExportRequest) -> ExportResult:
-    """Run ``request`` in a worker process under the TensorFlow backend; return its result."""
-    env = dict(os.environ, KERAS_BACKEND="tensorflow")
-    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    proc = subprocess.run(
-        [sys.executable, "-m", __name__],
-        input=json.dumps(request.to_json()), env=env, capture_output=True, text=True,
-    )
-    try:
-        reply = json.loads(proc.stdout)
-    except ValueError:
-        tail = " | ".join(ln.strip() for ln in proc.stderr.strip().splitlines()[-3:]) or "no output"
-        raise ExportError(f"the export worker (TensorFlow backend) died with exit code "
-                          f"{proc.returncode} and no reply: {tail}") from None
+    """Run ``request`` in the worker process (TensorFlow backend); return its result."""
+    global _worker
+    with _lock:
+        for attempt in range(2):
+            key = _key()
+            if _worker is not None and not _worker.usable(key):
+                if _worker.key[0] == os.getpid():
+                    _worker.close()
+                _worker = None
+            if _worker is None:
+                _worker = _Worker(key)
+            try:
+                reply = _worker.ask(request)
+            except BaseException:  # interrupted mid-export: its reply must not answer the next request
+                _worker.proc.kill()
+                _worker.close()
+                _worker = None
+                raise
+            if reply is not None:
+                break
+            dead, _worker = _worker, None
+            code = dead.proc.returncode
+            if code == _IDLE_EXIT and attempt == 0:  # it left as the request arrived: ask a new one
+                dead.close()
+                continue
+            tail = dead.stderr_tail()
+            dead.close()
+            raise ExportError(f"the export worker (TensorFlow backend) died with exit code "
+                              f"{code} and no reply: {tail}")
     if reply.get("ok"):
         return ExportResult.from_json(reply["result"])
     raise rebuild_error(reply["error"])
+
+
+def close() -> None:
+    """End this process's worker now, if it has one (it also ends at exit and when idle)."""
+    global _worker
+    with _lock:
+        if _worker is not None and _worker.key[0] == os.getpid():
+            _worker.close()
+        _worker = None
+
+
+atexit.register(close)
 
 
 def describe_error(e: BaseException) -> dict:
@@ -72,20 +189,40 @@ def rebuild_error(err: dict) -> Exception:
     return ExportError(f"{name}: {message}")
 
 
-def main() -> int:
-    reply_fd = os.dup(1)
-    os.dup2(2, 1)  # library prints go to stderr; the reply alone goes to the saved stdout
-    sys.stdout = sys.stderr
-    try:
-        from nebula_keras3.export.api import export_in_process
+def _request_waiting(stream, seconds: float | None) -> bool:
+    """Whether a request (or the end of input) arrives within ``seconds`` (None: wait for it)."""
+    if seconds is None or os.name != "posix":
+        return True
+    import select
 
-        request = ExportRequest.from_json(json.loads(sys.stdin.read()))
-        reply = {"ok": True, "result": export_in_process(request).to_json()}
-    except Exception as e:  # noqa: BLE001 - every failure goes back to the caller as data
-        reply = {"ok": False, "error": describe_error(e)}
+    return bool(select.select([stream], [], [], seconds)[0])
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    idle = float(argv[argv.index("--idle-seconds") + 1]) if "--idle-seconds" in argv else None
+    reply_fd = os.dup(1)
+    os.dup2(2, 1)  # library prints go to stderr; the replies alone go to the saved stdout
+    sys.stdout = sys.stderr
+    requests = sys.stdin
     with os.fdopen(reply_fd, "w") as out:
-        json.dump(reply, out)
-    return 0
+        while True:
+            if not _request_waiting(requests, idle):
+                return _IDLE_EXIT
+            line = requests.readline()
+            if not line:
+                return 0  # the caller closed our stdin, or exited
+            if not line.strip():
+                continue
+            try:
+                from nebula_keras3.export.api import export_in_process
+
+                request = ExportRequest.from_json(json.loads(line))
+                reply = {"ok": True, "result": export_in_process(request).to_json()}
+            except Exception as e:  # noqa: BLE001 - every failure goes back to the caller as data
+                reply = {"ok": False, "error": describe_error(e)}
+            out.write(json.dumps(reply) + "\n")
+            out.flush()
 
 
 if __name__ == "__main__":

@@ -280,6 +280,41 @@ def test_worker_error_round_trip():
     assert type(back) is ExportError and str(back) == "XlaRuntimeError: oom"
 
 
+@pytest.mark.backend_independent  # the worker itself, asked directly (whatever the caller's backend)
+def test_one_worker_serves_every_export_until_it_idles_out(tmp_path, monkeypatch):
+    """A process's exports share one TensorFlow worker; one that left when idle, or died,
+    is replaced, and a death mid-request is an error naming the exit code."""
+    import signal
+    import time
+
+    from nebula_keras3.export import worker
+    from nebula_keras3.export.api import ExportRequest
+
+    worker.close()
+    monkeypatch.setattr(worker, "IDLE_SECONDS", 3.0)  # the next worker's idle limit
+    missing = ExportRequest(str(tmp_path / "missing"), onnx_path=str(tmp_path / "x.onnx"))
+
+    def ask():
+        with pytest.raises(ExportError, match="does not exist"):  # the worker's own answer
+            worker.run(missing)
+        return worker._worker.proc
+
+    first = ask()
+    assert ask() is first and first.poll() is None  # the same process answered twice
+    assert first.wait(timeout=30) == worker._IDLE_EXIT  # left after 3 s without a request
+    # A request that meets a worker as it leaves is asked again of a new one.
+    monkeypatch.setattr(worker._Worker, "usable", lambda self, key: True)
+    second = ask()
+    assert second is not first and second.poll() is None
+    second.send_signal(signal.SIGKILL)
+    second.wait()
+    with pytest.raises(ExportError, match="died with exit code -9"):
+        worker.run(missing)
+    assert worker._worker is None  # the next export starts a new worker
+    monkeypatch.undo()
+    worker.close()
+
+
 @same_worker_path_as_torch
 def test_errors_are_one_line(tmp_path):
     bad = tmp_path / "broken.keras"

@@ -96,7 +96,7 @@ def test_near_valid_tensors(client, server, rows, sig, columnar):
     check(client, server, post(client, dumps({"signature_name": sig, key: rows})))
 
 
-@FUZZ
+@settings(FUZZ, max_examples=30)  # each body is up to 400 kB; the limit, not the count, is what it probes
 @given(depth=s.integers(1, 200_000), key=s.sampled_from(["instances", "inputs"]), obj=s.booleans())
 def test_deep_nesting(client, server, depth, key, obj):
     open_, close = (b'{"a":', b"}") if obj else (b"[", b"]")
