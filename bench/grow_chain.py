@@ -8,9 +8,8 @@ A stage is ``PRESET:MINUTES[:EVAL_EVERY]``: the preset, its budget in minutes of
 (the sum of ``epochs.csv`` seconds, evaluation excluded) and how often it scores SWD against the
 held-out photos (default 2 epochs). Every stage uses the same seeded ``--holdout`` split, so the
 curve runs on across stages. A stage whose folder holds ``done`` is skipped (re-run the command
-to continue a chain that was stopped between stages). A stage is stopped with SIGTERM, which
-``nebula train`` takes like a kill: the next stage starts from its last checkpoint, and an epoch
-scored but not yet checkpointed is lost. Prints each stage's scores against the
+to continue a chain that was stopped between stages). A stage is stopped with SIGTERM, on which
+``nebula train`` finishes the epoch in flight and its checkpoint; the next stage starts from it. Prints each stage's scores against the
 chain's cumulative training time and plots them (``swd_vs_time.png`` in ``--out``; each stage at
 its own size); ``bench/quality.py --run DIR ...`` then scores the stages' last states per
 pyramid level at full size.
@@ -55,7 +54,7 @@ def train_stage(preset, minutes, every, prev, args) -> Path:
             time.sleep(10)
             points = curve(read_epochs(run), "seconds")
             if points and points[-1][1] >= minutes * 60:
-                os.killpg(proc.pid, signal.SIGTERM)  # a kill to nebula train: its last checkpoint is the state kept
+                os.killpg(proc.pid, signal.SIGTERM)  # nebula train stops after this epoch's checkpoint
                 proc.wait()
     points = curve(read_epochs(run), "seconds")
     if not points:

@@ -35,6 +35,7 @@ from nebula_keras3.training.run_folder import (
     sample_grid_path,
     write_csv_atomic,
 )
+from nebula_keras3.training.stop_signal import STOPPED_EXIT_CODE
 
 BACKEND = keras.backend.backend()
 HARNESS = Path(__file__).parent / "support" / "resume_harness.py"
@@ -125,11 +126,39 @@ def test_killed_and_resumed_runs_leave_the_uninterrupted_folder(case, reference,
         if kind == "count":
             assert status == 0, f"{plan}: {message}"
         else:
-            assert status in (0, 1, -9, -15), f"{plan}: {message}"
+            assert status in (0, 1, -9, -15, STOPPED_EXIT_CODE), f"{plan}: {message}"
     print(f"{case} (seed {SEED}):", "; ".join(plan))  # shown with -s / -rP
     assert interrupted, f"no attempt was interrupted: {plan}"
     differences = view_differences(contract_view(ref), contract_view(run))
     assert not differences, f"case {case}, seed {SEED}, plan {plan}:\n" + "\n".join(differences)
+
+
+@pytest.mark.backend_independent  # Keras' fit loop stops on stop_training under every backend
+def test_sigterm_stops_after_the_epoch_in_flight_with_its_checkpoint(tmp_path):
+    """A scheduler's SIGTERM: the epoch in flight ends with every file and its checkpoint, the
+    run stops (exit 143, no generator.keras), and --resume goes on from that epoch."""
+    import time
+
+    run = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "nebula_keras3", *BASE, "--epochs", "500", "--out", str(run)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 300
+    while len(read_table(run / EPOCHS_CSV)[1]) < 2 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    seen = len(read_table(run / EPOCHS_CSV)[1])  # epochs done (at least) when the signal goes
+    proc.terminate()
+    output = proc.communicate(timeout=300)[0]
+    assert proc.returncode == STOPPED_EXIT_CODE, output
+    epoch = read_header(checkpoint_path(run))["epoch"]
+    assert seen <= epoch < 500, output
+    assert f"SIGTERM: stopped after epoch {epoch} of 500" in output and f"--resume {run}" in output
+    # The folder stands at the checkpoint's epoch, with nothing left for a resume to repair.
+    assert len(read_table(run / EPOCHS_CSV)[1]) == epoch and sample_grid_path(run, epoch).is_file()
+    assert not sample_grid_path(run, epoch + 1).exists() and not (run / "generator.keras").exists()
+    lines = []
+    trainer.resume(run, epochs=epoch + 1, progress=False, echo=lines.append)
+    assert (run / "generator.keras").is_file()
+    assert not any("cut back" in line or "removed" in line for line in lines), lines
 
 
 # --- a folder whose files disagree -------------------------------------------------------------

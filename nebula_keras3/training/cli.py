@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import click
 
 from nebula_keras3.training.config import (
@@ -136,12 +138,15 @@ def train_command(out, resume_dir, allow_data_change, quiet, distribute, coordin
 
     The run folder gets config.json, a checkpoint every epoch (checkpoints/last.npz),
     samples/epoch_NNN.png, losses.csv, epochs.csv, losses.png and generator.keras.
+    SIGTERM stops the run after the epoch in flight and its checkpoint (exit status 143;
+    --resume continues it); a second SIGTERM stops it at once.
     """
     import keras
 
     from nebula_keras3.training import trainer
     from nebula_keras3.training.checkpoint import CheckpointError
     from nebula_keras3.training.distribute import DistributeError, setup_distribution
+    from nebula_keras3.training.stop_signal import STOPPED_EXIT_CODE
 
     cluster = {"coordinator_address": coordinator_address, "num_processes": num_processes,
                "process_id": process_id}
@@ -170,6 +175,8 @@ def train_command(out, resume_dir, allow_data_change, quiet, distribute, coordin
             result = trainer.train(config, out, progress=not quiet, echo=click.echo)
     except (trainer.RunError, trainer.TrainingDiverged, CheckpointError, ValueError) as e:
         raise click.ClickException(str(e)) from None
+    if result.stopped_by:  # trainer said where it stopped and how to go on
+        sys.exit(STOPPED_EXIT_CODE)
     speed = f", {result.images_per_second:.1f} img/s" if result.images_per_second else ""
     click.echo(
         f"done: {result.epochs_done} epochs, {result.steps_done} steps in {result.seconds:.0f} s{speed}\n"

@@ -45,6 +45,7 @@ from nebula_keras3.training.monitor import (
     StopOnNonFinite,
 )
 from nebula_keras3.training.run_folder import EPOCHS_CSV, RunError, read_table, repair, sample_grid_path
+from nebula_keras3.training.stop_signal import StopOnSignal
 from nebula_keras3.training.tensorboard import TensorBoardLogger
 from nebula_keras3.training.warm_start import check_source, held_out_note, warm_start
 
@@ -58,10 +59,11 @@ class TrainResult:
     run_dir: Path
     epochs_done: int
     steps_done: int
-    generator_path: Path
+    generator_path: Path | None  # None when a stop signal ended the run before its last epoch
     seconds: float
     images_per_second: float | None  # mean over this invocation's epochs after the first
     data: str
+    stopped_by: str | None = None  # a signal's name: the run stopped after epochs_done, before its last epoch
 
 
 def build_models(config: TrainConfig) -> tuple[keras.Model, keras.Model]:
@@ -303,8 +305,9 @@ def _run(config: TrainConfig, run_dir: Path, *, resume: bool, progress: bool, ec
     # In this order (Keras calls callbacks in list order, each epoch's logs dict shared):
     # the non-finite check marks a diverged epoch first; scoring adds its figures and
     # EpochSummary the epoch means to the logs the writers read; the checkpoint comes last,
-    # after every file of its epoch (the resume contract).
+    # after every file of its epoch (the resume contract); a stop signal ends fit after that.
     stop = StopOnNonFinite()
+    stop_signal = StopOnSignal()
     summary = EpochSummary(config.batch_size)
     checkpoint = EpochCheckpoint(run_dir)
     callbacks = [_DataEpoch(batches), stop]
@@ -322,6 +325,7 @@ def _run(config: TrainConfig, run_dir: Path, *, resume: bool, progress: bool, ec
         tensorboard,
         checkpoint,
         EpochLine(echo),
+        stop_signal,
     ]
     if start_epoch < config.epochs:
         echo(
@@ -330,14 +334,15 @@ def _run(config: TrainConfig, run_dir: Path, *, resume: bool, progress: bool, ec
             f"{len(batches)} steps of {config.batch_size} per epoch"
         )
         try:
-            gan.fit(
-                batches,
-                epochs=config.epochs,
-                initial_epoch=start_epoch,
-                callbacks=callbacks,
-                shuffle=False,  # ImageBatches shuffles per (seed, epoch); Keras would reorder batches at random
-                verbose=1 if progress and sys.stdout.isatty() else 0,  # our own line per epoch otherwise
-            )
+            with stop_signal:  # SIGTERM: stop after the epoch in flight (training/stop_signal.py)
+                gan.fit(
+                    batches,
+                    epochs=config.epochs,
+                    initial_epoch=start_epoch,
+                    callbacks=callbacks,
+                    shuffle=False,  # ImageBatches shuffles per (seed, epoch); Keras would reorder batches at random
+                    verbose=1 if progress and sys.stdout.isatty() else 0,  # our own line per epoch otherwise
+                )
         except OSError as e:
             if e.errno != errno.ENOSPC:
                 raise
@@ -355,7 +360,14 @@ def _run(config: TrainConfig, run_dir: Path, *, resume: bool, progress: bool, ec
                if epochs_done else "no epoch finished, so there is no checkpoint")
             + ". Try a lower --lr or another --seed."
         )
-    generator_path = save_generator(gan, config, run_dir, epochs_done, data_description)
+    stopped_by = None
+    if stop_signal.stopped_after is not None and epochs_done < config.epochs:
+        stopped_by = stop_signal.received  # not finished: generator.keras is written at the last epoch
+        generator_path = None
+        echo(f"{stopped_by}: stopped after epoch {epochs_done} of {config.epochs} and its checkpoint; "
+             f"continue with `nebula train --resume {run_dir}`")
+    else:
+        generator_path = save_generator(gan, config, run_dir, epochs_done, data_description)
     new_rates = [ips for epoch, ips in summary.rates if epoch > start_epoch + 1]
     ips = sum(new_rates) / len(new_rates) if new_rates else None
     return TrainResult(
@@ -366,6 +378,7 @@ def _run(config: TrainConfig, run_dir: Path, *, resume: bool, progress: bool, ec
         seconds=time.perf_counter() - t0,
         images_per_second=ips,
         data=data_description,
+        stopped_by=stopped_by,
     )
 
 

@@ -6,7 +6,8 @@ appended CSV rows included) and TensorBoard ``EventWriter.flush`` inside the run
 counts as one numbered point. At point ``at`` the run is interrupted by ``kind``:
 
 * ``sigkill``: SIGKILL just before the write (a temp file stays behind, buffers are lost);
-* ``sigterm``: the write, then SIGTERM;
+* ``sigterm``: the write, then SIGTERM: while fit runs, ``nebula train`` stops after the epoch in
+  flight (training/stop_signal.py, exit status 143); before or after fit the signal kills it;
 * ``torn``: the file keeps only part of the bytes written since its last durable point
   (a row or event record cut short), then SIGKILL;
 * ``enospc``: part of the bytes, then ``OSError(ENOSPC)`` (a full disk: the run fails);
@@ -68,7 +69,8 @@ class Injector:
             self._die()
         if self.kind == "sigterm":
             result = do()
-            self._die(signal.SIGTERM)
+            sys.stdout.flush()
+            os.kill(os.getpid(), signal.SIGTERM)  # kills here, or stops the run at its epoch's end
             return result
         if cuttable:
             do()
