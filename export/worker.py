@@ -1,4 +1,4 @@
-"""The export worker: :class:`~nebula_keras3.export.api.ExportRequest` s in a TensorFlow-backend process.
+"""The export worker: a TensorFlow-backend process that runs export requests for its caller.
 
 Protocol (one JSON line in, one JSON line out, per export)::
 
@@ -66,8 +66,7 @@ class _Worker:
 
     def ask(self, request: ExportRequest) -> dict | None:
         """The worker's reply, or None when it ended without one."""
-        start = self.stderr.seek(0, os.SEEK_END)
-        self.stderr_from = start
+        self.stderr_from = self.stderr.seek(0, os.SEEK_END)  # this request's part of the log
         try:
             self.proc.stdin.write(json.dumps(request.to_json()) + "\n")
             self.proc.stdin.flush()
