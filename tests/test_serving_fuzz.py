@@ -18,7 +18,7 @@ from support import serving as st  # noqa: E402
 
 pytestmark = pytest.mark.backend_independent
 
-FUZZ = settings(max_examples=150, deadline=None, derandomize=True, database=None,
+FUZZ = settings(max_examples=100, deadline=None, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 

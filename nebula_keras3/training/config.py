@@ -76,7 +76,7 @@ PRESETS: dict[str, dict] = {
     # `make demo`: a short run on the built-in procedural nebulae, sized to stay within 3 minutes
     # of training on the slower (AVX2-only) 2-core build machines too (its time: docs/RESULTS.md,
     # "make demo and make test").
-    "demo": {**_NEBULA, "image_size": 32, "epochs": 24, "num_procedural": 1024,
+    "demo": {**_NEBULA, "image_size": 32, "epochs": 20, "num_procedural": 1024,
              "batch_size": 32},
     # Tests and smoke runs: seconds per epoch.
     "tiny": {"image_size": 32, "latent_dim": 16, "ngf": 8, "ndf": 8, "epochs": 1, "batch_size": 8,
