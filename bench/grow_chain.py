@@ -9,9 +9,9 @@ A stage is ``PRESET:MINUTES[:EVAL_EVERY]``: the preset, its budget in minutes of
 held-out photos (default 2 epochs). Every stage uses the same seeded ``--holdout`` split, so the
 curve runs on across stages. A stage whose folder holds ``done`` is skipped (re-run the command
 to continue a chain that was stopped between stages). A stage is stopped with SIGTERM, on which
-``nebula train`` finishes the epoch in flight and its checkpoint; the next stage starts from it. Prints each stage's scores against the
-chain's cumulative training time and plots them (``swd_vs_time.png`` in ``--out``; each stage at
-its own size); ``bench/quality.py --run DIR ...`` then scores the stages' last states per
+``nebula train`` finishes the epoch in flight and its checkpoint; the next stage starts from it.
+Prints each stage's scores against the chain's cumulative training time and plots them
+(``swd_vs_time.png`` in ``--out``; each stage at its own size); ``bench/quality.py --run DIR ...`` then scores the stages' last states per
 pyramid level at full size.
 
 The runs use the environment's ``KERAS_BACKEND`` and thread settings.

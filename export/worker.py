@@ -87,7 +87,10 @@ class _Worker:
         text = self.stderr.read().decode(errors="replace")
         return " | ".join(ln.strip() for ln in text.strip().splitlines()[-3:]) or "no output"
 
-    def close(self) -> None:
+    def close(self, *, kill: bool = False) -> None:
+        """End the worker (``kill``: at once, mid-export) and release its pipes and log."""
+        if kill and self.proc.poll() is None:
+            self.proc.kill()
         if self.proc.poll() is None:
             try:
                 self.proc.stdin.close()  # the worker's signal to exit
@@ -116,6 +119,14 @@ def _key():
     return os.getpid(), os.getcwd(), env
 
 
+def _drop_worker(*, kill: bool = False) -> None:
+    """Forget the current worker; end it if this process started it (call with ``_lock`` held)."""
+    global _worker
+    if _worker is not None and _worker.key[0] == os.getpid():  # a forked child leaves its parent's alone
+        _worker.close(kill=kill)
+    _worker = None
+
+
 def run(request: ExportRequest) -> ExportResult:
     """Run ``request`` in the worker process (TensorFlow backend); return its result."""
     global _worker
@@ -123,17 +134,13 @@ def run(request: ExportRequest) -> ExportResult:
         for attempt in range(2):
             key = _key()
             if _worker is not None and not _worker.usable(key):
-                if _worker.key[0] == os.getpid():
-                    _worker.close()
-                _worker = None
+                _drop_worker()
             if _worker is None:
                 _worker = _Worker(key)
             try:
                 reply = _worker.ask(request)
             except BaseException:  # interrupted mid-export: its reply must not answer the next request
-                _worker.proc.kill()
-                _worker.close()
-                _worker = None
+                _drop_worker(kill=True)
                 raise
             if reply is not None:
                 break
@@ -153,11 +160,8 @@ def run(request: ExportRequest) -> ExportResult:
 
 def close() -> None:
     """End this process's worker now, if it has one (it also ends at exit and when idle)."""
-    global _worker
     with _lock:
-        if _worker is not None and _worker.key[0] == os.getpid():
-            _worker.close()
-        _worker = None
+        _drop_worker()
 
 
 atexit.register(close)

@@ -33,7 +33,6 @@ class StopOnSignal(keras.callbacks.Callback):
     def __init__(self):
         super().__init__()
         self.received: str | None = None
-        self.stopped_after: int | None = None  # the last epoch done, once fit stopped for a signal
         self._previous: dict = {}
 
     def _handle(self, signum, frame):
@@ -51,11 +50,10 @@ class StopOnSignal(keras.callbacks.Callback):
 
     def __exit__(self, *exc):
         for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
+            signal.signal(sig, signal.SIG_DFL if handler is None else handler)  # None: set outside Python
         self._previous.clear()
         return False
 
     def on_epoch_end(self, epoch, logs=None):
         if self.received is not None:
             self.model.stop_training = True
-            self.stopped_after = epoch + 1

@@ -361,7 +361,7 @@ def _run(config: TrainConfig, run_dir: Path, *, resume: bool, progress: bool, ec
             + ". Try a lower --lr or another --seed."
         )
     stopped_by = None
-    if stop_signal.stopped_after is not None and epochs_done < config.epochs:
+    if stop_signal.received is not None and epochs_done < config.epochs:  # fit ended at the signal
         stopped_by = stop_signal.received  # not finished: generator.keras is written at the last epoch
         generator_path = None
         echo(f"{stopped_by}: stopped after epoch {epochs_done} of {config.epochs} and its checkpoint; "
