@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PY := $(BIN)/python
 STAMP := $(VENV)/.installed
-BACKENDS ?= tensorflow jax torch
+BACKENDS ?= torch tensorflow jax
 DEMO_BACKEND ?= torch
 
 .PHONY: install demo test test-backend browser bench clean
@@ -25,19 +25,14 @@ demo: $(STAMP)
 	KERAS_BACKEND=$(DEMO_BACKEND) $(BIN)/nebula sample --model runs/demo -n 64 --seed 0 -o runs/demo/grid.png
 	@echo "demo: grid written to runs/demo/grid.png"
 
-# The whole suite under the first backend; backend-independent tests (serving, layout)
-# are not repeated under the others. TEST_WORKERS pytest-xdist processes, one test file each
-# at a time (module fixtures stay in one process), the longest files first (tests/conftest.py,
-# LONG_FILES_FIRST); TEST_WORKERS=0 runs in this process.
-TEST_WORKERS ?= 2
+# The suite under every backend in BACKENDS, as concurrent pytest processes (tests/support/run_suite.py):
+# the first backend's backend-independent tests (serving, layout, run bookkeeping), then each
+# backend's other tests. torch goes first: its eager train step traces and compiles nothing, so
+# the backend-independent tests that train run cheapest there. TEST_JOBS: processes at a time
+# (default: all); PYTEST_ARGS go to every process.
+TEST_JOBS ?= 0
 test: $(STAMP)
-	@set -e; first=1; for b in $(BACKENDS); do \
-	  echo "=== KERAS_BACKEND=$$b"; \
-	  if [ $$first = 1 ]; then sel=""; else sel="not backend_independent"; fi; \
-	  KERAS_BACKEND=$$b $(PY) -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder \
-	    $${sel:+-m "$$sel"} $(PYTEST_ARGS) || exit $$?; \
-	  first=0; \
-	done
+	$(PY) tests/support/run_suite.py --backends "$(BACKENDS)" --jobs $(TEST_JOBS) -- $(PYTEST_ARGS)
 
 # Headless Chromium + chromedriver for the gallery page's browser tests (tests/test_gallery_browser.py;
 # they skip with the reason when none is installed). Debian's packages via apt (as root, or with sudo);

@@ -9,6 +9,14 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
+# Torch's OpenMP pool sized for the test run: each of N pytest-xdist workers (and the `nebula`
+# subprocesses it starts) gets its share of the cores. With every worker running a pool as wide
+# as the machine, OpenMP's spinning threads took the torch pass from 122 s to 201 s on 2 cores
+# (docs/RESULTS.md, "make demo and make test"). A user's OMP_NUM_THREADS is left as it is.
+_workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if _workers > 1 and "OMP_NUM_THREADS" not in os.environ:
+    os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // _workers))
+
 # XLA's CPU compiler under JAX set for compile time: the suite's models are tiny, so it is
 # compile time, not run time, that the tests wait on. Optimisation level 0 (a jax.random.normal
 # of a new shape, as each initialiser draws, compiles several times faster), and the elemental
@@ -21,6 +29,15 @@ if os.environ.get("KERAS_BACKEND") == "jax":
     _flags = os.environ.get("XLA_FLAGS", "")
     os.environ["XLA_FLAGS"] = " ".join(
         [_flags] + [f"--{name}={value}" for name, value in TEST_XLA_FLAGS.items() if name not in _flags]).strip()
+
+# The same trade under TensorFlow: Grappler, the graph optimiser every tf.function's first call
+# runs, is a third of a small GAN's `train()` there (docs/RESULTS.md, "make demo and make test");
+# off in the test processes (this one and the pytest-xdist workers), as a user's runs keep it on.
+TEST_TF_OPTIMIZER_OPTIONS = {"disable_meta_optimizer": True}
+if os.environ.get("KERAS_BACKEND") == "tensorflow":
+    import tensorflow as _tf
+
+    _tf.config.optimizer.set_experimental_options(TEST_TF_OPTIMIZER_OPTIONS)
 
 
 def real_data_dir() -> Path | None:
@@ -154,20 +171,8 @@ def _backend_is_jax() -> bool:
 same_worker_path_as_torch = pytest.mark.skipif(
     _backend_is_jax(), reason="the export worker's own path: the same under torch, which runs it")
 
-
-# The files that take longest (about 20-90 s each under one backend or another), longest first.
-# `make test` hands whole files to two pytest-xdist workers in collection order
-# (--no-loadscope-reorder): starting the long ones first lets the short ones fill in at the
-# end, so both workers finish together. Only the order changes; a file missing here runs after.
-LONG_FILES_FIRST = [
-    "test_resume.py", "test_nebula_training.py", "test_export.py", "test_nebula_family.py",
-    "test_serving_conformance.py", "test_serving_grpc.py", "test_warm_start.py", "test_metrics.py",
-    "test_ada.py", "test_precision.py", "test_subpixel.py", "test_quantize.py", "test_gpu_check.py",
-    "test_training.py", "test_conv_as_matmul.py", "test_gan.py", "test_gallery_browser.py",
-    "test_models.py", "test_sampling.py", "test_distribute.py",
-]
-
-
-def pytest_collection_modifyitems(config, items):
-    rank = {name: i for i, name in enumerate(LONG_FILES_FIRST)}
-    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: order within a file kept
+# A test that patches the export's own code (a limit in export/quantize.py) reaches it only where
+# the export runs in this process: under TensorFlow. It runs with TensorFlow's other tests.
+export_in_this_process = pytest.mark.skipif(
+    os.environ.get("KERAS_BACKEND", "tensorflow") != "tensorflow",
+    reason="patches the export in this process; under JAX and torch it runs in the TensorFlow worker")

@@ -173,6 +173,7 @@ def without_timing(path):
     return [{k: v for k, v in r.items() if k not in ("seconds", "images_per_second")} for r in rows]
 
 
+@pytest.mark.backend_independent  # logging; p's own moves per backend: test_p_rises/falls
 def test_ada_p_is_checkpointed_and_logged_per_step_and_epoch(tmp_path):
     """p and its counters live in the checkpoint (a resume restores them bit-exactly:
     test_resume.py's every-state case) and reach losses.csv, epochs.csv and TensorBoard."""
@@ -201,6 +202,7 @@ def test_ada_p_is_checkpointed_and_logged_per_step_and_epoch(tmp_path):
     assert step_p[12] == pytest.approx(ada["ada/p"], abs=1e-6)  # the last step logs the checkpoint's p
 
 
+@pytest.mark.backend_independent  # logging
 def test_ada_off_run_logs_no_p(tmp_path):
     trainer.train(tiny_config(steps_per_epoch=1, diffaugment=POLICY), tmp_path / "run", **quiet)
     assert "ada_p" not in next(csv.reader(open(tmp_path / "run/epochs.csv")))

@@ -48,6 +48,8 @@ def ema_arrays(npz: Path) -> dict:
                 for i, name in enumerate(header["names"]) if name.startswith("generator_ema/")}
 
 
+# Which state is read; the samplers themselves run per backend in test_sampling.py.
+@pytest.mark.backend_independent
 def test_states_hold_the_ema_weights_of_their_checkpoint(best_run):
     from nebula_keras3.sampling.keras_sampler import KerasSampler
 
@@ -69,6 +71,7 @@ def test_states_hold_the_ema_weights_of_their_checkpoint(best_run):
     assert np.abs(last.sample(0, 8).astype(int) - b).max() <= 1  # last.npz is the final state
 
 
+@pytest.mark.backend_independent  # CLI output
 def test_sample_and_evaluate_say_which_state_they_used(best_run, tmp_path):
     from nebula_keras3.cli import main
 

@@ -26,6 +26,7 @@ def test_help_lists_every_command():
     assert all(help_text.strip() for help_text in rows.values())  # each command loaded and described
 
 
+@pytest.mark.backend_independent  # the CLI over the trainer
 def test_train_then_resume(tmp_path):
     run = tmp_path / "run"
     result = invoke("train", "--preset", "tiny", "--steps-per-epoch", "2", "--out", run, "--quiet")

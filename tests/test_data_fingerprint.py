@@ -121,6 +121,7 @@ def test_a_cache_file_changed_after_its_digest_is_rebuilt(tmp_path):
     assert data_fingerprint(again.images) == data_fingerprint(np.array(first.images))
 
 
+@pytest.mark.backend_independent  # the data cache
 def test_training_start_on_a_cached_folder_hashes_no_pixels(tmp_path, monkeypatch):
     """The trainer's own start path: data.json gets the stored digest, no pixel is hashed."""
     from conftest import tiny_config

@@ -121,6 +121,7 @@ def test_models_package_and_options_import_no_keras_and_the_families_stay_apart(
             assert not [m for m in imported if m.startswith("nebula_keras3.training")], path
 
 
+@pytest.mark.backend_independent  # Keras' class registry
 def test_loaders_register_the_classes_they_load_in_a_fresh_process(tmp_path):
     """The sampler and the exporter load a saved nebula generator with nothing else imported first."""
     import subprocess

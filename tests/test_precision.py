@@ -93,6 +93,7 @@ def test_auto_is_bf16_only_where_it_was_measured_to_pay(tmp_path, monkeypatch):
     assert precision.resolve("fp16", "jax") == "fp16" and precision.resolve("none", "torch") == "none"
 
 
+@pytest.mark.backend_independent  # config bookkeeping (resolve is patched)
 def test_a_run_records_what_auto_resolved_to(tmp_path, monkeypatch):
     import json
 

@@ -22,7 +22,9 @@ import keras  # noqa: E402
 from nebula_keras3.export import quantize  # noqa: E402
 from nebula_keras3.export.api import ExportError, ExportResult, export_generator  # noqa: E402
 
-pytestmark = pytest.mark.backend_independent  # the export runs on TensorFlow under every backend
+# The export runs on TensorFlow under every backend: the tests are backend-independent, but for
+# the two that patch its limits, which reach it only where it runs in this process.
+backend_independent = pytest.mark.backend_independent
 
 LATENT, SIZE = 16, 32
 
@@ -51,6 +53,7 @@ def _images(path, seeds=range(64)):
     return OnnxSampler(path).images_from_seeds(np.asarray(list(seeds), np.int64))
 
 
+@backend_independent
 def test_int8_written_quantized_and_checked(exported):
     import onnx
 
@@ -80,6 +83,7 @@ def test_int8_written_quantized_and_checked(exported):
     assert ExportResult.from_json(json.loads(json.dumps(result.to_json()))) == result
 
 
+@backend_independent
 def test_int8_runs_close_to_float(exported):
     result, out = exported
     f, q = _images(out / "g.onnx"), _images(result.onnx_int8_path)
@@ -90,6 +94,7 @@ def test_int8_runs_close_to_float(exported):
     assert diff.max() > 0  # it is a different (quantized) model
 
 
+@backend_independent
 def test_int8_check_fails_on_other_images(exported):
     result, out = exported
     int8 = result.onnx_int8_path.read_bytes()
@@ -98,6 +103,7 @@ def test_int8_check_fails_on_other_images(exported):
         quantize.int8_check(other, int8, LATENT)
 
 
+@backend_independent
 def test_int8_check_swd_catches_noise(exported, monkeypatch):
     """Within loose per-pixel limits, SWD still fails a set whose texture was changed."""
     result, out = exported
@@ -121,6 +127,7 @@ def _float_weight(model, node_name):
     return node.input[1] in inits and inits[node.input[1]].data_type == onnx.TensorProto.FLOAT
 
 
+@conftest.export_in_this_process
 def test_int8_keeps_convs_float_until_the_check_passes(run_dir, exported, tmp_path, monkeypatch):
     """A trained generator misses the limits with every conv int8 (docs/RESULTS.md); the export
     then keeps convs float, nearest the output first, until the check passes, and says which."""
@@ -141,6 +148,7 @@ def test_int8_keeps_convs_float_until_the_check_passes(run_dir, exported, tmp_pa
     assert all(n in meta for n in kept)
 
 
+@conftest.export_in_this_process
 def test_int8_fails_clearly_when_no_split_passes(run_dir, tmp_path, monkeypatch):
     monkeypatch.setattr(quantize, "MAX_UINT8", -1)  # not even the all-float model passes
     with pytest.raises(ExportError, match="even with every conv in float"):
@@ -148,6 +156,7 @@ def test_int8_fails_clearly_when_no_split_passes(run_dir, tmp_path, monkeypatch)
     assert not (tmp_path / "g.int8.onnx").exists() and not (tmp_path / "g.onnx").exists()  # nothing written
 
 
+@backend_independent
 def test_int8_bad_input(run_dir, exported, tmp_path):
     with pytest.raises(ExportError, match="is the float one"):
         export_generator(run_dir, onnx_path=tmp_path / "a.onnx", onnx_int8_path=tmp_path / "a.onnx")
@@ -161,6 +170,7 @@ def test_int8_bad_input(run_dir, exported, tmp_path):
         quantize.quantize_int8((exported[1] / "g.onnx").read_bytes(), float_nodes=["no_such_conv"])
 
 
+@backend_independent
 def test_fold_channel_affine_exact(exported):
     """BatchNorm's Mul/Add behind the depth-to-space layout ops go into the conv: same images."""
     import onnx

@@ -61,6 +61,7 @@ def test_tensorflow_reads_the_events(tmp_path):
     assert img.image.encoded_image_string == _png()
 
 
+@pytest.mark.backend_independent  # events mirror the CSVs
 def test_a_run_logs_step_and_epoch_scalars_and_the_grid(tiny_run):
     """The tiny run (1 epoch, 1 step, current backend) has events equal to its CSVs."""
     (path,) = event_files(tiny_run)

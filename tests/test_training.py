@@ -55,6 +55,7 @@ def test_one_epoch_writes_a_complete_run(tmp_path):
     assert not list(run.rglob(".*tmp*")), "temp files left behind"
 
 
+@pytest.mark.backend_independent  # the run folder's own checks
 def test_refuses_to_overwrite_a_run(tmp_path):
     trainer.train(tiny_config(steps_per_epoch=1), tmp_path / "run", **quiet)
     with pytest.raises(trainer.RunError, match="already holds a run"):
@@ -63,6 +64,7 @@ def test_refuses_to_overwrite_a_run(tmp_path):
         trainer.resume(tmp_path / "nothing", **quiet)
 
 
+@pytest.mark.backend_independent  # checkpoint.py's shape check
 def test_checkpoint_from_another_config_is_a_clear_error(tmp_path):
     trainer.train(tiny_config(steps_per_epoch=1), tmp_path / "run", **quiet)
     other = trainer.build_gan(tiny_config(ngf=4))
@@ -70,6 +72,7 @@ def test_checkpoint_from_another_config_is_a_clear_error(tmp_path):
         load_checkpoint(other, checkpoint_path(tmp_path / "run"))
 
 
+@pytest.mark.backend_independent  # the trainer's loss check and checkpoint files
 def test_divergence_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
     run = tmp_path / "run"
     trainer.train(tiny_config(epochs=1), run, **quiet)
@@ -130,6 +133,7 @@ def _image_folder(folder, n, seed=0):
     return folder
 
 
+@pytest.mark.backend_independent  # run folder and data bookkeeping
 def test_resume_cleans_temp_files_and_refuses_changed_data(tmp_path):
     """A resume removes temp files of killed writes, and refuses a changed image folder unless allowed."""
     data = _image_folder(tmp_path / "data", 8)

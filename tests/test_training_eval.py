@@ -160,6 +160,8 @@ def epoch_rows(run):
         return list(csv.DictReader(f))
 
 
+# The scoring's files; an exact resume with scoring, per backend: test_resume.py's every-state case.
+@pytest.mark.backend_independent
 def test_eval_every_writes_figures_best_checkpoint_and_resumes_exactly(tmp_path):
     # tiny: 32 images, batch 8; holding out 8 leaves 24 = 3 steps per epoch.
     config = dict(epochs=2, holdout=0.25, eval_every=1)

@@ -93,16 +93,28 @@ def _sqrtm_psd(m: np.ndarray) -> np.ndarray:
 def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
     """FID between Gaussians fitted to feature sets ``a`` and ``b`` (``[n, d]`` each).
 
-    ``|mu_a - mu_b|^2 + tr(S_a + S_b - 2 (S_a S_b)^1/2)``, with ``tr (S_a S_b)^1/2``
-    computed as ``tr (S_a^1/2 S_b S_a^1/2)^1/2`` (symmetric, so eigh is exact enough).
+    ``|mu_a - mu_b|^2 + tr(S_a + S_b - 2 (S_a S_b)^1/2)``. With ``A``, ``B`` the centred sets,
+    ``S_a = A'A / (n_a - 1)``, and the nonzero eigenvalues of ``S_a S_b`` are those of
+    ``M M'`` with ``M = A B' / sqrt((n_a - 1)(n_b - 1))``, so ``tr (S_a S_b)^1/2`` is the sum of
+    ``M``'s singular values: an ``n_a x n_b`` problem where that is smaller than the ``d x d`` one,
+    ``tr (S_a^1/2 S_b S_a^1/2)^1/2`` (symmetric, so eigh is exact enough), used otherwise.
     """
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
     mu_a, mu_b = a.mean(0), b.mean(0)
-    cov_a, cov_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
-    root_a = _sqrtm_psd(cov_a)
-    cross = np.linalg.eigvalsh(root_a @ cov_b @ root_a)
-    tr_sqrt = float(np.sum(np.sqrt(np.clip(cross, 0, None))))
-    fid = float(np.sum((mu_a - mu_b) ** 2) + np.trace(cov_a) + np.trace(cov_b) - 2 * tr_sqrt)
+    (na, d), nb = a.shape, len(b)
+    if na < 2 or nb < 2:
+        raise ValueError(f"FID needs at least 2 feature rows per set, got {na} and {nb}")
+    ca, cb = a - mu_a, b - mu_b
+    if na * nb < d * d:
+        cross = np.linalg.svd(ca @ cb.T, compute_uv=False)
+        tr_sqrt = float(cross.sum()) / np.sqrt((na - 1) * (nb - 1))
+    else:
+        cov_a, cov_b = ca.T @ ca / (na - 1), cb.T @ cb / (nb - 1)
+        root_a = _sqrtm_psd(cov_a)
+        cross = np.linalg.eigvalsh(root_a @ cov_b @ root_a)
+        tr_sqrt = float(np.sum(np.sqrt(np.clip(cross, 0, None))))
+    trace_a, trace_b = np.sum(ca * ca) / (na - 1), np.sum(cb * cb) / (nb - 1)
+    fid = float(np.sum((mu_a - mu_b) ** 2) + trace_a + trace_b - 2 * tr_sqrt)
     return max(fid, 0.0)
 
 
