@@ -9,10 +9,10 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
-# Torch's OpenMP pool sized for the test run: each of N pytest-xdist workers (and the `nebula`
-# subprocesses it starts) gets its share of the cores. With every worker running a pool as wide
-# as the machine, OpenMP's spinning threads took the torch pass from 122 s to 201 s on 2 cores
-# (docs/RESULTS.md, "make demo and make test"). A user's OMP_NUM_THREADS is left as it is.
+# Torch's OpenMP pool sized for a run with pytest-xdist: each of N workers (and the `nebula`
+# subprocesses it starts) gets its share of the cores; pools as wide as the machine in every
+# worker spin against each other (docs/RESULTS.md, "Four concurrent processes instead of three
+# passes"; `make test` sets it for its own processes). A user's OMP_NUM_THREADS is left as it is.
 _workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
 if _workers > 1 and "OMP_NUM_THREADS" not in os.environ:
     os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // _workers))
@@ -31,8 +31,8 @@ if os.environ.get("KERAS_BACKEND") == "jax":
         [_flags] + [f"--{name}={value}" for name, value in TEST_XLA_FLAGS.items() if name not in _flags]).strip()
 
 # The same trade under TensorFlow: Grappler, the graph optimiser every tf.function's first call
-# runs, is a third of a small GAN's `train()` there (docs/RESULTS.md, "make demo and make test");
-# off in the test processes (this one and the pytest-xdist workers), as a user's runs keep it on.
+# runs, is a large part of a small GAN's `train()` there (docs/RESULTS.md, "Four concurrent
+# processes instead of three passes"); off in the test processes, as a user's runs keep it on.
 TEST_TF_OPTIMIZER_OPTIONS = {"disable_meta_optimizer": True}
 if os.environ.get("KERAS_BACKEND") == "tensorflow":
     import tensorflow as _tf
