@@ -15,7 +15,9 @@ REPO = Path(__file__).resolve().parents[1]
 # passes"; `make test` sets it for its own processes). A user's OMP_NUM_THREADS is left as it is.
 _workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
 if _workers > 1 and "OMP_NUM_THREADS" not in os.environ:
-    os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // _workers))
+    from support.run_suite import omp_threads
+
+    os.environ["OMP_NUM_THREADS"] = omp_threads(_workers)
 
 # XLA's CPU compiler under JAX set for compile time: the suite's models are tiny, so it is
 # compile time, not run time, that the tests wait on. Optimisation level 0 (a jax.random.normal
@@ -162,17 +164,17 @@ def forward_runs_at(size: int) -> bool:
 # it. A test of that worker's own path (its errors, its CLI, one more layer's parity) runs under
 # TensorFlow (in process) and torch (the worker); under JAX it would only repeat torch's. Export
 # tests that compare with the JAX model's own output, or export a JAX-trained run, still run.
-def _backend_is_jax() -> bool:
+def _backend() -> str:
     import keras
 
-    return keras.backend.backend() == "jax"
+    return keras.backend.backend()
 
 
 same_worker_path_as_torch = pytest.mark.skipif(
-    _backend_is_jax(), reason="the export worker's own path: the same under torch, which runs it")
+    _backend() == "jax", reason="the export worker's own path: the same under torch, which runs it")
 
 # A test that patches the export's own code (a limit in export/quantize.py) reaches it only where
 # the export runs in this process: under TensorFlow. It runs with TensorFlow's other tests.
 export_in_this_process = pytest.mark.skipif(
-    os.environ.get("KERAS_BACKEND", "tensorflow") != "tensorflow",
+    _backend() != "tensorflow",
     reason="patches the export in this process; under JAX and torch it runs in the TensorFlow worker")

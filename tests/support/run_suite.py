@@ -30,6 +30,11 @@ INDEPENDENT = "backend_independent"
 HEARTBEAT_SECONDS = 120
 
 
+def omp_threads(processes: int) -> str:
+    """OMP_NUM_THREADS for one of ``processes`` concurrent test processes: its share of the cores."""
+    return str(max(1, (os.cpu_count() or 1) // processes))
+
+
 @dataclass
 class Shard:
     backend: str
@@ -37,13 +42,10 @@ class Shard:
     label: str
     log: Path = Path()
     proc: subprocess.Popen | None = None
-    started: float = 0.0
-    seconds: float = 0.0
     status: int | None = None
     summary: str = ""
 
     def start(self, python: str, pytest_args: list[str], env: dict) -> None:
-        self.started = time.monotonic()
         with open(self.log, "w") as out:
             self.proc = subprocess.Popen(
                 [python, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", self.marks, *pytest_args],
@@ -53,7 +55,7 @@ class Shard:
         """True once the process has ended (its status and summary line read)."""
         if self.proc is None or self.proc.poll() is None:
             return False
-        self.status, self.seconds = self.proc.returncode, time.monotonic() - self.started
+        self.status = self.proc.returncode
         lines = [line.strip() for line in self.log.read_text(errors="replace").splitlines() if line.strip()]
         self.summary = next((line.strip("= ") for line in reversed(lines) if " in " in line and (
             "passed" in line or "failed" in line or "error" in line or "no tests ran" in line)), "no summary line")
@@ -71,7 +73,7 @@ def run(backends: list[str], jobs: int, pytest_args: list[str], log_dir: Path) -
     shards = shards_for(backends)
     jobs = max(1, min(jobs, len(shards)))
     env = dict(os.environ)
-    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // jobs)))
+    env.setdefault("OMP_NUM_THREADS", omp_threads(jobs))
     for i, shard in enumerate(shards):
         kind = "independent" if shard.marks == INDEPENDENT else "dependent"
         shard.log = log_dir / f"{i}-{shard.backend}-{kind}.log"
