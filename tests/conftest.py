@@ -27,10 +27,16 @@ if _workers > 1 and "OMP_NUM_THREADS" not in os.environ:
 # flags (resume vs straight, 2 devices vs 1) or to tolerances, never to stored bits. Set before
 # JAX starts; subprocesses inherit them. A flag already in XLA_FLAGS is left as it is.
 TEST_XLA_FLAGS = {"xla_backend_optimization_level": "0", "xla_cpu_use_fusion_emitters": "false"}
+
+
+def with_test_xla_flags(flags: str) -> str:
+    """``flags`` (an XLA_FLAGS value) with TEST_XLA_FLAGS added, for JAX processes of any test."""
+    return " ".join([flags] + [f"--{name}={value}" for name, value in TEST_XLA_FLAGS.items()
+                               if name not in flags]).strip()
+
+
 if os.environ.get("KERAS_BACKEND") == "jax":
-    _flags = os.environ.get("XLA_FLAGS", "")
-    os.environ["XLA_FLAGS"] = " ".join(
-        [_flags] + [f"--{name}={value}" for name, value in TEST_XLA_FLAGS.items() if name not in _flags]).strip()
+    os.environ["XLA_FLAGS"] = with_test_xla_flags(os.environ.get("XLA_FLAGS", ""))
 
 # The same trade under TensorFlow: Grappler, the graph optimiser every tf.function's first call
 # runs, is a large part of a small GAN's `train()` there (docs/RESULTS.md, "Four concurrent

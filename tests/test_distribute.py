@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import keras
 import numpy as np
@@ -14,8 +15,10 @@ import pytest
 from nebula_keras3.training import trainer
 from nebula_keras3.training.checkpoint import checkpoint_path
 from nebula_keras3.training.distribute import DistributeError, check_global_batch, setup_distribution
+from nebula_keras3.training.stop_signal import STOPPED_EXIT_CODE
+from support.serving import free_port
 
-from conftest import tiny_config
+from conftest import tiny_config, with_test_xla_flags
 
 BACKEND = keras.backend.backend()
 quiet = {"progress": False, "echo": lambda *_: None}
@@ -76,3 +79,38 @@ def test_without_distribution_any_batch_works():
     assert setup_distribution("none") == "1 process, default device"
     with pytest.raises(DistributeError, match="unknown distribution 'model-parallel'"):
         setup_distribution("model-parallel")
+
+
+# It starts its own JAX processes whatever this process's backend is, so it runs once: under torch,
+# whose test process has the most time to spare in `make test`.
+@pytest.mark.skipif(BACKEND != "torch", reason="runs its own JAX processes; once, in torch's test process")
+def test_sigterm_to_one_of_two_processes_stops_both_after_the_same_epoch(tmp_path):
+    # Two JAX processes on this machine, as on two hosts; the scheduler signals only process 1.
+    # Alone it would stop, and process 0 would wait for it in the next all-reduce for ever.
+    env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_CPU_COLLECTIVES_IMPLEMENTATION": "gloo",
+           "OMP_NUM_THREADS": "1", "XLA_FLAGS": with_test_xla_flags(os.environ.get("XLA_FLAGS", ""))}
+    address = f"localhost:{free_port()}"
+    procs = [subprocess.Popen(
+        [sys.executable, "-m", "nebula_keras3", "train", "--preset", "tiny", "--epochs", "10000",
+         "--distribute", "data-parallel", "--coordinator-address", address, "--num-processes", "2",
+         "--process-id", str(i), "--out", str(tmp_path / f"run{i}")],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for i in range(2)]
+    try:
+        epochs_csv = tmp_path / "run1" / "epochs.csv"
+        deadline = time.monotonic() + 300
+        while not (epochs_csv.is_file() and len(epochs_csv.read_text().splitlines()) > 2):
+            assert all(p.poll() is None for p in procs), [p.communicate()[0][-2000:] for p in procs]
+            assert time.monotonic() < deadline, "no epoch finished in 300 s"
+            time.sleep(0.5)
+        procs[1].terminate()  # SIGTERM
+        outputs = [p.communicate(timeout=120)[0] for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+    for p, out in zip(procs, outputs):
+        assert p.returncode == STOPPED_EXIT_CODE, out[-2000:]
+    assert "SIGTERM: stopped after epoch" in outputs[1]
+    assert "SIGTERM to another process: stopped after epoch" in outputs[0]
+    rows = [(tmp_path / f"run{i}" / "epochs.csv").read_text().splitlines()[1:] for i in range(2)]
+    assert len(rows[0]) == len(rows[1]) >= 2
+    assert [r.split(",")[:2] for r in rows[0]] == [r.split(",")[:2] for r in rows[1]]  # epoch, step

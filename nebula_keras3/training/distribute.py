@@ -11,7 +11,9 @@ Several hosts (JAX): pass ``coordinator_address`` (``host:port`` of process 0),
 ``KERAS_DISTRIBUTION_NUM_PROCESSES`` and ``KERAS_DISTRIBUTION_PROCESS_ID`` — and run
 the same command on every host; ``jax.distributed.initialize`` connects them (on
 Cloud TPU and SLURM it finds the cluster by itself). Each process then feeds its
-own slice of every global batch (``data_shard``).
+own slice of every global batch (``data_shard``). A SIGTERM to any of the processes stops
+them all after the same epoch (training/stop_signal.py): JAX's own preemption service, which
+would swallow a SIGTERM that arrives before training starts, is switched off.
 
 Backends: ``keras.distribution`` supports only JAX in Keras 3.15.1. PyTorch is refused.
 TensorFlow is refused too: under ``tf.distribute.MirroredStrategy`` (2 logical CPUs) this
@@ -77,6 +79,9 @@ def setup_distribution(
         import jax
 
         if not jax.distributed.is_initialized():
+            # SIGTERM is ours (training/stop_signal.py): with JAX's preemption service on, its
+            # handler takes a SIGTERM that comes before fit, and the run goes on as if none came.
+            jax.config.update("jax_enable_preemption_service", False)
             keras.distribution.initialize(coordinator_address, num_processes, process_id)
     devices = keras.distribution.list_devices()
     # auto_shard_dataset=False: ImageBatches feeds each process its own slice (data_shard);

@@ -8,6 +8,11 @@ scores included. With :class:`StopOnSignal` the epoch in flight finishes (scores
 leaves at that epoch, less ``generator.keras`` (written when a run reaches its last epoch).
 A second SIGTERM stops the process at once, as without the handler. The handler is installed
 only while fit runs, and only on the main thread (Python delivers signals there alone).
+
+Several processes (``--distribute data-parallel`` over hosts): a scheduler may signal one
+process, or signal each at a different moment. A process that stopped alone would leave the others
+waiting in the next step's all-reduce for ever, so at every epoch's end the processes share
+their flags (one small all-gather) and all stop after the same epoch if any was signalled.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import signal
 import threading
 
 import keras
+import numpy as np
 
 STOP_SIGNALS = (signal.SIGTERM,)
 # ``nebula train``'s exit status after such a stop: what a shell reports for a process SIGTERM ended.
@@ -55,5 +61,21 @@ class StopOnSignal(keras.callbacks.Callback):
         return False
 
     def on_epoch_end(self, epoch, logs=None):
-        if self.received is not None:
+        signalled = _in_any_process(self.received is not None)
+        if signalled and self.received is None:
+            self.received = f"{signal.Signals(STOP_SIGNALS[0]).name} to another process"
+        if signalled:
             self.model.stop_training = True
+
+
+def _in_any_process(flag: bool) -> bool:
+    """``flag`` or'ed over the processes of a multi-process JAX run; every process must call it."""
+    if keras.backend.backend() != "jax":
+        return flag
+    import jax
+
+    if jax.process_count() == 1:
+        return flag
+    from jax.experimental import multihost_utils
+
+    return bool(np.max(multihost_utils.process_allgather(np.int32(flag))))
