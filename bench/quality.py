@@ -122,6 +122,26 @@ def snapshot_reference(ref_dir: Path, out: Path, minutes: float) -> tuple[str, f
     return str(copy), seconds
 
 
+def stop_at(proc: subprocess.Popen, run_dir: Path, epoch: int) -> None:
+    """Stop a run once ``epoch`` (its first past T) is its checkpoint, so that its last state is T's.
+
+    A SIGTERM alone would let it finish the epoch in flight first (``nebula train``'s graceful
+    stop): one more epoch, past T, in the state the resolution scores read."""
+    from nebula_keras3.training.checkpoint import checkpoint_path, read_header
+
+    path = checkpoint_path(run_dir)
+    while proc.poll() is None:
+        try:
+            if read_header(path)["epoch"] >= epoch:  # renamed into place: a whole file or the previous one
+                break
+        except (OSError, ValueError, KeyError):
+            pass
+        time.sleep(0.5)
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", required=True, help="real image folder")
@@ -205,8 +225,7 @@ def main(argv=None) -> int:
                 if budget is not None:
                     points = curve(read_epochs(out / name), args.metric, offsets.get(name, 0.0))
                     if points and points[-1][1] >= budget:
-                        os.killpg(proc.pid, signal.SIGTERM)  # past T: the others run on without it
-                        proc.wait()
+                        stop_at(proc, out / name, points[-1][0])  # past T: the others run on without it
                         del cands[name]
     finally:
         for proc in (ref, *cands.values()):
