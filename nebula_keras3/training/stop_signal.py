@@ -70,11 +70,9 @@ class StopOnSignal(keras.callbacks.Callback):
 
 def _in_any_process(flag: bool) -> bool:
     """``flag`` or'ed over the processes of a multi-process JAX run; every process must call it."""
-    if keras.backend.backend() != "jax":
-        return flag
-    import jax
+    from nebula_keras3.training.distribute import data_shard
 
-    if jax.process_count() == 1:
+    if data_shard()[1] == 1:  # one process (any backend, or JAX without --distribute)
         return flag
     from jax.experimental import multihost_utils
 
