@@ -21,8 +21,10 @@ Resolution: once the runs stop, each run's last checkpoint (its state at T) rend
 ``--resolution-images`` images that are scored against the held-out photos at the largest
 image size of the runs, per SWD pyramid level (from that size down to 16 px); a
 lower-resolution run's samples are upscaled to that size with LANCZOS first
-(``metrics.evaluate.resolution_swd``), so its finest levels show what an upscale lacks. The
-same is done at every smaller run size, higher-resolution samples downscaled. ``result.json``
+(``metrics.evaluate.resolution_swd``; ``--upscale lanczos,nearest`` adds rows for other
+filters), so its finest levels show what an upscale lacks. The same is done at every smaller
+run size, higher-resolution samples downscaled. Each figure is the mean over
+``--resolution-draws`` disjoint sets of latents, printed with its min-max. ``result.json``
 holds them under ``full_size_swd`` (by image size, then run).
 
 ``--budget-minutes M`` fixes T instead: every run, the reference too, trains for M minutes.
@@ -161,6 +163,11 @@ def main(argv=None) -> int:
     p.add_argument("--metric", default="swd")
     p.add_argument("--resolution-images", type=int, default=256,
                    help="images per run for the full-size SWD at the end (0: skip it)")
+    p.add_argument("--resolution-draws", type=int, default=4,
+                   help="disjoint sets of latents each full-size SWD figure is averaged over")
+    p.add_argument("--upscale", type=lambda v: v.split(","), default=["lanczos"], metavar="FILTERS",
+                   help="PIL filters a lower-resolution run's samples are upscaled with for the full-size SWD, "
+                        "comma-separated: lanczos, bicubic, bilinear, nearest (default: lanczos)")
     p.add_argument("--grow-at-minutes", type=float, default=None, metavar="M",
                    help="start candidates that hold '--init-from @reference' from the reference's state "
                         "after M minutes of its training")
@@ -169,6 +176,13 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if args.resolution_images < 0:
         p.error(f"--resolution-images must be 0 (skip) or positive, got {args.resolution_images}")
+    if args.resolution_draws < 1:
+        p.error(f"--resolution-draws must be at least 1, got {args.resolution_draws}")
+    from nebula_keras3.metrics.features import RESAMPLING
+
+    unknown = [f for f in args.upscale if f not in RESAMPLING]
+    if unknown or not args.upscale:
+        p.error(f"--upscale: unknown filter {', '.join(unknown) or '(none)'}; choose from {', '.join(RESAMPLING)}")
     if args.budget_minutes is not None and not args.budget_minutes > 0:
         p.error(f"--budget-minutes must be positive, got {args.budget_minutes}")
 
@@ -294,9 +308,15 @@ def report_runs(args) -> int:
 
 def full_size_swd(run_dirs: dict, args) -> dict:
     """Per-level SWD of each run's last checkpoint against the held-out photos at every run's
-    image size: samples of another size are resized to it with LANCZOS first (upscaled: the
-    finest levels show what an upscale lacks; downscaled: a high-resolution run scored where a
-    low-resolution one is). Printed, and returned as ``{size: {run: figures}}``."""
+    image size: samples of another size are resized to it first (upscaled with each of
+    ``--upscale``'s filters: the finest levels show what an upscale lacks; downscaled with
+    LANCZOS: a high-resolution run scored where a low-resolution one is). Each figure is the
+    mean over ``--resolution-draws`` disjoint sets of latents, with its min-max: which
+    latents are drawn moves a level by several points. Printed, and returned as
+    ``{size: {row: figures}}`` (a row is the run's name, with the filter where it is not LANCZOS).
+    """
+    import numpy as np
+
     from nebula_keras3.data.folder import load_image_folder
     from nebula_keras3.data.split import split_holdout
     from nebula_keras3.metrics.evaluate import resolution_swd
@@ -308,17 +328,25 @@ def full_size_swd(run_dirs: dict, args) -> dict:
         loaded = load_image_folder(args.data, size, progress=False)
         _, held_out = split_holdout(loaded.images, args.holdout, args.seed, listing=loaded.listing)
         held_out = held_out[: args.resolution_images]
-        print(f"\nSWD x1e3 per level at {size} px against {len(held_out)} held-out images "
-              f"(last checkpoints; samples of other sizes resized with LANCZOS):")
+        n = len(held_out)
+        print(f"\nSWD x1e3 per level at {size} px against {n} held-out images (last checkpoints; mean "
+              f"(min-max) over {args.resolution_draws} draws of {n} latents; samples of other sizes resized):")
         scores[str(size)] = {}
         for name, sampler in samplers.items():
-            figures = resolution_swd(held_out, sampler.sample(0, len(held_out)), seed=args.seed)
-            row = {"model_size": sampler.image_size, "epoch": sampler.facts.get("epoch"),
-                   **{k: round(v, 2) for k, v in figures.items()}}
-            scores[str(size)][name] = row
-            levels = "  ".join(f"{k} {v:.1f}" for k, v in figures.items())
-            resized = f" (from {sampler.image_size} px)" if sampler.image_size != size else ""
-            print(f"  {name}{resized}, epoch {row['epoch']}: {levels}")
+            draws = [sampler.sample(k * n, n) for k in range(args.resolution_draws)]  # disjoint seeds
+            filters = args.upscale if sampler.image_size < size else ["lanczos"]
+            for resample in filters:
+                runs = [resolution_swd(held_out, images, seed=args.seed, resample=resample) for images in draws]
+                row = {"model_size": sampler.image_size, "epoch": sampler.facts.get("epoch"),
+                       "resample": resample if sampler.image_size != size else None, "draws": len(runs),
+                       **{k: round(float(np.mean([r[k] for r in runs])), 2) for k in runs[0]},
+                       "range": {k: [round(min(r[k] for r in runs), 2), round(max(r[k] for r in runs), 2)]
+                                 for k in runs[0]}}
+                label = name if resample == "lanczos" else f"{name} ({resample})"
+                scores[str(size)][label] = row
+                levels = "  ".join(f"{k} {row[k]:.1f} ({lo:.1f}-{hi:.1f})" for k, (lo, hi) in row["range"].items())
+                resized = f" (from {sampler.image_size} px, {resample})" if sampler.image_size != size else ""
+                print(f"  {name}{resized}, epoch {row['epoch']}: {levels}")
     return scores
 
 

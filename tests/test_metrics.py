@@ -354,3 +354,8 @@ def test_resolution_swd_scores_upscaled_low_resolution_samples_on_the_full_size_
     assert figures["swd_64"] > 2 * figures["swd_16"]
     with pytest.raises(EvaluationError, match="power of two"):
         resolution_swd(real[:, :48, :48], low)
+    # another upscaling filter, named; an unknown one is refused by name
+    blocks = np.repeat(np.repeat(low, 2, axis=1), 2, axis=2)  # nearest x2: each pixel a 2x2 block
+    assert resolution_swd(real, low, seed=3, resample="nearest") == sliced_wasserstein_distance(real, blocks, seed=3)
+    with pytest.raises(EvaluationError, match="unknown resampling filter 'box'; choose one of lanczos"):
+        resolution_swd(real, low, resample="box")

@@ -128,12 +128,16 @@ def evaluate_images(real: np.ndarray, fake: np.ndarray, *, metrics=METRICS, seed
     return result
 
 
-def resolution_swd(real: np.ndarray, fake: np.ndarray, *, seed: int = 0) -> dict:
+def resolution_swd(real: np.ndarray, fake: np.ndarray, *, seed: int = 0, resample: str = "lanczos") -> dict:
     """SWD x1e3 per pyramid level at the real images' size (``swd_<res>`` from it down to 16 px,
-    and their mean ``swd``), the generated images resized to that size with LANCZOS first.
+    and their mean ``swd``), the generated images resized to that size first (PIL's
+    ``resample`` filter, LANCZOS by default).
 
     So a 64 px model's samples upscaled to 128 px are scored on the same pyramid as a
-    128 px model's: whatever detail the finest levels find beyond the upscale is real.
+    128 px model's: whatever detail the finest levels find beyond the upscale is the model's.
+    The finest level rewards sharp edges of any kind, though: SWD normalises each set's
+    descriptors, so blocks (a nearest-neighbour upscale) score better there than a smooth
+    upscale does (docs/RESULTS.md, "What the finest levels reward"). Look at the images too.
     """
     from nebula_keras3.metrics.features import resize_images
 
@@ -142,7 +146,7 @@ def resolution_swd(real: np.ndarray, fake: np.ndarray, *, seed: int = 0) -> dict
         if x.dtype != np.uint8 or x.ndim != 4 or x.shape[-1] != 3 or x.shape[1] != x.shape[2]:
             raise EvaluationError(f"{name} images must be uint8 [n, S, S, 3], got {x.dtype} {list(x.shape)}")
     try:
-        return sliced_wasserstein_distance(real, resize_images(fake, real.shape[1]), seed=seed)
+        return sliced_wasserstein_distance(real, resize_images(fake, real.shape[1], resample), seed=seed)
     except ValueError as e:
         raise EvaluationError(str(e)) from None
 

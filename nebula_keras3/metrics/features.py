@@ -25,12 +25,18 @@ KID_SUBSETS = 100
 PRDC_K = 5
 
 
-def resize_images(images: np.ndarray, size: int) -> np.ndarray:
-    """uint8 ``[n, S, S, 3]`` -> ``[n, size, size, 3]`` with LANCZOS (a no-op at ``size``)."""
+RESAMPLING = {"lanczos": Image.Resampling.LANCZOS, "bicubic": Image.Resampling.BICUBIC,
+              "bilinear": Image.Resampling.BILINEAR, "nearest": Image.Resampling.NEAREST}  # PIL's filters
+
+
+def resize_images(images: np.ndarray, size: int, resample: str = "lanczos") -> np.ndarray:
+    """uint8 ``[n, S, S, 3]`` -> ``[n, size, size, 3]`` with PIL's ``resample`` filter (a no-op at ``size``)."""
+    if resample not in RESAMPLING:
+        raise ValueError(f"unknown resampling filter {resample!r}; choose one of {', '.join(RESAMPLING)}")
     images = np.asarray(images)
     if images.shape[1:3] == (size, size):
         return images
-    return np.stack([np.asarray(Image.fromarray(im).resize((size, size), Image.Resampling.LANCZOS))
+    return np.stack([np.asarray(Image.fromarray(im).resize((size, size), RESAMPLING[resample]))
                      for im in images])
 
 

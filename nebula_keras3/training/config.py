@@ -62,8 +62,9 @@ PRESETS: dict[str, dict] = {
     # judges the image pooled to 64 px beside a fresh 128 px one. No R1: nebula64's D was trained
     # without it, and R1 at nebula128's 0.1 flattened it to chance within a few epochs. ADA as in
     # nebula64 (its p carries over): at equal time its finest level beat the run without on two
-    # splits, its image downscaled to 64 px lost on both (docs/RESULTS.md, "Growing with a skip
-    # generator and nebula64's D" and "The same growth on another split").
+    # splits; its image downscaled to 64 px scored worse in single draws, level with it averaged
+    # over five (docs/RESULTS.md, "Growing with a skip generator and nebula64's D", "The same
+    # growth on another split" and "What the finest levels reward").
     "grow128": _GROW128,
     # nebula256 grown from a grow128 run the same way, one level up: grow128's generator (ngf 8 at
     # 128 px is ngf 4 at 256 px) with a 4-channel 256 px stage adding a correction to its upscaled
